@@ -1,0 +1,13 @@
+//! Spar's model of Istio configuration.
+//!
+//! Everything Spar reads passes through here: YAML/JSON text becomes positioned
+//! [`yaml::Node`] trees, then typed resources with Istio's exact field names, which are
+//! checked against Istio's CRD schemas and the rules of Istio's validating webhook.
+//! This crate does no I/O; `spar-config` reads files and directories.
+
+pub mod diag;
+pub mod path;
+pub mod yaml;
+
+pub use diag::{Diagnostic, ResourceRef, Severity};
+pub use path::{FieldPath, PathSeg};
