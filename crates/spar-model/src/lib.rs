@@ -11,3 +11,8 @@ pub mod yaml;
 
 pub use diag::{Diagnostic, ResourceRef, Severity};
 pub use path::{FieldPath, PathSeg};
+pub mod istio;
+pub mod k8s;
+pub mod legacy;
+pub mod mesh;
+pub mod schema;

@@ -1,0 +1,1 @@
+//! The Kubernetes objects a mesh reads: Service, Endpoints, EndpointSlice, Namespace, ServiceAccount, Deployment.

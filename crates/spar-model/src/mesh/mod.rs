@@ -1,0 +1,1 @@
+//! MeshConfig (`mesh.yaml`): mesh-wide settings with Istio's defaults.

@@ -1,0 +1,1 @@
+//! Validation of YAML trees against Istio's CRD (OpenAPI v3) schemas.
