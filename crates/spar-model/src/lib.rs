@@ -6,12 +6,14 @@
 //! This crate does no I/O; `spar-config` reads files and directories.
 
 pub mod diag;
+pub mod duration;
 pub mod path;
 pub mod yaml;
 
 pub use diag::{Diagnostic, ResourceRef, Severity};
 pub use path::{FieldPath, PathSeg};
 pub mod istio;
+pub mod names;
 pub mod k8s;
 pub mod legacy;
 pub mod mesh;
