@@ -15,6 +15,7 @@ pub use path::{FieldPath, PathSeg};
 pub mod istio;
 pub mod names;
 pub mod k8s;
+pub mod kind;
 pub mod legacy;
 pub mod mesh;
 pub mod schema;
