@@ -1,0 +1,1 @@
+//! Cross-resource analysis of Istio configuration, as `istioctl analyze` does it.

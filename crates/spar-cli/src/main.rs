@@ -1,0 +1,52 @@
+//! `spar`: a service mesh that speaks Istio's API.
+//!
+//! This binary is the only place that uses `anyhow`; every library crate has its own
+//! typed errors. Exit codes: 0 success, 1 the input is invalid (or analysis found an
+//! error), 2 the command itself could not run (bad flags, unreadable files).
+
+mod cmd;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Spar reads the Istio YAML you already run (VirtualService, DestinationRule, Gateway,
+/// ServiceEntry, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication,
+/// Telemetry, ...) and checks it the way Istio's validating webhook and `istioctl analyze` do.
+#[derive(Parser)]
+#[command(name = "spar", version, about, long_about = None, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  spar validate samples/bookinfo/networking/        check every YAML/JSON file under a directory
+  kubectl get vs -A -o yaml | spar validate -       check what a cluster holds (reads a List)
+  spar analyze examples/bookinfo/                   find problems across resources (IST0101, ...)
+  spar analyze -o json config/ | jq .               machine-readable findings
+
+Exit codes: 0 valid, 1 invalid input or analysis errors, 2 the command could not run.";
+
+#[derive(Subcommand)]
+enum Command {
+    Validate(cmd::validate::Args),
+    Analyze(cmd::analyze::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(args) => cmd::validate::run(&args),
+        Command::Analyze(args) => cmd::analyze::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("spar: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
