@@ -21,7 +21,13 @@ use crate::path::{FieldPath, PathSeg};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// A key the target type does not define (`kubectl --validate=warn` reports these).
-    UnknownField { path: FieldPath, mark: Mark },
+    UnknownField {
+        path: FieldPath,
+        mark: Mark,
+        /// A known field that differs only in letter case (`Name` for `name`): Go's old
+        /// JSON decoding matched those, today's Kubernetes does not.
+        did_you_mean: Option<&'static str>,
+    },
     /// A key given twice in one mapping; the last one is used.
     DuplicateKey { path: FieldPath, mark: Mark },
 }
@@ -303,7 +309,12 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
         entries.retain(|(k, _)| {
             let known = fields.contains(&k.text.as_str());
             if !known {
-                self.sink.borrow_mut().push(Notice::UnknownField { path: self.path.field(&k.text), mark: k.mark });
+                let did_you_mean = fields.iter().copied().find(|f| f.eq_ignore_ascii_case(&k.text));
+                self.sink.borrow_mut().push(Notice::UnknownField {
+                    path: self.path.field(&k.text),
+                    mark: k.mark,
+                    did_you_mean,
+                });
             }
             known
         });
@@ -533,7 +544,11 @@ mod tests {
             notices,
             vec![
                 Notice::DuplicateKey { path: FieldPath::parse("spec.weight"), mark: Mark { line: 3, col: 1 } },
-                Notice::UnknownField { path: FieldPath::parse("spec.hostz"), mark: Mark { line: 2, col: 1 } },
+                Notice::UnknownField {
+                    path: FieldPath::parse("spec.hostz"),
+                    mark: Mark { line: 2, col: 1 },
+                    did_you_mean: None
+                },
             ]
         );
     }
