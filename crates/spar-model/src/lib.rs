@@ -19,3 +19,4 @@ pub mod kind;
 pub mod legacy;
 pub mod mesh;
 pub mod schema;
+pub mod validate;
