@@ -5,9 +5,11 @@
 //! checked against Istio's CRD schemas and the rules of Istio's validating webhook.
 //! This crate does no I/O; `spar-config` reads files and directories.
 
+pub mod config_set;
 pub mod diag;
 pub mod duration;
 pub mod path;
+pub mod resource;
 pub mod yaml;
 
 pub use diag::{Diagnostic, ResourceRef, Severity};
@@ -16,7 +18,13 @@ pub mod istio;
 pub mod names;
 pub mod k8s;
 pub mod kind;
+pub mod load;
 pub mod legacy;
 pub mod mesh;
 pub mod schema;
 pub mod validate;
+
+pub use config_set::ConfigSet;
+pub use kind::Kind;
+pub use load::{load_text, LoadOptions, Loaded};
+pub use resource::{Body, ObjectMeta, Resource};

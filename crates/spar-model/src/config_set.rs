@@ -1,0 +1,211 @@
+//! All resources read from a set of files, checked together: duplicates, the mesh-wide
+//! `MeshConfig`, and the 2019 APIs converted to today's.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::diag::{Diagnostic, Severity};
+use crate::kind::Kind;
+use crate::load::{load_node, load_text, LoadOptions, Loaded};
+use crate::mesh::MeshConfig;
+use crate::resource::{Body, Resource};
+use crate::yaml::{node_from_json, parse_documents};
+use crate::FieldPath;
+
+/// The checked resources of a config directory (or any set of texts), with every
+/// diagnostic found on the way.
+#[derive(Debug, Default)]
+pub struct ConfigSet {
+    resources: Vec<Resource>,
+    diagnostics: Vec<Diagnostic>,
+    mesh: MeshConfig,
+}
+
+/// Files named like this that hold no `kind` are read as a bare MeshConfig, as Istio's
+/// `--meshConfig` flag reads `mesh.yaml`.
+fn is_mesh_file(name: &str) -> bool {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    matches!(base, "mesh.yaml" | "mesh.yml" | "meshconfig.yaml" | "meshconfig.yml" | "mesh.json")
+}
+
+impl ConfigSet {
+    /// Reads `(file name, text)` pairs in order.
+    pub fn load<'a>(sources: impl IntoIterator<Item = (&'a str, &'a str)>, opts: &LoadOptions) -> Self {
+        let mut loaded = Loaded::default();
+        let mut mesh: Option<(MeshConfig, String)> = None;
+        for (name, text) in sources {
+            if is_mesh_file(name) && !looks_like_resources(text) {
+                if let Some(m) = load_mesh_file(name, text, &mut loaded.diagnostics) {
+                    mesh = Some((m, name.to_string()));
+                }
+                continue;
+            }
+            let one = load_text(name, text, opts);
+            loaded.resources.extend(one.resources);
+            loaded.diagnostics.extend(one.diagnostics);
+        }
+        let mut set = ConfigSet {
+            resources: Vec::new(),
+            diagnostics: loaded.diagnostics,
+            mesh: MeshConfig::istio_defaults(),
+        };
+        set.take_mesh_from_configmap(&loaded.resources, mesh);
+        set.resources = dedupe(loaded.resources, &mut set.diagnostics);
+        set.convert_legacy(opts);
+        set.diagnostics.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+        set
+    }
+
+    pub fn resources(&self) -> &[Resource] {
+        &self.resources
+    }
+
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        &self.diagnostics
+    }
+
+    /// The mesh config in force: `mesh.yaml` or the `istio` ConfigMap laid over
+    /// Istio's defaults, or the defaults alone.
+    pub fn mesh(&self) -> &MeshConfig {
+        &self.mesh
+    }
+
+    /// The namespace whose policies apply mesh-wide (`istio-system` unless configured).
+    pub fn root_namespace(&self) -> &str {
+        self.mesh.root_namespace.as_deref().unwrap_or("istio-system")
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Resource> {
+        self.resources.iter().filter(move |r| r.kind == kind)
+    }
+
+    /// A MeshConfig from `mesh.yaml`, else from a ConfigMap `istio` (key `mesh`), else defaults.
+    fn take_mesh_from_configmap(&mut self, resources: &[Resource], file: Option<(MeshConfig, String)>) {
+        if let Some((m, _)) = file {
+            self.mesh = m;
+            return;
+        }
+        for r in resources {
+            let Body::ConfigMap(cm) = &r.body else { continue };
+            if r.meta.name != "istio" {
+                continue;
+            }
+            if !cm.data.contains_key("mesh") {
+                continue;
+            }
+            let mut diags = Vec::new();
+            let parsed = crate::mesh::mesh_from_configmap(&r.node);
+            if let Some(m) = mesh_result(parsed, FieldPath::root().field("data").field("mesh"), &mut diags) {
+                self.mesh = m;
+            }
+            for d in diags {
+                self.diagnostics.push(d.with_resource(r.reference()).with_location(Some(&r.origin.file), Some(r.origin.line)));
+            }
+        }
+    }
+
+    fn convert_legacy(&mut self, opts: &LoadOptions) {
+        let legacy: Vec<&Resource> = self.resources.iter().filter(|r| matches!(r.body, Body::Legacy)).collect();
+        if legacy.is_empty() {
+            return;
+        }
+        let output = legacy_conversion(&legacy, self.root_namespace());
+        let mut converted = Loaded::default();
+        for item in output.resources {
+            let file: Arc<str> = item.origin.file.clone();
+            let node = node_from_json(&item.value, crate::yaml::Mark { line: item.origin.line, col: 1 });
+            load_node(&file, &node, opts, &mut converted);
+        }
+        self.diagnostics.extend(output.diagnostics);
+        self.diagnostics.extend(converted.diagnostics);
+        let all = std::mem::take(&mut self.resources).into_iter().chain(converted.resources).collect();
+        self.resources = dedupe(all, &mut self.diagnostics);
+    }
+}
+
+/// Converted resources and the diagnostics of converting (filled in by the legacy module).
+struct Conversion {
+    resources: Vec<ConvertedItem>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+struct ConvertedItem {
+    value: serde_json::Value,
+    origin: crate::resource::Origin,
+}
+
+fn legacy_conversion(_legacy: &[&Resource], _root_namespace: &str) -> Conversion {
+    Conversion { resources: Vec::new(), diagnostics: Vec::new() }
+}
+
+fn looks_like_resources(text: &str) -> bool {
+    parse_documents(text).is_ok_and(|docs| docs.iter().any(|d| d.root.get("kind").is_some()))
+}
+
+fn load_mesh_file(name: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<MeshConfig> {
+    let mut local = Vec::new();
+    let mesh = mesh_result(crate::mesh::parse_mesh_config(text), FieldPath::root(), &mut local);
+    for d in local {
+        diags.push(d.with_location(Some(name), None));
+    }
+    mesh
+}
+
+/// A parsed mesh config's notices and validation as diagnostics; `None` if it is invalid
+/// (Istio's defaults stay in force then).
+fn mesh_result(
+    parsed: Result<crate::mesh::ParsedMesh, crate::mesh::MeshConfigError>,
+    base: FieldPath,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<MeshConfig> {
+    match parsed {
+        Ok(p) => {
+            for n in p.notices {
+                let (path, mark, msg) = match n {
+                    crate::yaml::Notice::UnknownField { path, mark, .. } => (path, mark, "unknown field (ignored)"),
+                    crate::yaml::Notice::DuplicateKey { path, mark } => {
+                        (path, mark, "key given more than once; the last value is used")
+                    }
+                };
+                diags.push(Diagnostic::warning(path, msg).with_location(None, Some(mark.line)));
+            }
+            let problems = crate::mesh::validate_mesh_config(&p.config, &base);
+            let bad = problems.iter().any(Diagnostic::is_error);
+            diags.extend(problems);
+            (!bad).then(|| p.config.effective())
+        }
+        Err(e) => {
+            diags.push(Diagnostic::error(FieldPath::root(), e.to_string()));
+            None
+        }
+    }
+}
+
+/// Two resources with one kind, namespace and name: the first wins, as `kubectl apply`
+/// of the same name would leave only one; the second is an error.
+fn dedupe(resources: Vec<Resource>, diags: &mut Vec<Diagnostic>) -> Vec<Resource> {
+    let mut seen: HashMap<(Kind, String, String), (Arc<str>, u32)> = HashMap::new();
+    let mut out = Vec::with_capacity(resources.len());
+    for r in resources {
+        let key = (r.kind, r.meta.namespace.clone(), r.meta.name.clone());
+        if let Some((file, line)) = seen.get(&key) {
+            diags.push(
+                Diagnostic::new(
+                    Severity::Error,
+                    FieldPath::root().field("metadata").field("name"),
+                    format!("defined more than once; the first definition at {file}:{line} is used"),
+                )
+                .with_resource(r.reference())
+                .with_location(Some(&r.origin.file), Some(r.origin.line)),
+            );
+            continue;
+        }
+        seen.insert(key, (r.origin.file.clone(), r.origin.line));
+        out.push(r);
+    }
+    out
+}
