@@ -220,9 +220,14 @@ def warn(msg: str) -> None:
 # --- schema helpers -------------------------------------------------------------------------
 
 
-def strip_descriptions(s):
+def strip_descriptions(s, in_properties: bool = False):
+    """Drops every `description` keyword (but not a property that happens to be named so)."""
     if isinstance(s, dict):
-        return {k: strip_descriptions(v) for k, v in s.items() if k != "description"}
+        return {
+            k: strip_descriptions(v, in_properties=(k == "properties" and not in_properties))
+            for k, v in s.items()
+            if in_properties or k != "description"
+        }
     if isinstance(s, list):
         return [strip_descriptions(x) for x in s]
     return s
@@ -421,7 +426,9 @@ class Emitter:
     def int_type(self, s, name: str) -> str:
         lo, hi = s.get("minimum"), s.get("maximum")
         if lo is not None and lo >= 0:
-            return "u32" if hi is not None and hi <= U32_MAX else "u64"
+            # Without a bound that fits, a non-negative integer is a proto uint64.
+            fits = (hi is not None and hi <= U32_MAX) or s.get("format") == "int32"
+            return "u32" if fits else "u64"
         if re.search(r"(?i)(port|number)$", name or ""):
             return "u32"
         return "i32" if s.get("format") == "int32" else "i64"

@@ -477,6 +477,23 @@ fn generic_combinators() {
             ("{a: 1}", Some("spec.b: Required value")),
         ],
     );
+    // Untyped sub-schemas apply whatever fits the value they meet.
+    let scalar = r#"{"type":"object","properties":{"s":{"type":"string","allOf":[{"maxLength":2}]},
+        "n":{"type":"integer","allOf":[{"maximum":2}]}}}"#;
+    table(
+        scalar,
+        &[
+            ("{s: ab, n: 2}", None),
+            (
+                "{s: abc}",
+                Some("spec.s: Too long: may not be longer than 2"),
+            ),
+            (
+                "{n: 3}",
+                Some("spec.n in body should be less than or equal to 2"),
+            ),
+        ],
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@ use super::common::WorkloadSelector;
 #[serde(default)]
 pub struct ProxyConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub concurrency: Option<u64>,
+    pub concurrency: Option<u32>,
     #[serde(
         rename = "environmentVariables",
         skip_serializing_if = "BTreeMap::is_empty"

@@ -34,7 +34,7 @@ pub struct ReadinessProbe {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecHealthCheckConfig>,
     #[serde(rename = "failureThreshold", skip_serializing_if = "Option::is_none")]
-    pub failure_threshold: Option<u64>,
+    pub failure_threshold: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc: Option<GrpcHealthCheckConfig>,
     #[serde(rename = "httpGet", skip_serializing_if = "Option::is_none")]
@@ -43,15 +43,15 @@ pub struct ReadinessProbe {
         rename = "initialDelaySeconds",
         skip_serializing_if = "Option::is_none"
     )]
-    pub initial_delay_seconds: Option<u64>,
+    pub initial_delay_seconds: Option<u32>,
     #[serde(rename = "periodSeconds", skip_serializing_if = "Option::is_none")]
-    pub period_seconds: Option<u64>,
+    pub period_seconds: Option<u32>,
     #[serde(rename = "successThreshold", skip_serializing_if = "Option::is_none")]
-    pub success_threshold: Option<u64>,
+    pub success_threshold: Option<u32>,
     #[serde(rename = "tcpSocket", skip_serializing_if = "Option::is_none")]
     pub tcp_socket: Option<TCPHealthCheckConfig>,
     #[serde(rename = "timeoutSeconds", skip_serializing_if = "Option::is_none")]
-    pub timeout_seconds: Option<u64>,
+    pub timeout_seconds: Option<u32>,
 }
 
 /// At `WorkloadGroup.probe.exec`.
