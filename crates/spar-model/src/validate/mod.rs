@@ -6,6 +6,7 @@
 //! it helps, what to write instead.
 
 mod authorization_policy;
+mod common;
 mod destination_rule;
 mod envoy_filter;
 mod extensions;
