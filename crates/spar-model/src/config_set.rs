@@ -185,27 +185,31 @@ fn mesh_result(
     }
 }
 
-/// Two resources with one kind, namespace and name: the first wins, as `kubectl apply`
-/// of the same name would leave only one; the second is an error.
+/// Two resources with one kind, namespace and name: the later one replaces the earlier,
+/// as applying the files in order with `kubectl apply` would, and a warning says so.
 fn dedupe(resources: Vec<Resource>, diags: &mut Vec<Diagnostic>) -> Vec<Resource> {
-    let mut seen: HashMap<(Kind, String, String), (Arc<str>, u32)> = HashMap::new();
-    let mut out = Vec::with_capacity(resources.len());
+    let mut index: HashMap<(Kind, String, String), usize> = HashMap::new();
+    let mut out: Vec<Option<Resource>> = Vec::with_capacity(resources.len());
     for r in resources {
         let key = (r.kind, r.meta.namespace.clone(), r.meta.name.clone());
-        if let Some((file, line)) = seen.get(&key) {
-            diags.push(
-                Diagnostic::new(
-                    Severity::Error,
-                    FieldPath::root().field("metadata").field("name"),
-                    format!("defined more than once; the first definition at {file}:{line} is used"),
-                )
-                .with_resource(r.reference())
-                .with_location(Some(&r.origin.file), Some(r.origin.line)),
-            );
-            continue;
+        if let Some(&earlier) = index.get(&key) {
+            if let Some(prev) = out[earlier].take() {
+                diags.push(
+                    Diagnostic::new(
+                        Severity::Warning,
+                        FieldPath::root().field("metadata").field("name"),
+                        format!(
+                            "defined more than once: this replaces the definition at {}:{} (files are applied in order, as kubectl apply would)",
+                            prev.origin.file, prev.origin.line
+                        ),
+                    )
+                    .with_resource(r.reference())
+                    .with_location(Some(&r.origin.file), Some(r.origin.line)),
+                );
+            }
         }
-        seen.insert(key, (r.origin.file.clone(), r.origin.line));
-        out.push(r);
+        index.insert(key, out.len());
+        out.push(Some(r));
     }
-    out
+    out.into_iter().flatten().collect()
 }

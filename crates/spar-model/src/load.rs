@@ -75,6 +75,17 @@ pub fn load_node(file: &Arc<str>, root: &Node, opts: &LoadOptions, out: &mut Loa
         return;
     }
 
+    let mut diags = Vec::new();
+    // The book's RBAC chapter spells the kind `RBACConfig`; Istio's was `RbacConfig`.
+    let kind_text = if kind_text == "RBACConfig" && api_version.starts_with("rbac.istio.io/") {
+        diags.push(Diagnostic::warning(
+            FieldPath::root().field("kind"),
+            "the kind is spelled RbacConfig; read as RbacConfig",
+        ));
+        "RbacConfig"
+    } else {
+        kind_text
+    };
     let kind = match Kind::resolve(api_version, kind_text) {
         Ok(k) => k,
         Err(e) => {
@@ -89,7 +100,6 @@ pub fn load_node(file: &Arc<str>, root: &Node, opts: &LoadOptions, out: &mut Loa
         }
     };
 
-    let mut diags = Vec::new();
     let meta = read_meta(root, kind, opts, &mut diags);
     let reference = ResourceRef {
         kind: kind.kind_name().to_string(),

@@ -56,6 +56,8 @@ pub struct JWTRule {
     pub space_delimited_claims: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence: Option<Presence>,
 }
 
 /// At `RequestAuthentication.jwtRules[].fromHeaders[]`.
@@ -76,4 +78,23 @@ pub struct ClaimToHeader {
     pub claim: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
+}
+
+/// At `RequestAuthentication.jwtRules[].presence`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Presence {
+    #[serde(rename = "OPTIONAL")]
+    Optional,
+    #[serde(rename = "REQUIRED")]
+    Required,
+}
+
+impl Presence {
+    /// The value as written in Istio YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Optional => "OPTIONAL",
+            Self::Required => "REQUIRED",
+        }
+    }
 }
