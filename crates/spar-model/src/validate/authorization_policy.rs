@@ -271,18 +271,18 @@ fn check_values(values: &[String], kind: Values, list: &FieldPath, out: &mut Vec
                 }
             }
             Values::Method => {
+                let upper = v.to_ascii_uppercase();
                 if let Some(why) = wildcard_problem(v) {
                     out.push(Diagnostic::warning(
                         path,
                         format!("{v:?} matches literally: {why}"),
                     ));
-                } else if v.bytes().any(|b| b.is_ascii_lowercase()) {
+                } else if upper != *v && STANDARD_METHODS.contains(&upper.as_str()) {
                     out.push(Diagnostic::warning(
                         path,
                         format!(
-                            "HTTP methods are case-sensitive, so {v:?} never matches a {:?} request; \
-                             write methods in upper case",
-                            v.to_ascii_uppercase()
+                            "HTTP methods are case-sensitive, so {v:?} never matches a {upper} \
+                             request; write {upper:?}"
                         ),
                     ));
                 }
@@ -327,6 +327,11 @@ fn check_values(values: &[String], kind: Values, list: &FieldPath, out: &mut Vec
         }
     }
 }
+
+/// Methods a lower-case spelling most likely meant; other methods may be custom.
+const STANDARD_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
 
 /// Why Istio would not treat the `*`s in `v` as wildcards, if it would not.
 fn wildcard_problem(v: &str) -> Option<&'static str> {

@@ -236,7 +236,7 @@ fn ports() {
 fn methods() {
     let rows: &[(&str, &[usize], &[usize])] = &[
         ("[GET, POST, 'PU*', '*']", &[], &[]),
-        ("['', get, 'G*T']", &[0], &[1, 2]),
+        ("['', get, 'G*T', purge, Get]", &[0], &[1, 2, 4]),
     ];
     field_table(OPERATION, "methods", rows);
     field_table(OPERATION, "notMethods", rows);

@@ -83,9 +83,12 @@ fn check_rule(rule: &JWTRule, path: &FieldPath, out: &mut Vec<Diagnostic>) {
 /// host, a port out of range). The scheme itself is the schema's.
 fn check_jwks_uri(uri: &str) -> Result<(), String> {
     if let Some(c) = uri.chars().find(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!(
-            "it contains {c:?}; percent-encode it (a space is %20)"
-        ));
+        return Err(match c {
+            ' ' => "it contains a space; percent-encode it as %20".to_string(),
+            _ => format!(
+                "it contains the character {c:?}, which a URL cannot hold; percent-encode it"
+            ),
+        });
     }
     let Some((_, rest)) = uri.split_once("://") else {
         return Err("it has no host".into());
