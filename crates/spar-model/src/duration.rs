@@ -76,7 +76,7 @@ pub fn format_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         return format!("{}s", d.as_secs());
     }
-    if d.as_nanos() % 1_000_000 == 0 && d.as_secs() == 0 {
+    if d.as_nanos().is_multiple_of(1_000_000) && d.as_secs() == 0 {
         return format!("{}ms", d.as_millis());
     }
     let s = format!("{}.{:09}", d.as_secs(), d.subsec_nanos());

@@ -104,7 +104,7 @@ pub fn load_node(file: &Arc<str>, root: &Node, opts: &LoadOptions, out: &mut Loa
     let reference = ResourceRef {
         kind: kind.kind_name().to_string(),
         namespace: meta.namespace.clone(),
-        name: meta.name.clone(),
+        name: if meta.name.is_empty() { "<unnamed>".to_string() } else { meta.name.clone() },
     };
     let body = read_body(kind, root, &meta, &mut diags);
 
@@ -263,9 +263,18 @@ fn read_body(kind: Kind, root: &Node, meta: &ObjectMeta, diags: &mut Vec<Diagnos
 fn read_istio(kind: Kind, root: &Node, meta: &ObjectMeta, diags: &mut Vec<Diagnostic>) -> Option<Body> {
     warn_unknown_top_level(root, &["spec"], diags);
     let path = FieldPath::root().field("spec");
-    let Some(spec) = root.get("spec") else {
-        diags.push(Diagnostic::error(path, "Required value: spec is required"));
-        return None;
+    // A kind whose CRD does not require `spec` reads a missing one as empty, as the
+    // API server stores it (an AuthorizationPolicy without spec is allow-nothing).
+    let empty = Node::new(crate::yaml::NodeKind::Map(Vec::new()), root.mark);
+    let spec = match root.get("spec") {
+        Some(spec) => spec,
+        None => match crate::schema::missing_spec(kind.kind_name(), &path, root) {
+            Some(d) => {
+                diags.push(d);
+                return None;
+            }
+            None => &empty,
+        },
     };
     let schema_diags = crate::schema::validate_spec(kind.kind_name(), spec, &path);
     let schema_failed = schema_diags.iter().any(Diagnostic::is_error);
