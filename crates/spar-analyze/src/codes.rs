@@ -23,7 +23,8 @@ pub const CONFLICTING_VIRTUAL_SERVICE_HOSTS: Code = Code {
     code: "IST0109",
     name: "ConflictingMeshGatewayVirtualServiceHosts",
     severity: Severity::Error,
-    summary: "two VirtualServices bound to the mesh claim the same host; only one of them takes effect",
+    summary:
+        "two VirtualServices bound to the mesh claim the same host; only one of them takes effect",
 };
 
 pub const MTLS_POLICY_CONFLICT: Code = Code {

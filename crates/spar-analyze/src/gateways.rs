@@ -18,7 +18,12 @@ pub fn analyze(idx: &Index, out: &mut Vec<Diagnostic>) {
     if idx.knows_workloads() {
         for (r, g) in &gateways {
             if idx.workloads_matching(None, &g.selector).next().is_none() {
-                let selector = g.selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+                let selector = g
+                    .selector
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
                 out.push(finding(
                     codes::REFERENCED_RESOURCE_NOT_FOUND,
                     r,
@@ -43,7 +48,11 @@ pub fn analyze(idx: &Index, out: &mut Vec<Diagnostic>) {
 /// Two gateways apply to the same proxies when their selectors are equal, or when the
 /// input's workloads show one proxy selected by both.
 fn same_workloads(idx: &Index, a: &Gateway, b: &Gateway) -> bool {
-    a.selector == b.selector || idx.workloads.iter().any(|w| labels_match(&a.selector, w.labels) && labels_match(&b.selector, w.labels))
+    a.selector == b.selector
+        || idx
+            .workloads
+            .iter()
+            .any(|w| labels_match(&a.selector, w.labels) && labels_match(&b.selector, w.labels))
 }
 
 fn conflicts(ra: &Resource, ga: &Gateway, rb: &Resource, gb: &Gateway, out: &mut Vec<Diagnostic>) {
@@ -55,13 +64,24 @@ fn conflicts(ra: &Resource, ga: &Gateway, rb: &Resource, gb: &Gateway, out: &mut
                 continue;
             }
             let proto = |p: &Option<String>| p.as_deref().unwrap_or("").to_ascii_uppercase();
-            let host_clash = sa.hosts.iter().any(|ha| sb.hosts.iter().any(|hb| hosts_overlap(strip_ns(ha), strip_ns(hb))));
+            let host_clash = sa.hosts.iter().any(|ha| {
+                sb.hosts
+                    .iter()
+                    .any(|hb| hosts_overlap(strip_ns(ha), strip_ns(hb)))
+            });
             let protocol_clash = proto(&pa.protocol) != proto(&pb.protocol);
             // Same hosts over plain HTTP merge; TLS-terminated and TCP servers cannot share.
-            let tls_or_tcp = !matches!(proto(&pa.protocol).as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB");
+            let tls_or_tcp = !matches!(
+                proto(&pa.protocol).as_str(),
+                "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB"
+            );
             if protocol_clash || (host_clash && tls_or_tcp) {
                 let why = if protocol_clash {
-                    format!("protocol {} vs {}", proto(&pa.protocol), proto(&pb.protocol))
+                    format!(
+                        "protocol {} vs {}",
+                        proto(&pa.protocol),
+                        proto(&pb.protocol)
+                    )
                 } else {
                     "overlapping hosts".to_string()
                 };

@@ -70,9 +70,18 @@ impl<'a> Index<'a> {
                 self.services.push(Service {
                     host: format!("{}.{ns}.{DOMAIN_SUFFIX}", r.meta.name),
                     namespace: ns,
-                    ports: spec.ports.iter().filter_map(|p| u32::try_from(p.port).ok()).collect(),
+                    ports: spec
+                        .ports
+                        .iter()
+                        .filter_map(|p| u32::try_from(p.port).ok())
+                        .collect(),
                     selector: (!spec.selector.is_empty()).then_some(&spec.selector),
-                    addresses: spec.cluster_ip.iter().filter(|ip| ip.as_str() != "None").cloned().collect(),
+                    addresses: spec
+                        .cluster_ip
+                        .iter()
+                        .filter(|ip| ip.as_str() != "None")
+                        .cloned()
+                        .collect(),
                     in_mesh: true,
                     resource: r,
                 });
@@ -91,22 +100,38 @@ impl<'a> Index<'a> {
                 }
             }
             Body::ServiceAccount(_) => {
-                self.service_accounts.insert(format!("{ns}/{}", r.meta.name));
+                self.service_accounts
+                    .insert(format!("{ns}/{}", r.meta.name));
             }
             Body::Deployment(d) => {
                 let tpl = &d.spec.template;
                 let sa = service_account_of(&tpl.spec);
                 self.service_accounts.insert(format!("{ns}/{sa}"));
-                self.workloads.push(Workload { namespace: ns, labels: &tpl.metadata.labels, service_account: sa });
+                self.workloads.push(Workload {
+                    namespace: ns,
+                    labels: &tpl.metadata.labels,
+                    service_account: sa,
+                });
             }
             Body::Pod(p) => {
                 let sa = service_account_of(&p.spec);
                 self.service_accounts.insert(format!("{ns}/{sa}"));
-                self.workloads.push(Workload { namespace: ns, labels: &r.meta.labels, service_account: sa });
+                self.workloads.push(Workload {
+                    namespace: ns,
+                    labels: &r.meta.labels,
+                    service_account: sa,
+                });
             }
             Body::WorkloadEntry(we) => {
-                let sa = we.service_account.clone().unwrap_or_else(|| "default".to_string());
-                self.workloads.push(Workload { namespace: ns, labels: &we.labels, service_account: sa });
+                let sa = we
+                    .service_account
+                    .clone()
+                    .unwrap_or_else(|| "default".to_string());
+                self.workloads.push(Workload {
+                    namespace: ns,
+                    labels: &we.labels,
+                    service_account: sa,
+                });
             }
             _ => {}
         }
@@ -177,7 +202,10 @@ pub fn hosts_overlap(a: &str, b: &str) -> bool {
     }
 }
 
-pub fn labels_match(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+pub fn labels_match(
+    selector: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
@@ -187,8 +215,14 @@ mod tests {
 
     #[test]
     fn host_forms() {
-        assert_eq!(qualify("reviews", "default"), ["reviews.default.svc.cluster.local"]);
-        assert_eq!(qualify("reviews.prod", "default")[1], "reviews.prod.svc.cluster.local");
+        assert_eq!(
+            qualify("reviews", "default"),
+            ["reviews.default.svc.cluster.local"]
+        );
+        assert_eq!(
+            qualify("reviews.prod", "default")[1],
+            "reviews.prod.svc.cluster.local"
+        );
         assert!(hosts_overlap("*.example.com", "a.example.com"));
         assert!(hosts_overlap("*.example.com", "*.b.example.com"));
         assert!(!hosts_overlap("*.example.com", "example.org"));

@@ -31,7 +31,12 @@ pub fn analyze(set: &ConfigSet) -> Vec<Diagnostic> {
 }
 
 /// A finding about `r` at `path`.
-fn finding(code: Code, r: &spar_model::resource::Resource, path: FieldPath, message: String) -> Diagnostic {
+fn finding(
+    code: Code,
+    r: &spar_model::resource::Resource,
+    path: FieldPath,
+    message: String,
+) -> Diagnostic {
     let line = r.line_of(&path);
     Diagnostic::new(code.severity, path, message)
         .with_code(code.code)
@@ -39,3 +44,5 @@ fn finding(code: Code, r: &spar_model::resource::Resource, path: FieldPath, mess
         .with_location(Some(&r.origin.file), Some(line))
 }
 
+#[cfg(test)]
+mod tests;

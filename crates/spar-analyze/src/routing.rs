@@ -15,7 +15,9 @@ pub fn analyze(idx: &Index, out: &mut Vec<Diagnostic>) {
     let mut mesh_hosts: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();
     let mut gateway_hosts: BTreeMap<(String, String), Vec<&Resource>> = BTreeMap::new();
     for r in idx.set.of_kind(Kind::VirtualService) {
-        let Some(vs) = r.body.virtual_service() else { continue };
+        let Some(vs) = r.body.virtual_service() else {
+            continue;
+        };
         let spec = FieldPath::root().field("spec");
         check_gateways(idx, r, vs, &spec, out);
         check_destinations(idx, r, vs, &spec, out);
@@ -27,7 +29,10 @@ pub fn analyze(idx: &Index, out: &mut Vec<Diagnostic>) {
                 if g == "mesh" {
                     mesh_hosts.entry(fq.clone()).or_default().push(r);
                 } else {
-                    gateway_hosts.entry((g.clone(), fq.clone())).or_default().push(r);
+                    gateway_hosts
+                        .entry((g.clone(), fq.clone()))
+                        .or_default()
+                        .push(r);
                 }
             }
         }
@@ -61,7 +66,10 @@ pub fn analyze(idx: &Index, out: &mut Vec<Diagnostic>) {
 }
 
 fn names_of(rs: &[&Resource]) -> String {
-    rs.iter().map(|r| format!("{}/{}", r.namespace(), r.name())).collect::<Vec<_>>().join(", ")
+    rs.iter()
+        .map(|r| format!("{}/{}", r.namespace(), r.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `ns/name` of every gateway a VirtualService binds to; `mesh` when none is listed.
@@ -69,7 +77,10 @@ fn bound_gateways(r: &Resource, vs: &VirtualService) -> Vec<String> {
     if vs.gateways.is_empty() {
         return vec!["mesh".to_string()];
     }
-    vs.gateways.iter().map(|g| qualify_gateway(g, r.namespace())).collect()
+    vs.gateways
+        .iter()
+        .map(|g| qualify_gateway(g, r.namespace()))
+        .collect()
 }
 
 fn qualify_gateway(g: &str, namespace: &str) -> String {
@@ -85,11 +96,21 @@ fn qualify_gateway(g: &str, namespace: &str) -> String {
 }
 
 fn gateway_exists(idx: &Index, qualified: &str) -> bool {
-    let Some((ns, name)) = qualified.split_once('/') else { return false };
-    idx.set.of_kind(Kind::Gateway).any(|g| g.namespace() == ns && g.name() == name)
+    let Some((ns, name)) = qualified.split_once('/') else {
+        return false;
+    };
+    idx.set
+        .of_kind(Kind::Gateway)
+        .any(|g| g.namespace() == ns && g.name() == name)
 }
 
-fn check_gateways(idx: &Index, r: &Resource, vs: &VirtualService, spec: &FieldPath, out: &mut Vec<Diagnostic>) {
+fn check_gateways(
+    idx: &Index,
+    r: &Resource,
+    vs: &VirtualService,
+    spec: &FieldPath,
+    out: &mut Vec<Diagnostic>,
+) {
     let mut report = |path: FieldPath, g: &str| {
         let q = qualify_gateway(g, r.namespace());
         if q != "mesh" && !gateway_exists(idx, &q) {
@@ -97,7 +118,9 @@ fn check_gateways(idx: &Index, r: &Resource, vs: &VirtualService, spec: &FieldPa
                 codes::REFERENCED_RESOURCE_NOT_FOUND,
                 r,
                 path,
-                format!("referenced gateway not found: {q:?}; define a Gateway {q} or fix the name"),
+                format!(
+                    "referenced gateway not found: {q:?}; define a Gateway {q} or fix the name"
+                ),
             ));
         }
     };
@@ -107,7 +130,15 @@ fn check_gateways(idx: &Index, r: &Resource, vs: &VirtualService, spec: &FieldPa
     for (i, route) in vs.http.iter().enumerate() {
         for (j, m) in route.r#match.iter().enumerate() {
             for (k, g) in m.gateways.iter().enumerate() {
-                report(spec.field("http").index(i).field("match").index(j).field("gateways").index(k), g);
+                report(
+                    spec.field("http")
+                        .index(i)
+                        .field("match")
+                        .index(j)
+                        .field("gateways")
+                        .index(k),
+                    g,
+                );
             }
         }
     }
@@ -132,11 +163,21 @@ fn destinations<'v>(vs: &'v VirtualService, spec: &FieldPath) -> Vec<(FieldPath,
             }
         }
     }
-    for (section, routes) in [("tcp", vs.tcp.iter().map(|t| &t.route).collect::<Vec<_>>()), ("tls", vs.tls.iter().map(|t| &t.route).collect())] {
+    for (section, routes) in [
+        ("tcp", vs.tcp.iter().map(|t| &t.route).collect::<Vec<_>>()),
+        ("tls", vs.tls.iter().map(|t| &t.route).collect()),
+    ] {
         for (i, route) in routes.into_iter().enumerate() {
             for (j, d) in route.iter().enumerate() {
                 if let Some(dest) = &d.destination {
-                    out.push((spec.field(section).index(i).field("route").index(j).field("destination"), dest));
+                    out.push((
+                        spec.field(section)
+                            .index(i)
+                            .field("route")
+                            .index(j)
+                            .field("destination"),
+                        dest,
+                    ));
                 }
             }
         }
@@ -144,9 +185,17 @@ fn destinations<'v>(vs: &'v VirtualService, spec: &FieldPath) -> Vec<(FieldPath,
     out
 }
 
-fn check_destinations(idx: &Index, r: &Resource, vs: &VirtualService, spec: &FieldPath, out: &mut Vec<Diagnostic>) {
+fn check_destinations(
+    idx: &Index,
+    r: &Resource,
+    vs: &VirtualService,
+    spec: &FieldPath,
+    out: &mut Vec<Diagnostic>,
+) {
     for (path, dest) in destinations(vs, spec) {
-        let Some(host) = dest.host.as_deref() else { continue };
+        let Some(host) = dest.host.as_deref() else {
+            continue;
+        };
         if host.parse::<std::net::IpAddr>().is_ok() {
             continue;
         }
@@ -181,17 +230,29 @@ fn check_destinations(idx: &Index, r: &Resource, vs: &VirtualService, spec: &Fie
 fn subset_defined(idx: &Index, host: &str, namespace: &str, subset: &str) -> bool {
     let wanted = qualify(host, namespace);
     idx.set.of_kind(Kind::DestinationRule).any(|dr_res| {
-        let Some(dr) = dr_res.body.destination_rule() else { return false };
-        let Some(dr_host) = dr.host.as_deref() else { return false };
+        let Some(dr) = dr_res.body.destination_rule() else {
+            return false;
+        };
+        let Some(dr_host) = dr.host.as_deref() else {
+            return false;
+        };
         let dr_hosts = qualify(dr_host, dr_res.namespace());
-        let same_host = wanted.iter().any(|w| dr_hosts.iter().any(|d| hosts_overlap(w, d)));
+        let same_host = wanted
+            .iter()
+            .any(|w| dr_hosts.iter().any(|d| hosts_overlap(w, d)));
         same_host && dr.subsets.iter().any(|s| s.name.as_deref() == Some(subset))
     })
 }
 
 /// The book's "tripping hazard": rules written for a gateway do not apply to calls made
 /// from inside the mesh unless the VirtualService also binds to `mesh`.
-fn check_mesh_binding(idx: &Index, r: &Resource, vs: &VirtualService, spec: &FieldPath, out: &mut Vec<Diagnostic>) {
+fn check_mesh_binding(
+    idx: &Index,
+    r: &Resource,
+    vs: &VirtualService,
+    spec: &FieldPath,
+    out: &mut Vec<Diagnostic>,
+) {
     if vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh") {
         return;
     }
@@ -199,7 +260,10 @@ fn check_mesh_binding(idx: &Index, r: &Resource, vs: &VirtualService, spec: &Fie
         if host == "*" {
             continue;
         }
-        let in_mesh = idx.services_for_host(host, r.namespace()).iter().any(|s| s.in_mesh);
+        let in_mesh = idx
+            .services_for_host(host, r.namespace())
+            .iter()
+            .any(|s| s.in_mesh);
         if in_mesh {
             out.push(finding(
                 codes::VIRTUAL_SERVICE_NOT_BOUND_TO_MESH,

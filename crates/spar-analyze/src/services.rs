@@ -20,20 +20,38 @@ fn subsets(idx: &Index, out: &mut Vec<Diagnostic>) {
         return;
     }
     for r in idx.set.of_kind(Kind::DestinationRule) {
-        let Some(dr) = r.body.destination_rule() else { continue };
-        let Some(host) = dr.host.as_deref() else { continue };
+        let Some(dr) = r.body.destination_rule() else {
+            continue;
+        };
+        let Some(host) = dr.host.as_deref() else {
+            continue;
+        };
         for svc in idx.services_for_host(host, r.namespace()) {
-            let Some(selector) = svc.selector else { continue };
+            let Some(selector) = svc.selector else {
+                continue;
+            };
             // Judge only services whose workloads the input describes.
-            if idx.workloads_matching(Some(svc.namespace), selector).next().is_none() {
+            if idx
+                .workloads_matching(Some(svc.namespace), selector)
+                .next()
+                .is_none()
+            {
                 continue;
             }
             for (i, subset) in dr.subsets.iter().enumerate() {
                 let mut wanted: BTreeMap<String, String> = selector.clone();
                 wanted.extend(subset.labels.clone());
-                let selects = idx.workloads.iter().any(|w| w.namespace == svc.namespace && labels_match(&wanted, w.labels));
+                let selects = idx
+                    .workloads
+                    .iter()
+                    .any(|w| w.namespace == svc.namespace && labels_match(&wanted, w.labels));
                 if !selects {
-                    let labels = subset.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+                    let labels = subset
+                        .labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",");
                     out.push(finding(
                         codes::SUBSET_SELECTS_NO_WORKLOAD,
                         r,
@@ -56,13 +74,23 @@ fn addresses(idx: &Index, out: &mut Vec<Diagnostic>) {
             if std::ptr::eq(a.resource, b.resource) {
                 continue;
             }
-            let shared: Vec<&String> = a.addresses.iter().filter(|x| b.addresses.contains(x)).collect();
-            let ports_overlap = a.ports.is_empty() || b.ports.is_empty() || a.ports.iter().any(|p| b.ports.contains(p));
+            let shared: Vec<&String> = a
+                .addresses
+                .iter()
+                .filter(|x| b.addresses.contains(x))
+                .collect();
+            let ports_overlap = a.ports.is_empty()
+                || b.ports.is_empty()
+                || a.ports.iter().any(|p| b.ports.contains(p));
             if shared.is_empty() || !ports_overlap {
                 continue;
             }
             for r in [a.resource, b.resource] {
-                let (this, other) = if std::ptr::eq(r, a.resource) { (a, b) } else { (b, a) };
+                let (this, other) = if std::ptr::eq(r, a.resource) {
+                    (a, b)
+                } else {
+                    (b, a)
+                };
                 out.push(finding(
                     codes::SERVICE_ENTRY_ADDRESS_CONFLICT,
                     r,
@@ -87,14 +115,18 @@ fn sidecar_egress(idx: &Index, out: &mut Vec<Diagnostic>) {
         let Some(sc) = r.body.sidecar() else { continue };
         for (i, listener) in sc.egress.iter().enumerate() {
             for (j, entry) in listener.hosts.iter().enumerate() {
-                let Some((ns, host)) = entry.split_once('/') else { continue };
+                let Some((ns, host)) = entry.split_once('/') else {
+                    continue;
+                };
                 if ns == "~" || host == "*" {
                     continue;
                 }
                 let ns = if ns == "." { r.namespace() } else { ns };
                 let matched = idx.services.iter().any(|s| {
                     (ns == "*" || s.namespace == ns)
-                        && qualify(host, s.namespace).iter().any(|h| hosts_overlap(h, &s.host))
+                        && qualify(host, s.namespace)
+                            .iter()
+                            .any(|h| hosts_overlap(h, &s.host))
                 });
                 if !matched {
                     out.push(finding(
