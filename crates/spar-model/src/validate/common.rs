@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::diag::Diagnostic;
 use crate::duration::parse_duration;
+use crate::istio::types::{ConnectionPoolSettings, Destination, H2UpgradePolicy};
 use crate::names;
 use crate::FieldPath;
 
@@ -140,6 +141,39 @@ pub(super) fn host_subset_of(sub: &str, sup: &str) -> bool {
         (Some(_), None) => false,
         (None, Some(ssup)) => sub.ends_with(ssup),
         (None, None) => sub == sup,
+    }
+}
+
+/// A route, mirror or egress-proxy destination.
+pub(super) fn check_destination(out: &mut Diags, path: &FieldPath, d: &Destination) {
+    if let Some(host) = &d.host {
+        if host == "*" {
+            error(out, path.field("host"), "destination host cannot be *: name the service, e.g. reviews.default.svc.cluster.local");
+        } else if let Err(e) = wildcard_domain(host) {
+            error(out, path.field("host"), e);
+        }
+    }
+    if let Some(subset) = &d.subset {
+        check_subset_name(out, path.field("subset"), subset);
+    }
+    if let Some(port) = &d.port {
+        check_port(
+            out,
+            path.field("port").field("number"),
+            port.number.unwrap_or(0),
+        );
+    }
+}
+
+pub(super) fn check_subset_name(out: &mut Diags, path: FieldPath, name: &str) {
+    if name.is_empty() {
+        error(out, path, "subset name cannot be empty");
+    } else if !names::is_dns1123_label(name) {
+        error(
+            out,
+            path,
+            format!("invalid subset name {name:?}: use a DNS label such as v1 or canary"),
+        );
     }
 }
 
@@ -382,6 +416,89 @@ pub(super) fn ip_address(addr: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{addr:?} is not a valid IP address"))
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Connection pools (DestinationRule traffic policies and Sidecar inbound)
+
+pub(super) fn check_connection_pool(
+    out: &mut Diags,
+    path: &FieldPath,
+    pool: &ConnectionPoolSettings,
+) {
+    if pool.http.is_none() && pool.tcp.is_none() {
+        error(
+            out,
+            path.clone(),
+            "connectionPool must set http or tcp settings",
+        );
+    }
+    let non_negative = |out: &mut Diags, path: FieldPath, v: Option<i32>| {
+        if let Some(v) = v.filter(|v| *v < 0) {
+            error(out, path, format!("must not be negative (got {v})"));
+        }
+    };
+    if let Some(h) = &pool.http {
+        let p = path.field("http");
+        non_negative(
+            out,
+            p.field("http1MaxPendingRequests"),
+            h.http1_max_pending_requests,
+        );
+        non_negative(out, p.field("http2MaxRequests"), h.http2_max_requests);
+        non_negative(
+            out,
+            p.field("maxRequestsPerConnection"),
+            h.max_requests_per_connection,
+        );
+        non_negative(out, p.field("maxRetries"), h.max_retries);
+        non_negative(
+            out,
+            p.field("maxConcurrentStreams"),
+            h.max_concurrent_streams,
+        );
+        check_duration_ms(out, p.field("idleTimeout"), h.idle_timeout.as_ref());
+        if h.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade)
+            && h.use_client_protocol == Some(true)
+        {
+            error(
+                out,
+                p.field("useClientProtocol"),
+                "useClientProtocol cannot be true when h2UpgradePolicy is UPGRADE: choose one",
+            );
+        }
+        if let Some(ka) = &h.http2_keep_alive {
+            let kp = p.field("http2KeepAlive");
+            check_required_duration(
+                out,
+                kp.field("interval"),
+                ka.interval.as_ref(),
+                "http2KeepAlive.interval",
+            );
+            check_required_duration(
+                out,
+                kp.field("timeout"),
+                ka.timeout.as_ref(),
+                "http2KeepAlive.timeout",
+            );
+        }
+    }
+    if let Some(t) = &pool.tcp {
+        let p = path.field("tcp");
+        non_negative(out, p.field("maxConnections"), t.max_connections);
+        check_duration_ms(out, p.field("connectTimeout"), t.connect_timeout.as_ref());
+        check_duration_ms(
+            out,
+            p.field("maxConnectionDuration"),
+            t.max_connection_duration.as_ref(),
+        );
+        check_duration_ms(out, p.field("idleTimeout"), t.idle_timeout.as_ref());
+        if let Some(ka) = &t.tcp_keepalive {
+            let kp = p.field("tcpKeepalive");
+            check_duration_ms(out, kp.field("time"), ka.time.as_ref());
+            check_duration_ms(out, kp.field("interval"), ka.interval.as_ref());
+        }
     }
 }
 

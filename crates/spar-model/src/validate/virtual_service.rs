@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+pub(super) use super::common::check_destination;
 use super::common::{
     check_export_to, check_labels, check_port, check_re2, error, host_subset_of, hosts_overlap,
     warn, wildcard_domain, Diags,
@@ -496,39 +497,6 @@ pub(super) fn check_weighted_destinations<'a>(
             out,
             path.clone(),
             "total weight of the destinations must be greater than 0: give at least one destination a positive weight",
-        );
-    }
-}
-
-/// A route, mirror or egress-proxy destination.
-pub(super) fn check_destination(out: &mut Diags, path: &FieldPath, d: &Destination) {
-    if let Some(host) = &d.host {
-        if host == "*" {
-            error(out, path.field("host"), "destination host cannot be *: name the service, e.g. reviews.default.svc.cluster.local");
-        } else if let Err(e) = wildcard_domain(host) {
-            error(out, path.field("host"), e);
-        }
-    }
-    if let Some(subset) = &d.subset {
-        check_subset_name(out, path.field("subset"), subset);
-    }
-    if let Some(port) = &d.port {
-        check_port(
-            out,
-            path.field("port").field("number"),
-            port.number.unwrap_or(0),
-        );
-    }
-}
-
-pub(super) fn check_subset_name(out: &mut Diags, path: FieldPath, name: &str) {
-    if name.is_empty() {
-        error(out, path, "subset name cannot be empty");
-    } else if !names::is_dns1123_label(name) {
-        error(
-            out,
-            path,
-            format!("invalid subset name {name:?}: use a DNS label such as v1 or canary"),
         );
     }
 }
