@@ -27,7 +27,6 @@ pub struct Service<'a> {
 pub struct Workload<'a> {
     pub namespace: &'a str,
     pub labels: &'a BTreeMap<String, String>,
-    pub service_account: String,
 }
 
 pub struct Index<'a> {

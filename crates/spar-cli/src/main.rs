@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 /// ServiceEntry, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication,
 /// Telemetry, ...) and checks it the way Istio's validating webhook and `istioctl analyze` do.
 #[derive(Parser)]
-#[command(name = "spar", version, about, long_about = None, after_help = EXAMPLES)]
+#[command(name = "spar", version, after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

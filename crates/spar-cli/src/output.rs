@@ -21,9 +21,20 @@ struct JsonReport<'a> {
 
 /// Errors and warnings go to stdout in text mode so they can be piped and grepped;
 /// the one-line summary goes to stderr.
-pub fn print(diags: &[Diagnostic], format: Format, resources: usize, verb: &str) -> anyhow::Result<()> {
-    let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
-    let warnings = diags.iter().filter(|d| d.severity == Severity::Warning).count();
+pub fn print(
+    diags: &[Diagnostic],
+    format: Format,
+    resources: usize,
+    verb: &str,
+) -> anyhow::Result<()> {
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let warnings = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .count();
     let mut out = std::io::stdout().lock();
     match format {
         Format::Text => {
@@ -33,7 +44,12 @@ pub fn print(diags: &[Diagnostic], format: Format, resources: usize, verb: &str)
             eprintln!("{verb} {resources} resource(s): {errors} error(s), {warnings} warning(s)");
         }
         Format::Json => {
-            let report = JsonReport { resources, errors, warnings, diagnostics: diags };
+            let report = JsonReport {
+                resources,
+                errors,
+                warnings,
+                diagnostics: diags,
+            };
             serde_json::to_writer_pretty(&mut out, &report)?;
             writeln!(out)?;
         }

@@ -74,7 +74,10 @@ fn invalid_input_exits_one_with_file_line_resource_path() {
         "{}:17: VirtualService default/reviews: spec.http[0].route[1].weight: must not be negative (got -10)",
         file.display()
     );
-    assert!(text.lines().any(|l| l == want), "want line:\n{want}\ngot:\n{text}");
+    assert!(
+        text.lines().any(|l| l == want),
+        "want line:\n{want}\ngot:\n{text}"
+    );
 }
 
 #[test]
@@ -87,7 +90,10 @@ fn directories_are_read_recursively_and_lists_expanded() {
         NEGATIVE_WEIGHT.replace('\n', "\n  ").trim_end()
     );
     std::fs::write(dir.path().join("list.json.yaml"), list).unwrap();
-    let out = spar(&["validate", "-o", "json", dir.path().to_str().unwrap()], None);
+    let out = spar(
+        &["validate", "-o", "json", dir.path().to_str().unwrap()],
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["resources"], 1, "{report}");
@@ -113,17 +119,31 @@ fn unknown_fields_warn_and_unknown_kinds_fail() {
     let typo = GOOD.replace("  host: reviews", "  host: reviews\n  hostt: x");
     let out = spar(&["validate", "-"], Some(&typo));
     assert_eq!(out.status.code(), Some(0));
-    assert!(stdout(&out).contains("warning: DestinationRule prod/reviews: spec.hostt: unknown field"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("warning: DestinationRule prod/reviews: spec.hostt: unknown field"),
+        "{}",
+        stdout(&out)
+    );
 
-    let out = spar(&["validate", "-"], Some("apiVersion: example.com/v1\nkind: Frobnicator\nmetadata: {name: x}\n"));
+    let out = spar(
+        &["validate", "-"],
+        Some("apiVersion: example.com/v1\nkind: Frobnicator\nmetadata: {name: x}\n"),
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains("unknown kind \"Frobnicator\""), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("unknown kind \"Frobnicator\""),
+        "{}",
+        stdout(&out)
+    );
     assert!(stdout(&out).contains("VirtualService (networking.istio.io)"));
 }
 
 #[test]
 fn yaml_syntax_errors_name_the_line() {
-    let out = spar(&["validate", "-"], Some("apiVersion: v1\nkind: Service\nmetadata: {name: [\n"));
+    let out = spar(
+        &["validate", "-"],
+        Some("apiVersion: v1\nkind: Service\nmetadata: {name: [\n"),
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).starts_with("-:"), "{}", stdout(&out));
 }
@@ -161,7 +181,11 @@ spec:
     let out = spar(&["analyze", "-"], Some(missing_gateway));
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("[IST0101]"), "{}", stdout(&out));
-    assert!(stdout(&out).contains("spec.gateways[0]"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("spec.gateways[0]"),
+        "{}",
+        stdout(&out)
+    );
 
     let out = spar(&["analyze", "-o", "json", "-"], Some(missing_gateway));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -20,9 +20,25 @@ use crate::output;
 pub struct Args {
     #[command(flatten)]
     pub input: InputArgs,
+
+    /// Print every finding code with its severity and meaning, then exit.
+    #[arg(long, exclusive = true)]
+    pub list_codes: bool,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    if args.list_codes {
+        for c in spar_analyze::codes::ALL {
+            println!(
+                "{}  {:<8} {:<42} {}",
+                c.code,
+                format!("{:?}", c.severity).to_lowercase(),
+                c.name,
+                c.summary
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let set = args.input.load()?;
     let mut diags = set.diagnostics().to_vec();
     diags.extend(spar_analyze::analyze(&set));

@@ -11,7 +11,7 @@ use crate::output::Format;
 pub struct InputArgs {
     /// Files or directories to read (directories recursively: *.yaml, *.yml, *.json);
     /// `-` reads standard input. Multi-document YAML, JSON and `kind: List` are accepted.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 
     /// Namespace for resources that do not set `metadata.namespace`.
@@ -25,8 +25,18 @@ pub struct InputArgs {
 
 impl InputArgs {
     pub fn load(&self) -> anyhow::Result<ConfigSet> {
+        if self.paths.is_empty() {
+            anyhow::bail!(
+                "no PATH given: name files or directories to read, or - for standard input"
+            );
+        }
         let sources = spar_config::read_sources(&self.paths).context("reading config")?;
-        let opts = LoadOptions { default_namespace: self.namespace.clone() };
-        Ok(ConfigSet::load(sources.iter().map(|s| (s.name.as_str(), s.text.as_str())), &opts))
+        let opts = LoadOptions {
+            default_namespace: self.namespace.clone(),
+        };
+        Ok(ConfigSet::load(
+            sources.iter().map(|s| (s.name.as_str(), s.text.as_str())),
+            &opts,
+        ))
     }
 }

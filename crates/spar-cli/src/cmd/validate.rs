@@ -22,6 +22,11 @@ pub struct Args {
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let set = args.input.load()?;
     let diags = set.diagnostics().to_vec();
-    output::print(&diags, args.input.output, set.resources().len(), "validated")?;
+    output::print(
+        &diags,
+        args.input.output,
+        set.resources().len(),
+        "validated",
+    )?;
     Ok(output::exit_code(&diags))
 }
