@@ -389,12 +389,12 @@ fn is_prime(n: u64) -> bool {
     if n < 4 {
         return true;
     }
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         return false;
     }
     let mut f = 3;
     while f * f <= n {
-        if n % f == 0 {
+        if n.is_multiple_of(f) {
             return false;
         }
         f += 2;
