@@ -109,7 +109,6 @@ impl<'a> Index<'a> {
                 self.workloads.push(Workload {
                     namespace: ns,
                     labels: &tpl.metadata.labels,
-                    service_account: sa,
                 });
             }
             Body::Pod(p) => {
@@ -118,18 +117,14 @@ impl<'a> Index<'a> {
                 self.workloads.push(Workload {
                     namespace: ns,
                     labels: &r.meta.labels,
-                    service_account: sa,
                 });
             }
             Body::WorkloadEntry(we) => {
-                let sa = we
-                    .service_account
-                    .clone()
-                    .unwrap_or_else(|| "default".to_string());
+                let sa = we.service_account.as_deref().unwrap_or("default");
+                self.service_accounts.insert(format!("{ns}/{sa}"));
                 self.workloads.push(Workload {
                     namespace: ns,
                     labels: &we.labels,
-                    service_account: sa,
                 });
             }
             _ => {}
