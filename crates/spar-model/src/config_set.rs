@@ -25,12 +25,18 @@ pub struct ConfigSet {
 /// `--meshConfig` flag reads `mesh.yaml`.
 fn is_mesh_file(name: &str) -> bool {
     let base = name.rsplit('/').next().unwrap_or(name);
-    matches!(base, "mesh.yaml" | "mesh.yml" | "meshconfig.yaml" | "meshconfig.yml" | "mesh.json")
+    matches!(
+        base,
+        "mesh.yaml" | "mesh.yml" | "meshconfig.yaml" | "meshconfig.yml" | "mesh.json"
+    )
 }
 
 impl ConfigSet {
     /// Reads `(file name, text)` pairs in order.
-    pub fn load<'a>(sources: impl IntoIterator<Item = (&'a str, &'a str)>, opts: &LoadOptions) -> Self {
+    pub fn load<'a>(
+        sources: impl IntoIterator<Item = (&'a str, &'a str)>,
+        opts: &LoadOptions,
+    ) -> Self {
         let mut loaded = Loaded::default();
         let mut mesh: Option<(MeshConfig, String)> = None;
         for (name, text) in sources {
@@ -52,7 +58,8 @@ impl ConfigSet {
         set.take_mesh_from_configmap(&loaded.resources, mesh);
         set.resources = dedupe(loaded.resources, &mut set.diagnostics);
         set.convert_legacy(opts);
-        set.diagnostics.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+        set.diagnostics
+            .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
         set
     }
 
@@ -72,7 +79,10 @@ impl ConfigSet {
 
     /// The namespace whose policies apply mesh-wide (`istio-system` unless configured).
     pub fn root_namespace(&self) -> &str {
-        self.mesh.root_namespace.as_deref().unwrap_or("istio-system")
+        self.mesh
+            .root_namespace
+            .as_deref()
+            .unwrap_or("istio-system")
     }
 
     pub fn has_errors(&self) -> bool {
@@ -84,13 +94,19 @@ impl ConfigSet {
     }
 
     /// A MeshConfig from `mesh.yaml`, else from a ConfigMap `istio` (key `mesh`), else defaults.
-    fn take_mesh_from_configmap(&mut self, resources: &[Resource], file: Option<(MeshConfig, String)>) {
+    fn take_mesh_from_configmap(
+        &mut self,
+        resources: &[Resource],
+        file: Option<(MeshConfig, String)>,
+    ) {
         if let Some((m, _)) = file {
             self.mesh = m;
             return;
         }
         for r in resources {
-            let Body::ConfigMap(cm) = &r.body else { continue };
+            let Body::ConfigMap(cm) = &r.body else {
+                continue;
+            };
             if r.meta.name != "istio" {
                 continue;
             }
@@ -99,47 +115,74 @@ impl ConfigSet {
             }
             let mut diags = Vec::new();
             let parsed = crate::mesh::mesh_from_configmap(&r.node);
-            if let Some(m) = mesh_result(parsed, FieldPath::root().field("data").field("mesh"), &mut diags) {
+            if let Some(m) = mesh_result(
+                parsed,
+                FieldPath::root().field("data").field("mesh"),
+                &mut diags,
+            ) {
                 self.mesh = m;
             }
             for d in diags {
-                self.diagnostics.push(d.with_resource(r.reference()).with_location(Some(&r.origin.file), Some(r.origin.line)));
+                self.diagnostics.push(
+                    d.with_resource(r.reference())
+                        .with_location(Some(&r.origin.file), Some(r.origin.line)),
+                );
             }
         }
     }
 
+    /// Converts every 2019 API resource (together: bindings need their roles and the
+    /// RbacConfig) and loads the result through the same checks as hand-written YAML.
     fn convert_legacy(&mut self, opts: &LoadOptions) {
-        let legacy: Vec<&Resource> = self.resources.iter().filter(|r| matches!(r.body, Body::Legacy)).collect();
+        let legacy: Vec<crate::legacy::LegacyResource> = self
+            .resources
+            .iter()
+            .filter_map(|r| match &r.body {
+                Body::Legacy(l) => {
+                    let mut l = (**l).clone();
+                    l.file = Some(r.origin.file.to_string());
+                    l.line = Some(r.origin.line);
+                    Some(l)
+                }
+                _ => None,
+            })
+            .collect();
         if legacy.is_empty() {
             return;
         }
-        let output = legacy_conversion(&legacy, self.root_namespace());
+        let mut options = crate::legacy::ConvertOptions::new(self.root_namespace());
+        options.services = self
+            .resources
+            .iter()
+            .filter_map(|r| {
+                r.body.service().map(|svc| crate::legacy::KnownService {
+                    namespace: r.meta.namespace.clone(),
+                    name: r.meta.name.clone(),
+                    service: svc.clone(),
+                })
+            })
+            .collect();
+        let output = crate::legacy::convert_with(&legacy, &options);
         let mut converted = Loaded::default();
-        for item in output.resources {
-            let file: Arc<str> = item.origin.file.clone();
-            let node = node_from_json(&item.value, crate::yaml::Mark { line: item.origin.line, col: 1 });
+        for item in &output.resources {
+            let source = item.sources.first();
+            let file: Arc<str> = Arc::from(
+                source
+                    .and_then(|s| s.file.as_deref())
+                    .unwrap_or("<converted>"),
+            );
+            let line = source.and_then(|s| s.line).unwrap_or(1);
+            let node = node_from_json(&item.value, crate::yaml::Mark { line, col: 1 });
             load_node(&file, &node, opts, &mut converted);
         }
         self.diagnostics.extend(output.diagnostics);
         self.diagnostics.extend(converted.diagnostics);
-        let all = std::mem::take(&mut self.resources).into_iter().chain(converted.resources).collect();
+        let all = std::mem::take(&mut self.resources)
+            .into_iter()
+            .chain(converted.resources)
+            .collect();
         self.resources = dedupe(all, &mut self.diagnostics);
     }
-}
-
-/// Converted resources and the diagnostics of converting (filled in by the legacy module).
-struct Conversion {
-    resources: Vec<ConvertedItem>,
-    diagnostics: Vec<Diagnostic>,
-}
-
-struct ConvertedItem {
-    value: serde_json::Value,
-    origin: crate::resource::Origin,
-}
-
-fn legacy_conversion(_legacy: &[&Resource], _root_namespace: &str) -> Conversion {
-    Conversion { resources: Vec::new(), diagnostics: Vec::new() }
 }
 
 fn looks_like_resources(text: &str) -> bool {
@@ -148,7 +191,11 @@ fn looks_like_resources(text: &str) -> bool {
 
 fn load_mesh_file(name: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<MeshConfig> {
     let mut local = Vec::new();
-    let mesh = mesh_result(crate::mesh::parse_mesh_config(text), FieldPath::root(), &mut local);
+    let mesh = mesh_result(
+        crate::mesh::parse_mesh_config(text),
+        FieldPath::root(),
+        &mut local,
+    );
     for d in local {
         diags.push(d.with_location(Some(name), None));
     }
@@ -166,10 +213,14 @@ fn mesh_result(
         Ok(p) => {
             for n in p.notices {
                 let (path, mark, msg) = match n {
-                    crate::yaml::Notice::UnknownField { path, mark, .. } => (path, mark, "unknown field (ignored)"),
-                    crate::yaml::Notice::DuplicateKey { path, mark } => {
-                        (path, mark, "key given more than once; the last value is used")
+                    crate::yaml::Notice::UnknownField { path, mark, .. } => {
+                        (path, mark, "unknown field (ignored)")
                     }
+                    crate::yaml::Notice::DuplicateKey { path, mark } => (
+                        path,
+                        mark,
+                        "key given more than once; the last value is used",
+                    ),
                 };
                 diags.push(Diagnostic::warning(path, msg).with_location(None, Some(mark.line)));
             }

@@ -19,7 +19,9 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { default_namespace: "default".to_string() }
+        LoadOptions {
+            default_namespace: "default".to_string(),
+        }
     }
 }
 
@@ -44,8 +46,11 @@ pub fn load_text(file: &str, text: &str, opts: &LoadOptions) -> Loaded {
             }
         }
         Err(e) => out.diagnostics.push(
-            Diagnostic::error(FieldPath::root(), format!("YAML syntax error: {} (column {})", e.message, e.mark.col))
-                .with_location(Some(&file), Some(e.mark.line)),
+            Diagnostic::error(
+                FieldPath::root(),
+                format!("YAML syntax error: {} (column {})", e.message, e.mark.col),
+            )
+            .with_location(Some(&file), Some(e.mark.line)),
         ),
     }
     out
@@ -59,13 +64,19 @@ pub fn load_node(file: &Arc<str>, root: &Node, opts: &LoadOptions, out: &mut Loa
         out.diagnostics.push(
             Diagnostic::error(
                 FieldPath::root(),
-                format!("a resource must be a mapping with apiVersion and kind (got {})", root.type_name()),
+                format!(
+                    "a resource must be a mapping with apiVersion and kind (got {})",
+                    root.type_name()
+                ),
             )
             .with_location(f, l),
         );
         return;
     }
-    let api_version = root.get("apiVersion").and_then(Node::as_str).unwrap_or_default();
+    let api_version = root
+        .get("apiVersion")
+        .and_then(Node::as_str)
+        .unwrap_or_default();
     let kind_text = root.get("kind").and_then(Node::as_str).unwrap_or_default();
 
     if kind_text.ends_with("List") && root.get("items").is_some() {
@@ -77,11 +88,8 @@ pub fn load_node(file: &Arc<str>, root: &Node, opts: &LoadOptions, out: &mut Loa
 
     let mut diags = Vec::new();
     // The book's RBAC chapter spells the kind `RBACConfig`; Istio's was `RbacConfig`.
+    // (The legacy reader warns about the spelling.)
     let kind_text = if kind_text == "RBACConfig" && api_version.starts_with("rbac.istio.io/") {
-        diags.push(Diagnostic::warning(
-            FieldPath::root().field("kind"),
-            "the kind is spelled RbacConfig; read as RbacConfig",
-        ));
         "RbacConfig"
     } else {
         kind_text
@@ -90,12 +98,20 @@ pub fn load_node(file: &Arc<str>, root: &Node, opts: &LoadOptions, out: &mut Loa
         Ok(k) => k,
         Err(e) => {
             let line = root.get("kind").unwrap_or(root).mark.line;
-            let name = root.get("metadata").and_then(|m| m.get("name")).and_then(Node::as_str);
+            let name = root
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(Node::as_str);
             let mut d = Diagnostic::error(FieldPath::root(), e.to_string());
             if let (Some(name), false) = (name, kind_text.is_empty()) {
-                d = d.with_resource(ResourceRef { kind: kind_text.to_string(), namespace: String::new(), name: name.into() });
+                d = d.with_resource(ResourceRef {
+                    kind: kind_text.to_string(),
+                    namespace: String::new(),
+                    name: name.into(),
+                });
             }
-            out.diagnostics.push(d.with_location(Some(file), Some(line)));
+            out.diagnostics
+                .push(d.with_location(Some(file), Some(line)));
             return;
         }
     };
@@ -104,14 +120,25 @@ pub fn load_node(file: &Arc<str>, root: &Node, opts: &LoadOptions, out: &mut Loa
     let reference = ResourceRef {
         kind: kind.kind_name().to_string(),
         namespace: meta.namespace.clone(),
-        name: if meta.name.is_empty() { "<unnamed>".to_string() } else { meta.name.clone() },
+        name: if meta.name.is_empty() {
+            "<unnamed>".to_string()
+        } else {
+            meta.name.clone()
+        },
     };
     let body = read_body(kind, root, &meta, &mut diags);
 
     let has_error = diags.iter().any(Diagnostic::is_error);
     for d in diags {
-        let line = d.line.unwrap_or_else(|| d.path.as_ref().map_or(root.mark.line, |p| root.locate(p).mark.line));
-        out.diagnostics.push(d.with_resource(reference.clone()).with_location(Some(file), Some(line)));
+        let line = d.line.unwrap_or_else(|| {
+            d.path
+                .as_ref()
+                .map_or(root.mark.line, |p| root.locate(p).mark.line)
+        });
+        out.diagnostics.push(
+            d.with_resource(reference.clone())
+                .with_location(Some(file), Some(line)),
+        );
     }
     if let (false, Some(body)) = (has_error, body) {
         out.resources.push(Resource {
@@ -119,36 +146,61 @@ pub fn load_node(file: &Arc<str>, root: &Node, opts: &LoadOptions, out: &mut Loa
             api_version: api_version.to_string(),
             meta,
             body,
-            origin: Origin { file: file.clone(), line: root.mark.line },
+            origin: Origin {
+                file: file.clone(),
+                line: root.mark.line,
+            },
             node: Arc::new(root.clone()),
         });
     }
 }
 
-fn read_meta(root: &Node, kind: Kind, opts: &LoadOptions, diags: &mut Vec<Diagnostic>) -> ObjectMeta {
+fn read_meta(
+    root: &Node,
+    kind: Kind,
+    opts: &LoadOptions,
+    diags: &mut Vec<Diagnostic>,
+) -> ObjectMeta {
     let path = FieldPath::root().field("metadata");
     let mut notices = Vec::new();
     let mut meta = match root.get("metadata") {
         None => {
-            diags.push(Diagnostic::error(path.clone(), "Required value: every resource needs metadata.name"));
+            diags.push(Diagnostic::error(
+                path.clone(),
+                "Required value: every resource needs metadata.name",
+            ));
             ObjectMeta::default()
         }
         Some(node) => match from_node_at::<ObjectMeta>(node, path.clone(), Some(&mut notices)) {
             Ok(m) => {
                 // Kubernetes metadata has many fields Spar does not read (uid, labels of
                 // owners, ...); only a near-miss of one it does read deserves a warning.
-                notices.retain(|n| matches!(n, Notice::UnknownField { did_you_mean: Some(_), .. }));
+                notices.retain(|n| {
+                    matches!(
+                        n,
+                        Notice::UnknownField {
+                            did_you_mean: Some(_),
+                            ..
+                        }
+                    )
+                });
                 notices_to_diags(std::mem::take(&mut notices), diags);
                 m
             }
             Err(e) => {
-                diags.push(Diagnostic::error(e.path.clone(), e.message.clone()).with_location(None, Some(e.mark.line)));
+                diags.push(
+                    Diagnostic::error(e.path.clone(), e.message.clone())
+                        .with_location(None, Some(e.mark.line)),
+                );
                 ObjectMeta::default()
             }
         },
     };
     if meta.name.is_empty() && root.get("metadata").is_some() {
-        diags.push(Diagnostic::error(path.field("name"), "Required value: name is required"));
+        diags.push(Diagnostic::error(
+            path.field("name"),
+            "Required value: name is required",
+        ));
     } else if !meta.name.is_empty() && !crate::names::is_dns1123_subdomain(&meta.name) {
         diags.push(Diagnostic::error(
             path.field("name"),
@@ -164,7 +216,10 @@ fn read_meta(root: &Node, kind: Kind, opts: &LoadOptions, diags: &mut Vec<Diagno
         } else if !crate::names::is_k8s_label_name(&meta.namespace) {
             diags.push(Diagnostic::error(
                 path.field("namespace"),
-                format!("Invalid value: {:?}: a namespace must be a lowercase RFC 1123 label", meta.namespace),
+                format!(
+                    "Invalid value: {:?}: a namespace must be a lowercase RFC 1123 label",
+                    meta.namespace
+                ),
             ));
         }
     } else {
@@ -189,7 +244,11 @@ fn read_meta(root: &Node, kind: Kind, opts: &LoadOptions, diags: &mut Vec<Diagno
 fn notices_to_diags(notices: Vec<Notice>, diags: &mut Vec<Diagnostic>) {
     for n in notices {
         match n {
-            Notice::UnknownField { path, mark, did_you_mean } => {
+            Notice::UnknownField {
+                path,
+                mark,
+                did_you_mean,
+            } => {
                 let msg = match did_you_mean {
                     Some(f) => format!("unknown field (ignored); did you mean `{f}`? Field names are case-sensitive"),
                     None => "unknown field (ignored); check the spelling against the API reference".to_string(),
@@ -231,20 +290,25 @@ fn read_typed<T: serde::de::DeserializeOwned>(
     match r {
         Ok(v) => Some(v),
         Err(e) => {
-            diags.push(Diagnostic::error(e.path.clone(), e.message.clone()).with_location(None, Some(e.mark.line)));
+            diags.push(
+                Diagnostic::error(e.path.clone(), e.message.clone())
+                    .with_location(None, Some(e.mark.line)),
+            );
             None
         }
     }
 }
 
-fn read_body(kind: Kind, root: &Node, meta: &ObjectMeta, diags: &mut Vec<Diagnostic>) -> Option<Body> {
+fn read_body(
+    kind: Kind,
+    root: &Node,
+    meta: &ObjectMeta,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Body> {
     match kind.family() {
         Family::Istio => read_istio(kind, root, meta, diags),
         Family::Kubernetes => read_kubernetes(kind, root, diags),
-        Family::Legacy => {
-            warn_unknown_top_level(root, &["spec"], diags);
-            Some(Body::Legacy)
-        }
+        Family::Legacy => read_legacy(root, meta, diags),
         Family::Unsupported => {
             diags.push(Diagnostic::new(
                 Severity::Warning,
@@ -260,7 +324,35 @@ fn read_body(kind: Kind, root: &Node, meta: &ObjectMeta, diags: &mut Vec<Diagnos
     }
 }
 
-fn read_istio(kind: Kind, root: &Node, meta: &ObjectMeta, diags: &mut Vec<Diagnostic>) -> Option<Body> {
+/// Reads a 2019 API resource; it is converted with the others of its kind once every
+/// file is read (RBAC bindings need their roles and the RbacConfig).
+fn read_legacy(root: &Node, meta: &ObjectMeta, diags: &mut Vec<Diagnostic>) -> Option<Body> {
+    warn_unknown_top_level(root, &["spec"], diags);
+    match crate::legacy::LegacyResource::from_document(root, None) {
+        Ok(Some(doc)) => {
+            diags.extend(doc.diagnostics.into_iter().map(|mut d| {
+                // The loader names the resource and file itself.
+                d.resource = None;
+                d
+            }));
+            let mut resource = doc.resource;
+            resource.namespace = meta.namespace.clone();
+            Some(Body::Legacy(Box::new(resource)))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            diags.push(Diagnostic::error(FieldPath::root(), e.to_string()));
+            None
+        }
+    }
+}
+
+fn read_istio(
+    kind: Kind,
+    root: &Node,
+    meta: &ObjectMeta,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Body> {
     warn_unknown_top_level(root, &["spec"], diags);
     let path = FieldPath::root().field("spec");
     // A kind whose CRD does not require `spec` reads a missing one as empty, as the
@@ -293,9 +385,21 @@ fn read_istio(kind: Kind, root: &Node, meta: &ObjectMeta, diags: &mut Vec<Diagno
         };
     }
     let body = istio_body!(
-        VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar,
-        ProxyConfig, EnvoyFilter, PeerAuthentication, AuthorizationPolicy, RequestAuthentication, Telemetry,
-        WasmPlugin, TrafficExtension
+        VirtualService,
+        DestinationRule,
+        Gateway,
+        ServiceEntry,
+        WorkloadEntry,
+        WorkloadGroup,
+        Sidecar,
+        ProxyConfig,
+        EnvoyFilter,
+        PeerAuthentication,
+        AuthorizationPolicy,
+        RequestAuthentication,
+        Telemetry,
+        WasmPlugin,
+        TrafficExtension
     );
     diags.extend(webhook(&body, meta));
     Some(body)
@@ -304,7 +408,10 @@ fn read_istio(kind: Kind, root: &Node, meta: &ObjectMeta, diags: &mut Vec<Diagno
 /// Istio's validating-webhook rules for the body's kind.
 fn webhook(body: &Body, meta: &ObjectMeta) -> Vec<Diagnostic> {
     use crate::validate as v;
-    let ctx = v::Ctx { namespace: &meta.namespace, name: &meta.name };
+    let ctx = v::Ctx {
+        namespace: &meta.namespace,
+        name: &meta.name,
+    };
     match body {
         Body::VirtualService(s) => v::check_virtual_service(s, &ctx),
         Body::DestinationRule(s) => v::check_destination_rule(s, &ctx),
@@ -334,7 +441,10 @@ fn read_k8s<T: serde::de::DeserializeOwned>(root: &Node, diags: &mut Vec<Diagnos
     match r {
         Ok(v) => Some(v),
         Err(e) => {
-            diags.push(Diagnostic::error(e.path.clone(), e.message.clone()).with_location(None, Some(e.mark.line)));
+            diags.push(
+                Diagnostic::error(e.path.clone(), e.message.clone())
+                    .with_location(None, Some(e.mark.line)),
+            );
             None
         }
     }

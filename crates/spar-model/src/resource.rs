@@ -70,9 +70,8 @@ macro_rules! bodies {
             ConfigMap(Box<ConfigMap>),
             /// A Kubernetes `Secret` (TLS material for `credentialName`).
             Secret(Box<Secret>),
-            /// A 2019 API resource (its document is [`Resource::node`]); it is converted
-            /// and its modern form is loaded too.
-            Legacy,
+            /// A 2019 API resource; it is converted and its modern form is loaded too.
+            Legacy(Box<crate::legacy::LegacyResource>),
             /// A kind Spar recognises but does not apply (Gateway API).
             Unsupported,
         }
