@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source} (check the path exists and is readable)")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: not valid UTF-8 text; Spar reads YAML or JSON files")]
     NotUtf8 { path: String },
     #[error("standard input: cannot read: {0}")]
@@ -23,7 +26,10 @@ pub struct SourceText {
 
 fn is_config_file(path: &Path) -> bool {
     matches!(
-        path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(),
+        path.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
         Some("yaml" | "yml" | "json")
     )
 }
@@ -43,7 +49,10 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
             out.push(p.clone());
             continue;
         }
-        let meta = std::fs::metadata(p).map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?;
+        let meta = std::fs::metadata(p).map_err(|source| ConfigError::Read {
+            path: p.display().to_string(),
+            source,
+        })?;
         if meta.is_dir() {
             walk(p, &mut out)?;
         } else {
@@ -54,7 +63,10 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ConfigError> {
-    let read_err = |source| ConfigError::Read { path: dir.display().to_string(), source };
+    let read_err = |source| ConfigError::Read {
+        path: dir.display().to_string(),
+        source,
+    };
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(read_err)?
         .map(|e| e.map(|e| e.path()))
@@ -66,7 +78,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ConfigError> {
             continue;
         }
         // Follows symlinks, as Kubernetes ConfigMap mounts are symlink farms.
-        let meta = std::fs::metadata(&path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let meta = std::fs::metadata(&path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         if meta.is_dir() {
             walk(&path, out)?;
         } else if is_config_file(&path) {
@@ -87,13 +102,22 @@ pub fn read_sources(paths: &[PathBuf]) -> Result<Vec<SourceText>, ConfigError> {
             }
             stdin_read = true;
             let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).map_err(ConfigError::Stdin)?;
-            out.push(SourceText { name: "-".to_string(), text });
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(ConfigError::Stdin)?;
+            out.push(SourceText {
+                name: "-".to_string(),
+                text,
+            });
             continue;
         }
         let name = p.display().to_string();
-        let bytes = std::fs::read(&p).map_err(|source| ConfigError::Read { path: name.clone(), source })?;
-        let text = String::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8 { path: name.clone() })?;
+        let bytes = std::fs::read(&p).map_err(|source| ConfigError::Read {
+            path: name.clone(),
+            source,
+        })?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8 { path: name.clone() })?;
         out.push(SourceText { name, text });
     }
     Ok(out)
@@ -115,7 +139,10 @@ mod tests {
         std::fs::write(root.join("notes.txt"), "x").unwrap();
         std::fs::write(root.join(".git/x.yaml"), "x").unwrap();
         let files = collect_files(&[root.to_path_buf()]).unwrap();
-        let rel: Vec<_> = files.iter().map(|p| p.strip_prefix(root).unwrap().display().to_string()).collect();
+        let rel: Vec<_> = files
+            .iter()
+            .map(|p| p.strip_prefix(root).unwrap().display().to_string())
+            .collect();
         assert_eq!(rel, ["a.yaml", "b/nested/z.yml", "c.json"]);
     }
 

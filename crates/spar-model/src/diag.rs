@@ -137,9 +137,16 @@ mod tests {
 
     #[test]
     fn renders_the_documented_form() {
-        let d = Diagnostic::error(FieldPath::parse("spec.http[0].route[1].weight"), "must not be negative (got -10)")
-            .with_resource(ResourceRef { kind: "VirtualService".into(), namespace: "default".into(), name: "reviews".into() })
-            .with_location(Some("vs.yaml"), Some(14));
+        let d = Diagnostic::error(
+            FieldPath::parse("spec.http[0].route[1].weight"),
+            "must not be negative (got -10)",
+        )
+        .with_resource(ResourceRef {
+            kind: "VirtualService".into(),
+            namespace: "default".into(),
+            name: "reviews".into(),
+        })
+        .with_location(Some("vs.yaml"), Some(14));
         assert_eq!(
             d.to_string(),
             "vs.yaml:14: VirtualService default/reviews: spec.http[0].route[1].weight: must not be negative (got -10)"

@@ -31,13 +31,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     }
     let mut total: u128 = 0;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let num = &rest[..num_len];
         rest = &rest[num_len..];
         if num.is_empty() || num == "." || num.matches('.').count() > 1 {
             return Err(syntax());
         }
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let scale: u128 = match unit {
@@ -50,8 +54,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             _ => return Err(syntax()),
         };
         let (int_part, frac_part) = num.split_once('.').unwrap_or((num, ""));
-        let int: u128 = if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| syntax())? };
-        let mut nanos = int.checked_mul(scale).ok_or_else(|| DurationError::Overflow(text.to_string()))?;
+        let int: u128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().map_err(|_| syntax())?
+        };
+        let mut nanos = int
+            .checked_mul(scale)
+            .ok_or_else(|| DurationError::Overflow(text.to_string()))?;
         let mut div = 1u128;
         let mut frac: u128 = 0;
         for c in frac_part.chars().take(18) {
@@ -59,12 +69,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             div *= 10;
         }
         nanos += frac * scale / div;
-        total = total.checked_add(nanos).ok_or_else(|| DurationError::Overflow(text.to_string()))?;
+        total = total
+            .checked_add(nanos)
+            .ok_or_else(|| DurationError::Overflow(text.to_string()))?;
     }
     if neg && total > 0 {
         return Err(DurationError::Negative(text.to_string()));
     }
-    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| DurationError::Overflow(text.to_string()))?;
+    let secs = u64::try_from(total / 1_000_000_000)
+        .map_err(|_| DurationError::Overflow(text.to_string()))?;
     Ok(Duration::new(secs, (total % 1_000_000_000) as u32))
 }
 

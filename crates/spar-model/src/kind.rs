@@ -99,9 +99,17 @@ pub enum KindError {
     #[error("missing `apiVersion` for kind {0}")]
     MissingApiVersion(String),
     #[error("unknown kind {kind:?} (apiVersion {api_version:?}); Spar knows: {known}")]
-    Unknown { api_version: String, kind: String, known: String },
+    Unknown {
+        api_version: String,
+        kind: String,
+        known: String,
+    },
     #[error("{kind} is not served as {api_version:?}; use one of: {served}")]
-    Version { kind: String, api_version: String, served: String },
+    Version {
+        kind: String,
+        api_version: String,
+        served: String,
+    },
 }
 
 impl Kind {
@@ -116,7 +124,13 @@ impl Kind {
     /// `group/version` strings this kind is served under, e.g. `networking.istio.io/v1`.
     pub fn api_versions(self) -> impl Iterator<Item = String> {
         let group = self.group();
-        self.versions().iter().map(move |v| if group.is_empty() { (*v).to_string() } else { format!("{group}/{v}") })
+        self.versions().iter().map(move |v| {
+            if group.is_empty() {
+                (*v).to_string()
+            } else {
+                format!("{group}/{v}")
+            }
+        })
     }
 
     /// The preferred `apiVersion` (what Spar writes when it converts or prints).
@@ -133,7 +147,11 @@ impl Kind {
             return Err(KindError::MissingApiVersion(kind.to_string()));
         }
         let (group, _) = split_api_version(api_version);
-        let candidates: Vec<Kind> = Kind::ALL.iter().copied().filter(|k| k.kind_name() == kind).collect();
+        let candidates: Vec<Kind> = Kind::ALL
+            .iter()
+            .copied()
+            .filter(|k| k.kind_name() == kind)
+            .collect();
         if candidates.is_empty() {
             return Err(KindError::Unknown {
                 api_version: api_version.to_string(),
@@ -141,7 +159,10 @@ impl Kind {
                 known: known_kinds(),
             });
         }
-        if let Some(k) = candidates.iter().find(|k| k.api_versions().any(|v| v == api_version)) {
+        if let Some(k) = candidates
+            .iter()
+            .find(|k| k.api_versions().any(|v| v == api_version))
+        {
             return Ok(*k);
         }
         let same_group = candidates.iter().find(|k| k.group() == group);
@@ -172,7 +193,11 @@ pub fn known_kinds() -> String {
     let mut names: Vec<String> = Kind::ALL
         .iter()
         .map(|k| {
-            let g = if k.group().is_empty() { "core" } else { k.group() };
+            let g = if k.group().is_empty() {
+                "core"
+            } else {
+                k.group()
+            };
             format!("{} ({g})", k.kind_name())
         })
         .collect();
@@ -193,19 +218,39 @@ mod tests {
 
     #[test]
     fn resolves_every_served_version() {
-        assert_eq!(Kind::resolve("networking.istio.io/v1alpha3", "VirtualService"), Ok(Kind::VirtualService));
-        assert_eq!(Kind::resolve("networking.istio.io/v1beta1", "Gateway"), Ok(Kind::Gateway));
-        assert_eq!(Kind::resolve("gateway.networking.k8s.io/v1", "Gateway"), Ok(Kind::GatewayApiGateway));
+        assert_eq!(
+            Kind::resolve("networking.istio.io/v1alpha3", "VirtualService"),
+            Ok(Kind::VirtualService)
+        );
+        assert_eq!(
+            Kind::resolve("networking.istio.io/v1beta1", "Gateway"),
+            Ok(Kind::Gateway)
+        );
+        assert_eq!(
+            Kind::resolve("gateway.networking.k8s.io/v1", "Gateway"),
+            Ok(Kind::GatewayApiGateway)
+        );
         assert_eq!(Kind::resolve("v1", "Service"), Ok(Kind::Service));
-        assert_eq!(Kind::resolve("rbac.istio.io/v1alpha1", "ServiceRole"), Ok(Kind::ServiceRole));
+        assert_eq!(
+            Kind::resolve("rbac.istio.io/v1alpha1", "ServiceRole"),
+            Ok(Kind::ServiceRole)
+        );
     }
 
     #[test]
     fn explains_what_is_wrong() {
         let e = Kind::resolve("networking.istio.io/v2", "VirtualService").unwrap_err();
-        assert!(e.to_string().contains("networking.istio.io/v1, networking.istio.io/v1beta1"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("networking.istio.io/v1, networking.istio.io/v1beta1"),
+            "{e}"
+        );
         let e = Kind::resolve("example.com/v1", "Frobnicator").unwrap_err();
-        assert!(e.to_string().contains("VirtualService (networking.istio.io)"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("VirtualService (networking.istio.io)"),
+            "{e}"
+        );
         assert_eq!(Kind::resolve("v1", ""), Err(KindError::MissingKind));
     }
 }

@@ -15,12 +15,12 @@ pub mod yaml;
 pub use diag::{Diagnostic, ResourceRef, Severity};
 pub use path::{FieldPath, PathSeg};
 pub mod istio;
-pub mod names;
 pub mod k8s;
 pub mod kind;
-pub mod load;
 pub mod legacy;
+pub mod load;
 pub mod mesh;
+pub mod names;
 pub mod schema;
 pub mod validate;
 

@@ -42,9 +42,14 @@ pub fn check_wildcard_domain(host: &str) -> Result<(), String> {
     };
     let first_ok = first == "*"
         || is_dns1123_label(first)
-        || first.strip_prefix("*-").or_else(|| first.strip_prefix('*')).is_some_and(is_dns1123_label);
+        || first
+            .strip_prefix("*-")
+            .or_else(|| first.strip_prefix('*'))
+            .is_some_and(is_dns1123_label);
     if !first_ok {
-        return Err(format!("domain name {host:?} invalid (label {first:?} invalid)"));
+        return Err(format!(
+            "domain name {host:?} invalid (label {first:?} invalid)"
+        ));
     }
     match rest {
         Some(r) => check_dns1123_labels(host, r),
@@ -67,7 +72,9 @@ fn check_dns1123_labels(whole: &str, labels: &str) -> Result<(), String> {
     let labels = labels.strip_suffix('.').unwrap_or(labels);
     for label in labels.split('.') {
         if !is_dns1123_label(label) {
-            return Err(format!("domain name {whole:?} invalid (label {label:?} invalid)"));
+            return Err(format!(
+                "domain name {whole:?} invalid (label {label:?} invalid)"
+            ));
         }
     }
     Ok(())
@@ -76,15 +83,22 @@ fn check_dns1123_labels(whole: &str, labels: &str) -> Result<(), String> {
 /// `namespace/host` as Gateway servers and Sidecar egress use it. The namespace part
 /// is `*`, `.`, `~` (Sidecar only) or a namespace name; the host part a wildcard domain.
 /// `require_namespace` is true for Sidecar, which insists on the slash.
-pub fn check_namespaced_host(value: &str, require_namespace: bool, allow_tilde: bool) -> Result<(), String> {
+pub fn check_namespaced_host(
+    value: &str,
+    require_namespace: bool,
+    allow_tilde: bool,
+) -> Result<(), String> {
     let parts: Vec<&str> = value.split('/').collect();
     let host = match parts.as_slice() {
         [host] if !require_namespace => *host,
         [_] => return Err(format!("host {value:?} must be of form namespace/dnsName")),
         [ns, host] => {
-            let ns_ok = *ns == "*" || *ns == "." || (allow_tilde && *ns == "~") || is_k8s_label_name(ns);
+            let ns_ok =
+                *ns == "*" || *ns == "." || (allow_tilde && *ns == "~") || is_k8s_label_name(ns);
             if !ns_ok {
-                return Err(format!("host {value:?}: namespace part {ns:?} must be *, ., or a namespace name"));
+                return Err(format!(
+                    "host {value:?}: namespace part {ns:?} must be *, ., or a namespace name"
+                ));
             }
             *host
         }
@@ -123,7 +137,8 @@ pub fn is_label_value(v: &str) -> bool {
         || (b.len() <= 63
             && b[0].is_ascii_alphanumeric()
             && b[b.len() - 1].is_ascii_alphanumeric()
-            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')))
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')))
 }
 
 /// An HTTP header name (RFC 7230 token). Pseudo-headers like `:authority` are refused.
@@ -131,16 +146,38 @@ pub fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name.bytes().all(|c| {
             c.is_ascii_alphanumeric()
-                || matches!(c, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+                || matches!(
+                    c,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
         })
 }
 
 /// An IP address or a CIDR block; returns why not.
 pub fn check_ip_or_cidr(value: &str) -> Result<(), String> {
     if value.contains('/') {
-        value.parse::<ipnet::IpNet>().map(|_| ()).map_err(|_| format!("{value:?} is not a valid CIDR block"))
+        value
+            .parse::<ipnet::IpNet>()
+            .map(|_| ())
+            .map_err(|_| format!("{value:?} is not a valid CIDR block"))
     } else {
-        value.parse::<IpAddr>().map(|_| ()).map_err(|_| format!("{value:?} is not a valid IP address"))
+        value
+            .parse::<IpAddr>()
+            .map(|_| ())
+            .map_err(|_| format!("{value:?} is not a valid IP address"))
     }
 }
 
@@ -154,10 +191,27 @@ mod tests {
 
     #[test]
     fn wildcard_domains() {
-        for ok in ["reviews", "reviews.default.svc.cluster.local", "*", "*.example.com", "*x", "*-x.com", "A.B"] {
+        for ok in [
+            "reviews",
+            "reviews.default.svc.cluster.local",
+            "*",
+            "*.example.com",
+            "*x",
+            "*-x.com",
+            "A.B",
+        ] {
             assert!(check_wildcard_domain(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "foo.*.com", "foo*", "a..b", "-a.com", "a_b.com", "*.", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "foo.*.com",
+            "foo*",
+            "a..b",
+            "-a.com",
+            "a_b.com",
+            "*.",
+            &"a".repeat(64),
+        ] {
             assert!(check_wildcard_domain(bad).is_err(), "{bad}");
         }
     }
@@ -182,7 +236,9 @@ mod tests {
         assert!(check_label_key("").is_err());
         assert!(check_label_key("bad key").is_err());
         assert!(is_label_value("") && is_label_value("v1.2_3") && !is_label_value("-x"));
-        assert!(is_header_name("x-user") && !is_header_name(":authority") && !is_header_name("a b"));
+        assert!(
+            is_header_name("x-user") && !is_header_name(":authority") && !is_header_name("a b")
+        );
         assert!(check_ip_or_cidr("10.0.0.0/8").is_ok() && check_ip_or_cidr("::1").is_ok());
         assert!(check_ip_or_cidr("1.2.3.4/99").is_err() && check_ip_or_cidr("x").is_err());
     }

@@ -97,10 +97,19 @@ mod tests {
 
     #[test]
     fn renders_and_parses() {
-        let p = FieldPath::root().field("spec").field("http").index(0).field("route").index(1).field("weight");
+        let p = FieldPath::root()
+            .field("spec")
+            .field("http")
+            .index(0)
+            .field("route")
+            .index(1)
+            .field("weight");
         assert_eq!(p.to_string(), "spec.http[0].route[1].weight");
         assert_eq!(FieldPath::parse("spec.http[0].route[1].weight"), p);
-        let m = FieldPath::root().field("spec").field("portLevelMtls").key("80x");
+        let m = FieldPath::root()
+            .field("spec")
+            .field("portLevelMtls")
+            .key("80x");
         assert_eq!(m.to_string(), "spec.portLevelMtls[80x]");
     }
 }

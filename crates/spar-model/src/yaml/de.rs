@@ -32,7 +32,6 @@ pub enum Notice {
     DuplicateKey { path: FieldPath, mark: Mark },
 }
 
-
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub struct DeError {
     pub path: FieldPath,
@@ -53,7 +52,12 @@ impl fmt::Display for DeError {
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError { path: FieldPath::root(), mark: Mark::default(), message: msg.to_string(), located: false }
+        DeError {
+            path: FieldPath::root(),
+            mark: Mark::default(),
+            message: msg.to_string(),
+            located: false,
+        }
     }
 }
 
@@ -69,7 +73,10 @@ impl DeError {
 }
 
 /// Reads `T` from `node`. Unknown and duplicate keys go to `notices` when given.
-pub fn from_node<T: DeserializeOwned>(node: &Node, notices: Option<&mut Vec<Notice>>) -> Result<T, DeError> {
+pub fn from_node<T: DeserializeOwned>(
+    node: &Node,
+    notices: Option<&mut Vec<Notice>>,
+) -> Result<T, DeError> {
     from_node_at(node, FieldPath::root(), notices)
 }
 
@@ -80,7 +87,11 @@ pub fn from_node_at<T: DeserializeOwned>(
     notices: Option<&mut Vec<Notice>>,
 ) -> Result<T, DeError> {
     let sink = RefCell::new(Vec::new());
-    let result = T::deserialize(NodeDe { node, path: base, sink: &sink });
+    let result = T::deserialize(NodeDe {
+        node,
+        path: base,
+        sink: &sink,
+    });
     if let Some(out) = notices {
         out.extend(sink.into_inner());
     }
@@ -97,18 +108,31 @@ impl<'a> NodeDe<'a> {
     fn child(&self, node: &'a Node, seg: PathSeg) -> NodeDe<'a> {
         let mut path = self.path.clone();
         path.push(seg);
-        NodeDe { node, path, sink: self.sink }
+        NodeDe {
+            node,
+            path,
+            sink: self.sink,
+        }
     }
 
     fn err(&self, message: impl Into<String>) -> DeError {
-        DeError { path: self.path.clone(), mark: self.node.mark, message: message.into(), located: true }
+        DeError {
+            path: self.path.clone(),
+            mark: self.node.mark,
+            message: message.into(),
+            located: true,
+        }
     }
 
     fn wrong_type(&self, want: &str) -> DeError {
         let got = match self.node.resolved() {
             Some(Resolved::Str(s)) => format!("string {s:?}"),
             Some(Resolved::Null) => "null".to_string(),
-            Some(_) => format!("{} {}", self.node.type_name(), self.node.as_scalar().map_or("", |s| s.text.as_str())),
+            Some(_) => format!(
+                "{} {}",
+                self.node.type_name(),
+                self.node.as_scalar().map_or("", |s| s.text.as_str())
+            ),
             None => self.node.type_name().to_string(),
         };
         self.err(format!("must be of type {want}, got {got}"))
@@ -121,8 +145,13 @@ impl<'a> NodeDe<'a> {
     fn int_text(&self) -> Result<i128, DeError> {
         match self.node.resolved() {
             Some(Resolved::Int(i)) => Ok(i128::from(i)),
-            Some(Resolved::BigInt(t)) => t.parse::<i128>().map_err(|_| self.err(format!("integer {t} is out of range"))),
-            Some(Resolved::Str(s)) => s.trim().parse::<i128>().map_err(|_| self.wrong_type("integer")),
+            Some(Resolved::BigInt(t)) => t
+                .parse::<i128>()
+                .map_err(|_| self.err(format!("integer {t} is out of range"))),
+            Some(Resolved::Str(s)) => s
+                .trim()
+                .parse::<i128>()
+                .map_err(|_| self.wrong_type("integer")),
             Some(Resolved::Float(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i128),
             _ => Err(self.wrong_type("integer")),
         }
@@ -133,14 +162,19 @@ impl<'a> NodeDe<'a> {
             Some(Resolved::Int(i)) => Ok(i as f64),
             Some(Resolved::Float(f)) => Ok(f),
             Some(Resolved::BigInt(t)) => t.parse::<f64>().map_err(|_| self.wrong_type("number")),
-            Some(Resolved::Str(s)) => s.trim().parse::<f64>().map_err(|_| self.wrong_type("number")),
+            Some(Resolved::Str(s)) => s
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| self.wrong_type("number")),
             _ => Err(self.wrong_type("number")),
         }
     }
 
     /// Entries of a mapping with repeated keys dropped (last wins) and reported.
     fn entries(&self) -> Vec<&'a (Key, Node)> {
-        let Some(map) = self.node.as_map() else { return Vec::new() };
+        let Some(map) = self.node.as_map() else {
+            return Vec::new();
+        };
         let mut out: Vec<&(Key, Node)> = Vec::with_capacity(map.len());
         for (i, entry) in map.iter().enumerate() {
             if map[i + 1..].iter().any(|(k, _)| k.text == entry.0.text) {
@@ -222,7 +256,9 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.node.kind {
-            NodeKind::Scalar(s) if s.resolve() != Resolved::Null => self.locate(visitor.visit_str(&s.text)),
+            NodeKind::Scalar(s) if s.resolve() != Resolved::Null => {
+                self.locate(visitor.visit_str(&s.text))
+            }
             _ => Err(self.wrong_type("string")),
         }
     }
@@ -254,11 +290,19 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
         self.locate(visitor.visit_unit())
     }
 
-    fn deserialize_unit_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         self.deserialize_unit(visitor)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         visitor.visit_newtype_struct(self)
     }
 
@@ -268,12 +312,20 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
             _ if self.node.is_null() => &[],
             _ => return Err(self.wrong_type("array")),
         };
-        let access = SeqAccess { parent: &self, items, next: 0 };
+        let access = SeqAccess {
+            parent: &self,
+            items,
+            next: 0,
+        };
         let r = visitor.visit_seq(access);
         self.locate(r)
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         self.deserialize_seq(visitor)
     }
 
@@ -291,7 +343,13 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
             return Err(self.wrong_type("object"));
         }
         let entries = self.entries();
-        let access = MapAccess { parent: &self, entries, next: 0, value: None, as_fields: false };
+        let access = MapAccess {
+            parent: &self,
+            entries,
+            next: 0,
+            value: None,
+            as_fields: false,
+        };
         let r = visitor.visit_map(access);
         self.locate(r)
     }
@@ -309,7 +367,10 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
         entries.retain(|(k, _)| {
             let known = fields.contains(&k.text.as_str());
             if !known {
-                let did_you_mean = fields.iter().copied().find(|f| f.eq_ignore_ascii_case(&k.text));
+                let did_you_mean = fields
+                    .iter()
+                    .copied()
+                    .find(|f| f.eq_ignore_ascii_case(&k.text));
                 self.sink.borrow_mut().push(Notice::UnknownField {
                     path: self.path.field(&k.text),
                     mark: k.mark,
@@ -318,7 +379,13 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
             }
             known
         });
-        let access = MapAccess { parent: &self, entries, next: 0, value: None, as_fields: true };
+        let access = MapAccess {
+            parent: &self,
+            entries,
+            next: 0,
+            value: None,
+            as_fields: true,
+        };
         let r = visitor.visit_map(access);
         self.locate(r)
     }
@@ -335,7 +402,11 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
                 self.locate(r)
             }
             NodeKind::Map(m) if m.len() == 1 => {
-                let r = visitor.visit_enum(EnumAccess { parent: &self, key: &m[0].0, value: &m[0].1 });
+                let r = visitor.visit_enum(EnumAccess {
+                    parent: &self,
+                    key: &m[0].0,
+                    value: &m[0].1,
+                });
                 self.locate(r)
             }
             _ => Err(self.wrong_type("string")),
@@ -360,12 +431,19 @@ struct SeqAccess<'p, 'a> {
 impl<'de> de::SeqAccess<'de> for SeqAccess<'_, '_> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
-        let Some(item) = self.items.get(self.next) else { return Ok(None) };
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
+        let Some(item) = self.items.get(self.next) else {
+            return Ok(None);
+        };
         let child = self.parent.child(item, PathSeg::Index(self.next));
         self.next += 1;
         let (path, mark) = (child.path.clone(), item.mark);
-        seed.deserialize(child).map(Some).map_err(|e| e.at(&path, mark))
+        seed.deserialize(child)
+            .map(Some)
+            .map_err(|e| e.at(&path, mark))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -384,19 +462,32 @@ struct MapAccess<'p, 'a> {
 impl<'de> de::MapAccess<'de> for MapAccess<'_, '_> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
-        let Some(entry) = self.entries.get(self.next).copied() else { return Ok(None) };
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
+        let Some(entry) = self.entries.get(self.next).copied() else {
+            return Ok(None);
+        };
         self.next += 1;
         self.value = Some(entry);
         let path = self.parent.path.key(&entry.0.text);
-        seed.deserialize(KeyDe { text: &entry.0.text }).map(Some).map_err(|e| e.at(&path, entry.0.mark))
+        seed.deserialize(KeyDe {
+            text: &entry.0.text,
+        })
+        .map(Some)
+        .map_err(|e| e.at(&path, entry.0.mark))
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
         let Some((key, node)) = self.value.take() else {
             return Err(de::Error::custom("value requested before key"));
         };
-        let seg = if self.as_fields { PathSeg::Field(key.text.clone()) } else { PathSeg::Key(key.text.clone()) };
+        let seg = if self.as_fields {
+            PathSeg::Field(key.text.clone())
+        } else {
+            PathSeg::Key(key.text.clone())
+        };
         let child = self.parent.child(node, seg);
         let (path, mark) = (child.path.clone(), node.mark);
         seed.deserialize(child).map_err(|e| e.at(&path, mark))
@@ -417,9 +508,18 @@ impl<'de, 'p, 'a> de::EnumAccess<'de> for EnumAccess<'p, 'a> {
     type Error = DeError;
     type Variant = NodeDe<'a>;
 
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, NodeDe<'a>), DeError> {
-        let v = seed.deserialize(KeyDe { text: &self.key.text })?;
-        Ok((v, self.parent.child(self.value, PathSeg::Field(self.key.text.clone()))))
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, NodeDe<'a>), DeError> {
+        let v = seed.deserialize(KeyDe {
+            text: &self.key.text,
+        })?;
+        Ok((
+            v,
+            self.parent
+                .child(self.value, PathSeg::Field(self.key.text.clone())),
+        ))
     }
 }
 
@@ -438,7 +538,11 @@ impl<'de> de::VariantAccess<'de> for NodeDe<'_> {
         de::Deserializer::deserialize_seq(self, visitor)
     }
 
-    fn struct_variant<V: Visitor<'de>>(self, fields: &'static [&'static str], visitor: V) -> Result<V::Value, DeError> {
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         de::Deserializer::deserialize_struct(self, "", fields, visitor)
     }
 }
@@ -522,7 +626,11 @@ mod tests {
     fn read(src: &str) -> (Result<Spec, DeError>, Vec<Notice>) {
         let docs = parse_documents(src).unwrap();
         let mut notices = Vec::new();
-        let r = from_node_at(&docs[0].root, FieldPath::root().field("spec"), Some(&mut notices));
+        let r = from_node_at(
+            &docs[0].root,
+            FieldPath::root().field("spec"),
+            Some(&mut notices),
+        );
         (r, notices)
     }
 
@@ -543,7 +651,10 @@ mod tests {
         assert_eq!(
             notices,
             vec![
-                Notice::DuplicateKey { path: FieldPath::parse("spec.weight"), mark: Mark { line: 3, col: 1 } },
+                Notice::DuplicateKey {
+                    path: FieldPath::parse("spec.weight"),
+                    mark: Mark { line: 3, col: 1 }
+                },
                 Notice::UnknownField {
                     path: FieldPath::parse("spec.hostz"),
                     mark: Mark { line: 2, col: 1 },
@@ -580,6 +691,9 @@ mod tests {
     fn json_values_keep_types() {
         let docs = parse_documents("a: true\nb: 1\nc: x\nd: 1.5\ne: ~\n").unwrap();
         let v: serde_json::Value = from_node(&docs[0].root, None).unwrap();
-        assert_eq!(v, serde_json::json!({"a": true, "b": 1, "c": "x", "d": 1.5, "e": null}));
+        assert_eq!(
+            v,
+            serde_json::json!({"a": true, "b": 1, "c": "x", "d": 1.5, "e": null})
+        );
     }
 }

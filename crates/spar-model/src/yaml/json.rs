@@ -11,9 +11,21 @@ pub fn node_from_json(value: &serde_json::Value, mark: Mark) -> Node {
         Value::Bool(b) => return Node::scalar(b.to_string(), ScalarStyle::Plain, mark),
         Value::Number(n) => return Node::scalar(n.to_string(), ScalarStyle::Plain, mark),
         Value::String(s) => return Node::scalar(s.clone(), ScalarStyle::Quoted, mark),
-        Value::Array(items) => NodeKind::Seq(items.iter().map(|v| node_from_json(v, mark)).collect()),
+        Value::Array(items) => {
+            NodeKind::Seq(items.iter().map(|v| node_from_json(v, mark)).collect())
+        }
         Value::Object(map) => NodeKind::Map(
-            map.iter().map(|(k, v)| (Key { text: k.clone(), mark }, node_from_json(v, mark))).collect(),
+            map.iter()
+                .map(|(k, v)| {
+                    (
+                        Key {
+                            text: k.clone(),
+                            mark,
+                        },
+                        node_from_json(v, mark),
+                    )
+                })
+                .collect(),
         ),
     };
     Node::new(kind, mark)

@@ -190,13 +190,17 @@ impl Scalar {
             return match tag.as_str() {
                 "str" | "binary" => Resolved::Str(&self.text),
                 "null" => Resolved::Null,
-                "bool" => resolve_bool(&self.text).map_or(Resolved::Str(&self.text), Resolved::Bool),
+                "bool" => {
+                    resolve_bool(&self.text).map_or(Resolved::Str(&self.text), Resolved::Bool)
+                }
                 "int" => resolve_int(&self.text).unwrap_or(Resolved::Str(&self.text)),
                 "float" => resolve_float(&self.text)
-                    .or_else(|| resolve_int(&self.text).map(|r| match r {
-                        Resolved::Int(i) => Resolved::Float(i as f64),
-                        other => other,
-                    }))
+                    .or_else(|| {
+                        resolve_int(&self.text).map(|r| match r {
+                            Resolved::Int(i) => Resolved::Float(i as f64),
+                            other => other,
+                        })
+                    })
                     .unwrap_or(Resolved::Str(&self.text)),
                 _ => Resolved::Str(&self.text),
             };
@@ -309,7 +313,11 @@ mod tests {
     use super::*;
 
     fn plain(t: &str) -> Scalar {
-        Scalar { text: t.into(), style: ScalarStyle::Plain, tag: None }
+        Scalar {
+            text: t.into(),
+            style: ScalarStyle::Plain,
+            tag: None,
+        }
     }
 
     #[test]
@@ -341,7 +349,11 @@ mod tests {
 
     #[test]
     fn quoted_scalars_are_strings() {
-        let s = Scalar { text: "80".into(), style: ScalarStyle::Quoted, tag: None };
+        let s = Scalar {
+            text: "80".into(),
+            style: ScalarStyle::Quoted,
+            tag: None,
+        };
         assert_eq!(s.resolve(), Resolved::Str("80"));
     }
 }

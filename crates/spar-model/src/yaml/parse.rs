@@ -28,7 +28,10 @@ pub struct YamlDocument {
 
 /// Parses every document of a YAML (or JSON) stream. Empty documents are skipped.
 pub fn parse_documents(src: &str) -> Result<Vec<YamlDocument>, YamlError> {
-    let mut builder = Builder { source: Source::new(src), ..Builder::default() };
+    let mut builder = Builder {
+        source: Source::new(src),
+        ..Builder::default()
+    };
     let mut parser = Parser::new_from_str(src);
     let mut docs = Vec::new();
     let mut index = 0usize;
@@ -102,9 +105,15 @@ struct Source {
 impl Source {
     fn new(src: &str) -> Self {
         if src.is_ascii() {
-            Source { ascii: Some(src.as_bytes().to_vec()), chars: None }
+            Source {
+                ascii: Some(src.as_bytes().to_vec()),
+                chars: None,
+            }
         } else {
-            Source { ascii: None, chars: Some(src.chars().collect()) }
+            Source {
+                ascii: None,
+                chars: Some(src.chars().collect()),
+            }
         }
     }
 
@@ -140,7 +149,11 @@ impl Builder {
                 let tag = tag.map(|t| t.suffix.clone());
                 self.last_scalar_end = span.end.index();
                 let node = Node::new(
-                    NodeKind::Scalar(Scalar { text: text.into_owned(), style, tag }),
+                    NodeKind::Scalar(Scalar {
+                        text: text.into_owned(),
+                        style,
+                        tag,
+                    }),
                     mark,
                 );
                 self.count(1, mark)?;
@@ -152,13 +165,19 @@ impl Builder {
             Event::SequenceStart(anchor, _) => {
                 self.open(mark)?;
                 let flow = self.source.at(span.start.index()) == Some('[');
-                self.stack.push(Frame::Seq { items: Vec::new(), mark, anchor, flow });
+                self.stack.push(Frame::Seq {
+                    items: Vec::new(),
+                    mark,
+                    anchor,
+                    flow,
+                });
                 Ok(())
             }
             Event::MappingStart(anchor, _) => {
                 self.open(mark)?;
                 let in_flow_seq = matches!(self.stack.last(), Some(Frame::Seq { flow: true, .. }));
-                let implicit_in_flow_seq = in_flow_seq && self.source.at(span.start.index()) != Some('{');
+                let implicit_in_flow_seq =
+                    in_flow_seq && self.source.at(span.start.index()) != Some('{');
                 self.stack.push(Frame::Map {
                     entries: Vec::new(),
                     pending_key: None,
@@ -171,15 +190,36 @@ impl Builder {
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, anchor) = match self.stack.pop() {
-                    Some(Frame::Seq { items, mark, anchor, .. }) => (Node::new(NodeKind::Seq(items), mark), anchor),
-                    Some(Frame::Map { entries, mark, anchor, implicit_in_flow_seq, first_key_end, .. }) => {
-                        let node = match self.go_flow_scalar(implicit_in_flow_seq, first_key_end, &entries) {
+                    Some(Frame::Seq {
+                        items,
+                        mark,
+                        anchor,
+                        ..
+                    }) => (Node::new(NodeKind::Seq(items), mark), anchor),
+                    Some(Frame::Map {
+                        entries,
+                        mark,
+                        anchor,
+                        implicit_in_flow_seq,
+                        first_key_end,
+                        ..
+                    }) => {
+                        let node = match self.go_flow_scalar(
+                            implicit_in_flow_seq,
+                            first_key_end,
+                            &entries,
+                        ) {
                             Some(text) => Node::scalar(text, ScalarStyle::Plain, mark),
                             None => Node::new(NodeKind::Map(entries), mark),
                         };
                         (node, anchor)
                     }
-                    None => return Err(YamlError { mark, message: "unbalanced collection end".into() }),
+                    None => {
+                        return Err(YamlError {
+                            mark,
+                            message: "unbalanced collection end".into(),
+                        })
+                    }
                 };
                 if anchor > 0 {
                     self.anchors.insert(anchor, node.clone());
@@ -202,7 +242,12 @@ impl Builder {
     /// `[1.2.3.4, 001:db8::]` is two strings there; YAML 1.2 (and saphyr) read the last
     /// item as `{"001:db8:": null}`. Kubernetes users write the former, so we re-read
     /// such a pair as the string Go would have produced.
-    fn go_flow_scalar(&self, implicit: bool, key_end: Option<usize>, entries: &[(Key, Node)]) -> Option<String> {
+    fn go_flow_scalar(
+        &self,
+        implicit: bool,
+        key_end: Option<usize>,
+        entries: &[(Key, Node)],
+    ) -> Option<String> {
         if !implicit || entries.len() != 1 {
             return None;
         }
@@ -216,7 +261,10 @@ impl Builder {
 
     fn open(&mut self, mark: Mark) -> Result<(), YamlError> {
         if self.stack.len() >= MAX_DEPTH {
-            return Err(YamlError { mark, message: format!("nesting deeper than {MAX_DEPTH} levels") });
+            return Err(YamlError {
+                mark,
+                message: format!("nesting deeper than {MAX_DEPTH} levels"),
+            });
         }
         self.count(1, mark)
     }
@@ -242,7 +290,12 @@ impl Builder {
                 items.push(node);
                 Ok(())
             }
-            Some(Frame::Map { entries, pending_key, first_key_end, .. }) => match pending_key.take() {
+            Some(Frame::Map {
+                entries,
+                pending_key,
+                first_key_end,
+                ..
+            }) => match pending_key.take() {
                 None => {
                     if first_key_end.is_none() {
                         *first_key_end = Some(self.last_scalar_end);
@@ -256,16 +309,23 @@ impl Builder {
                     if merge {
                         return merge_into(entries, node, mark);
                     }
-                    let text = match key.kind {
-                        NodeKind::Scalar(s) => s.text,
-                        _ => {
-                            return Err(YamlError {
+                    let text =
+                        match key.kind {
+                            NodeKind::Scalar(s) => s.text,
+                            _ => return Err(YamlError {
                                 mark: key_mark,
-                                message: "mapping keys must be scalars (Kubernetes reads YAML as JSON)".into(),
-                            })
-                        }
-                    };
-                    entries.push((Key { text, mark: key_mark }, node));
+                                message:
+                                    "mapping keys must be scalars (Kubernetes reads YAML as JSON)"
+                                        .into(),
+                            }),
+                        };
+                    entries.push((
+                        Key {
+                            text,
+                            mark: key_mark,
+                        },
+                        node,
+                    ));
                     Ok(())
                 }
             },
@@ -280,12 +340,18 @@ fn merge_into(entries: &mut Vec<(Key, Node)>, value: Node, mark: Mark) -> Result
         NodeKind::Map(_) => vec![value],
         NodeKind::Seq(items) => items,
         NodeKind::Scalar(_) => {
-            return Err(YamlError { mark, message: "merge key `<<` needs a mapping or a list of mappings".into() })
+            return Err(YamlError {
+                mark,
+                message: "merge key `<<` needs a mapping or a list of mappings".into(),
+            })
         }
     };
     for src in sources {
         let NodeKind::Map(src_entries) = src.kind else {
-            return Err(YamlError { mark, message: "merge key `<<` needs a mapping or a list of mappings".into() });
+            return Err(YamlError {
+                mark,
+                message: "merge key `<<` needs a mapping or a list of mappings".into(),
+            });
         };
         for (k, v) in src_entries {
             if !entries.iter().any(|(e, _)| e.text == k.text) {
@@ -302,7 +368,8 @@ mod tests {
 
     #[test]
     fn multi_document_with_positions() {
-        let src = "a: 1\n---\n# only a comment\n---\nkind: X\nspec:\n  hosts: [1.2.3.4, 001:db8::]\n";
+        let src =
+            "a: 1\n---\n# only a comment\n---\nkind: X\nspec:\n  hosts: [1.2.3.4, 001:db8::]\n";
         let docs = parse_documents(src).unwrap();
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[1].index, 2);
@@ -315,7 +382,10 @@ mod tests {
 
     #[test]
     fn json_is_accepted() {
-        let docs = parse_documents(r#"{"kind": "Gateway", "spec": {"servers": [{"port": {"number": 80}}]}}"#).unwrap();
+        let docs = parse_documents(
+            r#"{"kind": "Gateway", "spec": {"servers": [{"port": {"number": 80}}]}}"#,
+        )
+        .unwrap();
         assert_eq!(docs[0].root.get("kind").unwrap().as_str(), Some("Gateway"));
     }
 
@@ -326,7 +396,10 @@ mod tests {
         let other = docs[0].root.get("other").unwrap();
         assert_eq!(other.get("x").unwrap().as_str(), Some("1"));
         assert_eq!(other.get("y").unwrap().as_str(), Some("3"));
-        assert_eq!(docs[0].root.get("ref").unwrap().get("y").unwrap().as_str(), Some("2"));
+        assert_eq!(
+            docs[0].root.get("ref").unwrap().get("y").unwrap().as_str(),
+            Some("2")
+        );
     }
 
     #[test]
