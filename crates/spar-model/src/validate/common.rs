@@ -5,9 +5,6 @@
 //! top-level label is not a domain, gateway and sidecar hosts must be FQDNs), so those
 //! rules live here rather than in the general helpers.
 
-// Helpers land before the rules that use them; lifted once every kind is in.
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::diag::Diagnostic;
