@@ -118,8 +118,9 @@ pub fn check(spec: &VirtualService, ctx: &Ctx) -> Vec<Diagnostic> {
 pub(super) struct Scope {
     /// Bound to sidecars: no gateways listed, or `mesh` among them.
     pub mesh: bool,
-    /// The gateways it is bound to, as `namespace/name` (plus `mesh`).
-    gateways: Vec<String>,
+    /// The gateways it is bound to, as `namespace/name` (plus `mesh`); `None` for a
+    /// delegate, whose gateways are those of the VirtualService delegating to it.
+    gateways: Option<Vec<String>>,
     namespace: String,
 }
 
@@ -136,7 +137,7 @@ impl Scope {
         }
         Scope {
             mesh,
-            gateways,
+            gateways: (!spec.hosts.is_empty()).then_some(gateways),
             namespace: namespace.to_string(),
         }
     }
@@ -145,9 +146,10 @@ impl Scope {
     /// the VirtualService is bound to: any other name can never be selected.
     pub fn check_match_gateways(&self, out: &mut Diags, path: &FieldPath, gateways: &[String]) {
         check_gateway_names(out, path, gateways);
+        let Some(bound) = &self.gateways else { return };
         for (i, g) in gateways.iter().enumerate() {
             let q = qualify_gateway(g, &self.namespace);
-            if !self.gateways.contains(&q) {
+            if !bound.contains(&q) {
                 warn(
                     out,
                     path.index(i),

@@ -276,6 +276,11 @@ fn matches() {
         errors(&diags).is_empty() && warnings(&diags).iter().any(|w| w.contains("never applies")),
         "{diags:#?}"
     );
+    // A delegate is bound wherever its root is, so its match gateways are not suspect.
+    let delegate =
+        "{http: [{match: [{gateways: [istio-system/gw]}], route: [{destination: {host: a}}]}]}";
+    let diags = check(&spec(delegate), &CTX);
+    assert!(diags.is_empty(), "{diags:#?}");
 }
 
 #[test]
