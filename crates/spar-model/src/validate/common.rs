@@ -534,24 +534,98 @@ pub(super) fn check_required_duration(
 
 /// RE2 syntax, as Envoy and Istio use it: no backreferences, no lookaround.
 pub(super) fn check_re2(re: &str) -> Result<(), String> {
+    let invalid = |reason: &str| {
+        format!(
+            "invalid regex {re:?}: {reason}; Istio uses RE2 syntax (no backreferences or lookaround), see https://github.com/google/re2/wiki/Syntax"
+        )
+    };
     if re.len() > MAX_REGEX_LEN {
         return Err(format!(
             "regex is too large ({} characters); at most {MAX_REGEX_LEN} are allowed",
             re.len()
         ));
     }
-    regex::Regex::new(re).map(|_| ()).map_err(|e| {
-        let text = e.to_string();
-        let reason = text
-            .lines()
-            .rev()
-            .find_map(|l| l.trim().strip_prefix("error: "))
-            .unwrap_or(text.trim())
-            .to_string();
-        format!(
-            "invalid regex {re:?}: {reason}; Istio uses RE2 syntax (no backreferences or lookaround), see https://github.com/google/re2/wiki/Syntax"
-        )
-    })
+    if let Some(n) = repeat_counts(re).find(|n| *n > MAX_REPEAT) {
+        return Err(invalid(&format!("repeat count {n} exceeds {MAX_REPEAT}")));
+    }
+    regex::Regex::new(&expand_quoted(re))
+        .map(|_| ())
+        .map_err(|e| {
+            let text = e.to_string();
+            let reason = text
+                .lines()
+                .rev()
+                .find_map(|l| l.trim().strip_prefix("error: "))
+                .unwrap_or(text.trim())
+                .to_string();
+            invalid(&reason)
+        })
+}
+
+/// RE2 refuses `{n}` / `{n,m}` repetitions above this; the `regex` crate does not.
+const MAX_REPEAT: u64 = 1000;
+
+/// The numbers of every `{n}`, `{n,}` and `{n,m}` repetition outside classes.
+fn repeat_counts(re: &str) -> impl Iterator<Item = u64> + '_ {
+    let b = re.as_bytes();
+    let mut counts = Vec::new();
+    let (mut i, mut in_class) = (0, false);
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 1,
+            b'[' => in_class = true,
+            b']' => in_class = false,
+            b'{' if !in_class => {
+                let body_len = b[i + 1..].iter().position(|c| *c == b'}');
+                if let Some(body) = body_len.map(|len| &re[i + 1..i + 1 + len]) {
+                    let nums: Vec<&str> = body.split(',').collect();
+                    if nums.len() <= 2 && nums.iter().all(|n| n.bytes().all(|c| c.is_ascii_digit()))
+                    {
+                        counts.extend(nums.iter().filter_map(|n| n.parse::<u64>().ok()));
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    counts.into_iter()
+}
+
+/// RE2's `\Q...\E` quotes a literal; the `regex` crate has no such syntax, so the
+/// quoted text is escaped before compiling.
+fn expand_quoted(re: &str) -> String {
+    let mut out = String::with_capacity(re.len());
+    let mut rest = re;
+    while let Some(start) = find_unescaped(rest, "\\Q") {
+        out.push_str(&rest[..start]);
+        let quoted = &rest[start + 2..];
+        let (literal, after) = match quoted.find("\\E") {
+            Some(end) => (&quoted[..end], &quoted[end + 2..]),
+            None => (quoted, ""),
+        };
+        out.push_str(&regex::escape(literal));
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Position of `pat` (a backslash sequence) not itself preceded by an escaping backslash.
+fn find_unescaped(s: &str, pat: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            if s[i..].starts_with(pat) {
+                return Some(i);
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    None
 }
 
 /// An Envoy custom header value: no control characters except tab, and `%` only in

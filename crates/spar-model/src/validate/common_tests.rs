@@ -83,6 +83,12 @@ fn durations_regexes_header_values() {
     assert!(check_re2("(a)\\1").is_err());
     assert!(check_re2("a(?!b)").is_err());
     assert!(check_re2(&"a".repeat(1025)).is_err());
+    // RE2 syntax the regex crate lacks or is laxer about.
+    assert!(check_re2("\\Qa.b(c\\E[0-9]+").is_ok());
+    assert!(check_re2("\\Q(unterminated").is_ok());
+    assert!(check_re2("x{2,1000}").is_ok() && check_re2("[{]{3}").is_ok());
+    assert!(check_re2("x{2,1001}").is_err() && check_re2("x{5000}").is_err());
+    assert!(check_re2("\\{5000}").is_ok());
 
     for ok in [
         "",
