@@ -118,7 +118,7 @@ pub(super) fn check_route(
 /// to a delegate VirtualService. Exactly one, and fault/rewrite only when forwarding.
 fn check_actions(out: &mut Diags, path: &FieldPath, r: &HTTPRoute, delegate_vs: bool) {
     let has_route = !r.route.is_empty();
-    if let Some(_d) = &r.delegate {
+    if r.delegate.is_some() {
         if delegate_vs {
             error(out, path.field("delegate"), "a delegate VirtualService cannot delegate again: replace delegate with route, redirect or directResponse");
             return;
