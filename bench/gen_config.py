@@ -108,7 +108,38 @@ spec:
   resolution: DNS
 """
 
-makers = [service, deployment, destination_rule, virtual_service]
+def with_metadata(make):
+    """Adds the labels and annotations real manifests carry (GitOps tooling, owners,
+    change tickets) so resources weigh ~1 KB, as in a real repository."""
+    def wrapped(i, ns):
+        text = make(i, ns)
+        extra = (
+            "  annotations:\n"
+            f"    example.com/owner: team-{i % 20}@example.com\n"
+            f"    example.com/change-ticket: CHG-{100000 + i}\n"
+            "    example.com/runbook: https://runbooks.example.com/services/"
+            f"svc-{i}/routing-and-resilience-policy\n"
+            f"    argocd.argoproj.io/tracking-id: mesh-config:networking.istio.io/VirtualService:{ns}/svc-{i}\n"
+            "    example.com/description: traffic policy managed by the platform team; "
+            "change through the mesh-config repository, not by hand\n"
+        )
+        labels = (
+            "  labels:\n"
+            f"    app.kubernetes.io/name: svc-{i}\n"
+            "    app.kubernetes.io/part-of: storefront\n"
+            "    app.kubernetes.io/managed-by: argocd\n"
+            f"    team: team-{i % 20}\n"
+        )
+        head, rest = text.split("metadata:\n", 1)
+        lines = rest.split("\n")
+        # Keep name/namespace, drop an inline labels line, then add ours.
+        kept = [l for l in lines[:2]]
+        tail = [l for l in lines[2:] if not l.startswith("  labels:")]
+        return head + "metadata:\n" + "\n".join(kept) + "\n" + labels + extra + "\n".join(tail)
+    return wrapped
+
+
+makers = [with_metadata(m) for m in (service, deployment, destination_rule, virtual_service)]
 docs = []
 i = 0
 while len(docs) < n:
@@ -116,7 +147,7 @@ while len(docs) < n:
     for make in makers:
         docs.append(make(i, ns))
     if i % 10 == 0:
-        docs.append(service_entry(i, ns))
+        docs.append(with_metadata(service_entry)(i, ns))
     i += 1
 docs = docs[:n]
 per_file = 100

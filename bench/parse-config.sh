@@ -13,26 +13,32 @@ cargo build --release -q --bin spar
 python3 bench/gen_config.py "$dir/config" "$N"
 du -sh "$dir/config" | awk '{print "size on disk: " $1}'
 
-best() { # best wall time in seconds of RUNS runs of "$@"
-  local best=999 t
-  for _ in $(seq "$RUNS"); do
-    t=$( { /usr/bin/time -f %e "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1 )
-    best=$(python3 -c "print(min($best, $t))")
-  done
-  echo "$best"
+# Best wall time (seconds) and peak RSS (KB) of RUNS runs of a command, measured by
+# Python's resource accounting so nothing beyond python3 is needed.
+measure() {
+  python3 - "$RUNS" "$@" <<'PY'
+import resource, subprocess, sys, time
+runs, cmd = int(sys.argv[1]), sys.argv[2:]
+best = float("inf")
+for _ in range(runs):
+    t = time.perf_counter()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    best = min(best, time.perf_counter() - t)
+print(f"{best:.3f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}")
+PY
 }
 
-spar_s=$(best ./target/release/spar validate "$dir/config")
-rss=$( { /usr/bin/time -f %M ./target/release/spar validate "$dir/config" >/dev/null 2>/dev/null; } 2>&1 | tail -1 )
-./target/release/spar validate "$dir/config" >/dev/null || { echo "generated config did not validate"; exit 1; }
+./target/release/spar validate "$dir/config" >/dev/null 2>&1 || { echo "generated config did not validate"; exit 1; }
+read -r spar_s rss < <(measure ./target/release/spar validate "$dir/config")
 
 py_s=na
 if python3 -c 'import yaml; yaml.CSafeLoader' 2>/dev/null; then
-  py_s=$(best python3 -c '
-import sys, glob, yaml
+  cat > "$dir/parse.py" <<'PY'
+import glob, sys, yaml
 for f in glob.glob(sys.argv[1] + "/*.yaml"):
     list(yaml.load_all(open(f), Loader=yaml.CSafeLoader))
-' "$dir/config")
+PY
+  read -r py_s _ < <(measure python3 "$dir/parse.py" "$dir/config")
 fi
 
 printf '\n%-48s %10s\n' "what ($N resources)" "seconds"

@@ -1,6 +1,9 @@
 //! The `spar validate` / `spar analyze` contract: exit codes, the one-line error format,
 //! standard input, JSON output, directories and `List` kinds.
 
+// A failed read of test data should fail the test where it happens.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 

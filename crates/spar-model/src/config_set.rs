@@ -39,6 +39,7 @@ impl ConfigSet {
     ) -> Self {
         let mut loaded = Loaded::default();
         let mut mesh: Option<(MeshConfig, String)> = None;
+        let mut files = Vec::new();
         for (name, text) in sources {
             if is_mesh_file(name) && !looks_like_resources(text) {
                 if let Some(m) = load_mesh_file(name, text, &mut loaded.diagnostics) {
@@ -46,7 +47,9 @@ impl ConfigSet {
                 }
                 continue;
             }
-            let one = load_text(name, text, opts);
+            files.push((name, text));
+        }
+        for one in load_files_in_parallel(&files, opts) {
             loaded.resources.extend(one.resources);
             loaded.diagnostics.extend(one.diagnostics);
         }
@@ -183,6 +186,42 @@ impl ConfigSet {
             .collect();
         self.resources = dedupe(all, &mut self.diagnostics);
     }
+}
+
+/// Reads files on every core: each file is independent until the whole set is checked.
+/// Results come back in the files' order, so the outcome does not depend on timing.
+fn load_files_in_parallel(files: &[(&str, &str)], opts: &LoadOptions) -> Vec<Loaded> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(files.len())
+        .max(1);
+    if workers == 1 {
+        return files
+            .iter()
+            .map(|(name, text)| load_text(name, text, opts))
+            .collect();
+    }
+    let chunk = files.len().div_ceil(workers);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(name, text)| load_text(name, text, opts))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(results) => results,
+                // A panic in a worker is a bug; surface it where it happened.
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
 }
 
 fn looks_like_resources(text: &str) -> bool {

@@ -42,7 +42,7 @@ pub fn load_text(file: &str, text: &str, opts: &LoadOptions) -> Loaded {
     match parse_documents(text) {
         Ok(docs) => {
             for doc in docs {
-                load_node(&file, &doc.root, opts, &mut out);
+                load_root(&file, Arc::new(doc.root), opts, &mut out);
             }
         }
         Err(e) => out.diagnostics.push(
@@ -58,6 +58,12 @@ pub fn load_text(file: &str, text: &str, opts: &LoadOptions) -> Loaded {
 
 /// Reads one document's root node.
 pub fn load_node(file: &Arc<str>, root: &Node, opts: &LoadOptions, out: &mut Loaded) {
+    load_root(file, Arc::new(root.clone()), opts, out);
+}
+
+/// Like [`load_node`], taking the tree without copying it (the resource keeps it).
+fn load_root(file: &Arc<str>, node: Arc<Node>, opts: &LoadOptions, out: &mut Loaded) {
+    let root: &Node = &node;
     let at = |line: u32| (Some(&**file), Some(line));
     if root.as_map().is_none() {
         let (f, l) = at(root.mark.line);
@@ -81,7 +87,7 @@ pub fn load_node(file: &Arc<str>, root: &Node, opts: &LoadOptions, out: &mut Loa
 
     if kind_text.ends_with("List") && root.get("items").is_some() {
         for item in root.get("items").and_then(Node::as_seq).unwrap_or_default() {
-            load_node(file, item, opts, out);
+            load_root(file, Arc::new(item.clone()), opts, out);
         }
         return;
     }
@@ -150,7 +156,7 @@ pub fn load_node(file: &Arc<str>, root: &Node, opts: &LoadOptions, out: &mut Loa
                 file: file.clone(),
                 line: root.mark.line,
             },
-            node: Arc::new(root.clone()),
+            node: node.clone(),
         });
     }
 }

@@ -3,6 +3,9 @@
 //! each one (the book predates today's Istio, and has typos) is pinned in
 //! `testdata/book/expected-diagnostics.txt`; regenerate it with `SPAR_BLESS=1`.
 
+// A failed read of test data should fail the test where it happens.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use spar_model::{ConfigSet, LoadOptions, Severity};

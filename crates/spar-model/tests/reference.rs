@@ -1,12 +1,17 @@
 //! Istio's own inputs: every valid document is accepted, every invalid one is rejected
 //! for the reason Istio gives (`_err`), and the sample configs load cleanly.
 
+// A failed read of test data should fail the test where it happens.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use spar_model::{ConfigSet, Diagnostic, LoadOptions};
 
 fn testdata(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata")
+        .join(rel)
 }
 
 fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
@@ -43,7 +48,12 @@ fn every_valid_document_is_accepted() {
         let text = std::fs::read_to_string(&file).unwrap();
         for doc in documents(&text) {
             let set = load(&file.display().to_string(), &doc);
-            assert!(errors(&set).is_empty(), "{}: {:#?}\n{doc}", file.display(), errors(&set));
+            assert!(
+                errors(&set).is_empty(),
+                "{}: {:#?}\n{doc}",
+                file.display(),
+                errors(&set)
+            );
             assert_eq!(set.resources().len(), 1, "{doc}");
             checked += 1;
         }
@@ -55,23 +65,46 @@ fn every_valid_document_is_accepted() {
 fn every_invalid_document_is_rejected_for_istios_reason() {
     let mut checked = 0;
     let mut wrong = Vec::new();
-    for file in files(&testdata("istio-reference/istio-validation"), "-invalid.yaml") {
+    for file in files(
+        &testdata("istio-reference/istio-validation"),
+        "-invalid.yaml",
+    ) {
         let text = std::fs::read_to_string(&file).unwrap();
         for doc in documents(&text) {
-            let Some(err_line) = doc.lines().find(|l| l.starts_with("_err:")) else { continue };
-            let want = err_line.trim_start_matches("_err:").trim().trim_matches(|c| c == '\'' || c == '"').to_string();
+            let Some(err_line) = doc.lines().find(|l| l.starts_with("_err:")) else {
+                continue;
+            };
+            let want = err_line
+                .trim_start_matches("_err:")
+                .trim()
+                .trim_matches(|c| c == '\'' || c == '"')
+                .to_string();
             let set = load(&file.display().to_string(), &doc);
             checked += 1;
             let errs = errors(&set);
-            let found = errs.iter().any(|d| d.to_string().to_lowercase().contains(&want.to_lowercase()));
+            let found = errs
+                .iter()
+                .any(|d| d.to_string().to_lowercase().contains(&want.to_lowercase()));
             if !found {
-                wrong.push(format!("{}: want {want:?}, got {:?}\n{doc}", file.display(), errs.iter().map(|d| d.to_string()).collect::<Vec<_>>()));
+                wrong.push(format!(
+                    "{}: want {want:?}, got {:?}\n{doc}",
+                    file.display(),
+                    errs.iter().map(|d| d.to_string()).collect::<Vec<_>>()
+                ));
             }
-            assert!(set.resources().is_empty(), "an invalid resource was kept: {doc}");
+            assert!(
+                set.resources().is_empty(),
+                "an invalid resource was kept: {doc}"
+            );
         }
     }
     assert!(checked >= 60, "only {checked} invalid documents found");
-    assert!(wrong.is_empty(), "{} invalid documents not rejected for Istio's reason:\n{}", wrong.len(), wrong.join("\n\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} invalid documents not rejected for Istio's reason:\n{}",
+        wrong.len(),
+        wrong.join("\n\n")
+    );
 }
 
 #[test]
@@ -85,7 +118,10 @@ fn istio_samples_load_without_errors() {
             if p.is_dir() {
                 stack.push(p);
             } else if p.extension().is_some_and(|e| e == "yaml") {
-                sources.push((p.display().to_string(), std::fs::read_to_string(&p).unwrap()));
+                sources.push((
+                    p.display().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                ));
             }
         }
     }

@@ -95,48 +95,46 @@ enum Frame {
 }
 
 /// Character access into the source, for the few places where Go's YAML scanner and
-/// YAML 1.2 disagree and the original text decides.
+/// YAML 1.2 disagree and the original text decides. Marks count characters, so a
+/// non-ASCII text gets a character table, built only when first needed.
 #[derive(Default)]
-struct Source {
-    ascii: Option<Vec<u8>>,
-    chars: Option<Vec<char>>,
+struct Source<'a> {
+    text: &'a str,
+    ascii: bool,
+    chars: std::cell::OnceCell<Vec<char>>,
 }
 
-impl Source {
-    fn new(src: &str) -> Self {
-        if src.is_ascii() {
-            Source {
-                ascii: Some(src.as_bytes().to_vec()),
-                chars: None,
-            }
-        } else {
-            Source {
-                ascii: None,
-                chars: Some(src.chars().collect()),
-            }
+impl<'a> Source<'a> {
+    fn new(text: &'a str) -> Self {
+        Source {
+            text,
+            ascii: text.is_ascii(),
+            chars: std::cell::OnceCell::new(),
         }
     }
 
     fn at(&self, index: usize) -> Option<char> {
-        match (&self.ascii, &self.chars) {
-            (Some(b), _) => b.get(index).map(|c| char::from(*c)),
-            (_, Some(c)) => c.get(index).copied(),
-            _ => None,
+        if self.ascii {
+            return self.text.as_bytes().get(index).map(|c| char::from(*c));
         }
+        self.chars
+            .get_or_init(|| self.text.chars().collect())
+            .get(index)
+            .copied()
     }
 }
 
 #[derive(Default)]
-struct Builder {
+struct Builder<'a> {
     stack: Vec<Frame>,
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
     nodes: usize,
-    source: Source,
+    source: Source<'a>,
     last_scalar_end: usize,
 }
 
-impl Builder {
+impl Builder<'_> {
     fn on_event(&mut self, event: Event<'_>, span: Span) -> Result<(), YamlError> {
         let mark = mark_of(&span);
         match event {
