@@ -194,10 +194,7 @@ fn read_meta(
                 m
             }
             Err(e) => {
-                diags.push(
-                    Diagnostic::error(e.path.clone(), e.message.clone())
-                        .with_location(None, Some(e.mark.line)),
-                );
+                diags.push(read_error(&e));
                 ObjectMeta::default()
             }
         },
@@ -245,6 +242,11 @@ fn read_meta(
         }
     }
     meta
+}
+
+/// A value that could not be read, at its path and line.
+fn read_error(e: &crate::yaml::DeError) -> Diagnostic {
+    Diagnostic::error(e.path.clone(), e.message.clone()).with_location(None, Some(e.mark.line))
 }
 
 fn notices_to_diags(notices: Vec<Notice>, diags: &mut Vec<Diagnostic>) {
@@ -296,10 +298,7 @@ fn read_typed<T: serde::de::DeserializeOwned>(
     match r {
         Ok(v) => Some(v),
         Err(e) => {
-            diags.push(
-                Diagnostic::error(e.path.clone(), e.message.clone())
-                    .with_location(None, Some(e.mark.line)),
-            );
+            diags.push(read_error(&e));
             None
         }
     }
@@ -447,10 +446,7 @@ fn read_k8s<T: serde::de::DeserializeOwned>(root: &Node, diags: &mut Vec<Diagnos
     match r {
         Ok(v) => Some(v),
         Err(e) => {
-            diags.push(
-                Diagnostic::error(e.path.clone(), e.message.clone())
-                    .with_location(None, Some(e.mark.line)),
-            );
+            diags.push(read_error(&e));
             None
         }
     }

@@ -14,25 +14,7 @@ use crate::duration::parse_duration;
 use crate::names::{check_namespaced_host, check_wildcard_domain, is_k8s_label_name};
 use crate::{Diagnostic, FieldPath};
 
-/// Envoy's `retry_on` conditions Istio accepts (HTTP status codes are accepted too).
-const RETRY_ON: [&str; 16] = [
-    "5xx",
-    "gateway-error",
-    "reset",
-    "reset-before-request",
-    "connect-failure",
-    "envoy-ratelimited",
-    "retriable-4xx",
-    "refused-stream",
-    "retriable-status-codes",
-    "retriable-headers",
-    "http3-post-connect-failure",
-    "cancelled",
-    "deadline-exceeded",
-    "internal",
-    "resource-exhausted",
-    "unavailable",
-];
+use crate::validate::RETRY_ON;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Min {

@@ -50,3 +50,23 @@ pub use sidecar::check as check_sidecar;
 pub use telemetry::check as check_telemetry;
 pub use virtual_service::check as check_virtual_service;
 pub use workload::{check_entry as check_workload_entry, check_group as check_workload_group};
+
+/// Envoy's `x-envoy-retry-on` and `x-envoy-retry-grpc-on` conditions.
+pub(crate) const RETRY_ON: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "envoy-ratelimited",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];

@@ -20,25 +20,7 @@ use crate::FieldPath;
 const BODY_WARN_BYTES: usize = 100 * 1024;
 const BODY_MAX_BYTES: usize = 1024 * 1024;
 
-/// Envoy's `x-envoy-retry-on` and `x-envoy-retry-grpc-on` conditions.
-const RETRY_ON: &[&str] = &[
-    "5xx",
-    "gateway-error",
-    "reset",
-    "reset-before-request",
-    "connect-failure",
-    "envoy-ratelimited",
-    "retriable-4xx",
-    "refused-stream",
-    "retriable-status-codes",
-    "retriable-headers",
-    "http3-post-connect-failure",
-    "cancelled",
-    "deadline-exceeded",
-    "internal",
-    "resource-exhausted",
-    "unavailable",
-];
+use crate::validate::RETRY_ON;
 
 const GRPC_CODES: &[&str] = &[
     "OK",
