@@ -1,0 +1,327 @@
+//! Kubernetes `Service`s and their endpoints.
+//!
+//! Endpoints come from the first source that has any, in this order: `EndpointSlice`s
+//! labelled `kubernetes.io/service-name: <name>`, the `Endpoints` object of the same
+//! name, then the workloads the selector matches (`Pod`s if any match, else each replica
+//! of matching `Deployment`s, with synthetic addresses; see [`crate::workload`]).
+
+use std::collections::BTreeMap;
+
+use spar_model::k8s::{EndpointPort, IntOrString};
+use spar_model::{Kind, Resource};
+
+use crate::model::{
+    Endpoint, Resolution, Service, ServiceOrigin, ServicePort, TargetPort, Visibility,
+};
+use crate::protocol;
+use crate::workload::Workload;
+
+/// Istio's annotation for a Service's `exportTo`.
+pub const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
+/// The EndpointSlice label naming its service.
+pub const SLICE_SERVICE_LABEL: &str = "kubernetes.io/service-name";
+
+pub(crate) struct Ctx<'a> {
+    pub config: &'a spar_model::ConfigSet,
+    pub workloads: &'a [Workload],
+    pub domain: &'a str,
+}
+
+pub(crate) fn services(ctx: &Ctx<'_>) -> Vec<Service> {
+    ctx.config
+        .of_kind(Kind::Service)
+        .filter_map(|r| service(ctx, r))
+        .collect()
+}
+
+fn service(ctx: &Ctx<'_>, r: &Resource) -> Option<Service> {
+    let svc = r.body.service()?;
+    let (name, ns) = (r.meta.name.as_str(), r.meta.namespace.as_str());
+    let spec = &svc.spec;
+    let hostname = format!("{name}.{ns}.svc.{}", ctx.domain);
+    let mut ports: Vec<ServicePort> = spec
+        .ports
+        .iter()
+        .filter_map(|p| {
+            Some(ServicePort {
+                name: p.name.clone().unwrap_or_default(),
+                port: u32::try_from(p.port).ok()?,
+                protocol: protocol::for_kube_port(
+                    p.name.as_deref(),
+                    p.app_protocol.as_deref(),
+                    p.protocol.as_deref(),
+                ),
+            })
+        })
+        .collect();
+    ports.sort();
+    let target_ports = spec
+        .ports
+        .iter()
+        .filter_map(|p| {
+            let port = u32::try_from(p.port).ok()?;
+            let t = match p.effective_target_port() {
+                IntOrString::Int(n) => TargetPort::Number(u32::try_from(n).ok()?),
+                IntOrString::String(s) => TargetPort::Named(s),
+            };
+            Some((port, t))
+        })
+        .collect();
+    let headless = spec.cluster_ip.as_deref() == Some("None");
+    let mut addresses: Vec<String> = spec
+        .cluster_ip
+        .iter()
+        .chain(spec.cluster_ips.iter())
+        .filter(|a| !a.is_empty() && a.as_str() != "None")
+        .cloned()
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    let external_name = spec
+        .external_name
+        .clone()
+        .filter(|_| spec.type_.as_deref() == Some("ExternalName"));
+    let export_to: Vec<String> = match r.meta.annotations.get(EXPORT_TO_ANNOTATION) {
+        Some(v) => v.split(',').map(|s| s.trim().to_string()).collect(),
+        None => ctx.config.mesh().default_service_export_to.clone(),
+    };
+    let mut s = Service {
+        hostname: hostname.clone(),
+        name: name.to_string(),
+        namespace: ns.to_string(),
+        aliases: vec![
+            hostname,
+            format!("{name}.{ns}.svc"),
+            format!("{name}.{ns}"),
+            name.to_string(),
+        ],
+        ports,
+        addresses,
+        resolution: if external_name.is_some() {
+            Resolution::DnsLb
+        } else if headless {
+            Resolution::Passthrough
+        } else {
+            Resolution::ClientSideLb
+        },
+        mesh_external: false,
+        visibility: Visibility::from_export_to(&export_to, ns),
+        origin: ServiceOrigin::Kubernetes,
+        endpoints: Vec::new(),
+        labels: r.meta.labels.clone(),
+        selector: spec.selector.clone(),
+        target_ports,
+    };
+    s.endpoints = match external_name {
+        Some(host) => vec![dns_endpoint(&s, &host)],
+        None => endpoints(ctx, &s),
+    };
+    s.endpoints.sort();
+    s.endpoints.dedup();
+    Some(s)
+}
+
+/// An ExternalName service's one endpoint: the external host, on every port.
+fn dns_endpoint(s: &Service, host: &str) -> Endpoint {
+    Endpoint {
+        address: host.to_string(),
+        ports: s.ports.iter().map(|p| (p.port, p.port)).collect(),
+        labels: BTreeMap::new(),
+        locality: String::new(),
+        namespace: s.namespace.clone(),
+        service_account: String::new(),
+        workload: String::new(),
+        has_sidecar: false,
+        weight: 1,
+        synthetic: false,
+    }
+}
+
+fn endpoints(ctx: &Ctx<'_>, s: &Service) -> Vec<Endpoint> {
+    let from_slices = from_slices(ctx, s);
+    if !from_slices.is_empty() {
+        return from_slices;
+    }
+    let from_endpoints = from_endpoints_object(ctx, s);
+    if !from_endpoints.is_empty() {
+        return from_endpoints;
+    }
+    from_selector(ctx, s)
+}
+
+/// Service port → endpoint port, matching the discovered ports by name (the way
+/// Kubernetes names them after the service port).
+fn port_map(s: &Service, found: &[EndpointPort]) -> BTreeMap<u32, u32> {
+    s.ports
+        .iter()
+        .filter_map(|sp| {
+            let ep = found
+                .iter()
+                .find(|p| p.name.as_deref().unwrap_or_default() == sp.name || found.len() == 1)?;
+            Some((sp.port, u32::try_from(ep.port?).ok()?))
+        })
+        .collect()
+}
+
+fn workload_at<'a>(
+    ctx: &'a Ctx<'_>,
+    ns: &str,
+    ip: &str,
+    pod: Option<&str>,
+) -> Option<&'a Workload> {
+    ctx.workloads.iter().find(|w| {
+        w.namespace == ns
+            && (pod.is_some_and(|p| w.kind == Kind::Pod && w.name == p)
+                || w.address.as_deref() == Some(ip))
+    })
+}
+
+/// An endpoint at a discovered address; labels and identity from the pod there when the
+/// config has it, else the service's selector (so subsets by selector labels still work).
+fn discovered(
+    ctx: &Ctx<'_>,
+    s: &Service,
+    ip: &str,
+    pod: Option<&str>,
+    zone: Option<&str>,
+    ports: BTreeMap<u32, u32>,
+) -> Endpoint {
+    let w = workload_at(ctx, &s.namespace, ip, pod);
+    Endpoint {
+        address: ip.to_string(),
+        ports,
+        labels: w
+            .map(|w| w.labels.clone())
+            .unwrap_or_else(|| s.selector.clone()),
+        locality: w
+            .map(|w| w.locality.clone())
+            .filter(|l| !l.is_empty())
+            .or_else(|| zone.map(|z| format!("/{z}/")))
+            .unwrap_or_default(),
+        namespace: s.namespace.clone(),
+        service_account: w
+            .map(|w| w.service_account.clone())
+            .unwrap_or_else(|| "default".to_string()),
+        workload: w
+            .map(|w| w.name.clone())
+            .or(pod.map(str::to_string))
+            .unwrap_or_default(),
+        has_sidecar: w.is_none_or(|w| w.has_sidecar),
+        weight: 1,
+        synthetic: false,
+    }
+}
+
+fn from_slices(ctx: &Ctx<'_>, s: &Service) -> Vec<Endpoint> {
+    let mut out = Vec::new();
+    for r in ctx.config.of_kind(Kind::EndpointSlice) {
+        let Some(slice) = r.body.endpoint_slice() else {
+            continue;
+        };
+        if r.meta.namespace != s.namespace
+            || r.meta.labels.get(SLICE_SERVICE_LABEL) != Some(&s.name)
+            || slice.address_type == "FQDN"
+        {
+            continue;
+        }
+        let ports = port_map(s, &slice.ports);
+        for e in &slice.endpoints {
+            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            if !ready {
+                continue;
+            }
+            let pod = e
+                .target_ref
+                .as_ref()
+                .filter(|t| t.kind.as_deref() == Some("Pod"))
+                .and_then(|t| t.name.as_deref());
+            for ip in &e.addresses {
+                out.push(discovered(
+                    ctx,
+                    s,
+                    ip,
+                    pod,
+                    e.zone.as_deref(),
+                    ports.clone(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn from_endpoints_object(ctx: &Ctx<'_>, s: &Service) -> Vec<Endpoint> {
+    let mut out = Vec::new();
+    for r in ctx.config.of_kind(Kind::Endpoints) {
+        let Some(eps) = r.body.endpoints() else {
+            continue;
+        };
+        if r.meta.namespace != s.namespace || r.meta.name != s.name {
+            continue;
+        }
+        for subset in &eps.subsets {
+            let ports = port_map(s, &subset.ports);
+            for a in &subset.addresses {
+                let pod = a
+                    .target_ref
+                    .as_ref()
+                    .filter(|t| t.kind.as_deref() == Some("Pod"))
+                    .and_then(|t| t.name.as_deref());
+                out.push(discovered(ctx, s, &a.ip, pod, None, ports.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Resolves a service's target ports on one workload (named ports via container ports;
+/// a name the workload lacks leaves that port out, as Kubernetes does).
+pub(crate) fn workload_ports(s: &Service, w: &Workload) -> BTreeMap<u32, u32> {
+    s.target_ports
+        .iter()
+        .filter_map(|(port, t)| match t {
+            TargetPort::Number(n) => Some((*port, *n)),
+            TargetPort::Named(name) => w.named_ports.get(name).map(|n| (*port, *n)),
+        })
+        .collect()
+}
+
+pub(crate) fn workload_endpoint(s: &Service, w: &Workload, ports: BTreeMap<u32, u32>) -> Endpoint {
+    Endpoint {
+        address: w.address.clone().unwrap_or_default(),
+        ports,
+        labels: w.labels.clone(),
+        locality: w.locality.clone(),
+        namespace: s.namespace.clone(),
+        service_account: w.service_account.clone(),
+        workload: w.name.clone(),
+        has_sidecar: w.has_sidecar,
+        weight: w.weight,
+        synthetic: w.synthetic,
+    }
+}
+
+fn from_selector(ctx: &Ctx<'_>, s: &Service) -> Vec<Endpoint> {
+    if s.selector.is_empty() {
+        return Vec::new();
+    }
+    let matching = |kind: Kind| {
+        ctx.workloads.iter().filter(move |w| {
+            w.kind == kind
+                && w.namespace == s.namespace
+                && s.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+        })
+    };
+    // Pods, when the config lists them, are the running replicas of the Deployments:
+    // counting both would double every endpoint.
+    let pods: Vec<&Workload> = matching(Kind::Pod).collect();
+    let chosen: Vec<&Workload> = if pods.is_empty() {
+        matching(Kind::Deployment).collect()
+    } else {
+        pods
+    };
+    chosen
+        .into_iter()
+        .map(|w| workload_endpoint(s, w, workload_ports(s, w)))
+        .collect()
+}
