@@ -1,0 +1,44 @@
+//! The xDS side of the control plane: Envoy's Aggregated Discovery Service in both
+//! state-of-the-world and delta variants, per-proxy ACK/NACK tracking, control-plane
+//! metrics and the debug endpoints (`/debug/syncz`, `/debug/config_dump`).
+//!
+//! The server is generic over a [`ResourceSource`]: the control plane uses
+//! [`SnapshotStore`] (config + registry snapshots translated per proxy), tests use
+//! [`StaticSource`] with fixed resources. Every connection reads immutable snapshots
+//! (`ArcSwap`) and is woken by a `tokio::sync::watch` when the generation changes; it
+//! recomputes its proxy's output and pushes, in Envoy's warming order (CDS, EDS, LDS, RDS),
+//! only the types whose encoded bytes changed.
+
+mod delta;
+pub mod metrics;
+pub mod monitoring;
+mod node;
+pub mod resources;
+mod server;
+mod sotw;
+pub mod source;
+pub mod status;
+
+pub use metrics::Metrics;
+pub use node::proxy_node;
+pub use resources::{encode, Encoded, EncodedResource};
+pub use server::AdsServer;
+pub use source::{Overlay, ResourceSource, Snapshot, SnapshotStore, StaticSource};
+pub use status::{ProxyStatus, StatusRegistry, SyncState, TypeStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum XdsError {
+    #[error(
+        "the first xDS request carries no node; Envoy sends one, check the client's bootstrap"
+    )]
+    NoNode,
+    #[error(transparent)]
+    Node(#[from] spar_translate::NodeError),
+    #[error("cannot serve on {addr}: {source} (is another process using the port?)")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("xDS server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}

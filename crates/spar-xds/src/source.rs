@@ -1,0 +1,178 @@
+//! Where the server gets each proxy's resources from.
+//!
+//! [`SnapshotStore`] is the real source: an immutable (ConfigSet, Registry) snapshot behind an
+//! `ArcSwap`, translated per proxy on demand and cached per proxy node until the next
+//! snapshot. [`StaticSource`] serves fixed resources (tests, tools). Either way, a
+//! `tokio::sync::watch` of the generation wakes every connection when something changed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use spar_model::ConfigSet;
+use spar_registry::Registry;
+use spar_translate::{ProxyNode, XdsResources};
+use tokio::sync::watch;
+
+use crate::resources::{encode, Encoded};
+
+/// What the ADS server needs from the rest of the control plane.
+pub trait ResourceSource: Send + Sync + 'static {
+    /// The current generation; it changes whenever any proxy's output may have changed.
+    fn changes(&self) -> watch::Receiver<u64>;
+    /// The resources for `node` at the current generation, encoded.
+    fn resources(&self, node: &ProxyNode) -> Arc<Encoded>;
+}
+
+/// One immutable view of the mesh: config, the registry built from it, and its generation.
+pub struct Snapshot {
+    pub config: ConfigSet,
+    pub registry: Registry,
+    pub version: u64,
+}
+
+/// The control plane's source: snapshots published by the config store.
+pub struct SnapshotStore {
+    current: ArcSwap<Snapshot>,
+    tx: watch::Sender<u64>,
+    // Per proxy node: the generation the entry was computed at and its output. Only touched
+    // to look up or insert; translation itself runs outside the lock.
+    cache: Mutex<HashMap<ProxyNode, (u64, Arc<Encoded>)>>,
+}
+
+impl SnapshotStore {
+    pub fn new(config: ConfigSet) -> SnapshotStore {
+        let registry = Registry::build(&config);
+        let (tx, _) = watch::channel(1);
+        SnapshotStore {
+            current: ArcSwap::from_pointee(Snapshot {
+                config,
+                registry,
+                version: 1,
+            }),
+            tx,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Publishes a new config: builds the registry off to the side, swaps the snapshot in
+    /// once, then wakes the connections.
+    pub fn publish(&self, config: ConfigSet) -> u64 {
+        let registry = Registry::build(&config);
+        let version = self.current.load().version + 1;
+        self.current.store(Arc::new(Snapshot {
+            config,
+            registry,
+            version,
+        }));
+        self.lock_cache().retain(|_, (v, _)| *v == version);
+        self.tx.send_replace(version);
+        version
+    }
+
+    /// The snapshot in force.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<ProxyNode, (u64, Arc<Encoded>)>> {
+        // A panic while holding this lock cannot leave the map inconsistent (one insert).
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl ResourceSource for SnapshotStore {
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+
+    fn resources(&self, node: &ProxyNode) -> Arc<Encoded> {
+        let snap = self.current.load_full();
+        if let Some((v, enc)) = self.lock_cache().get(node) {
+            if *v == snap.version {
+                return enc.clone();
+            }
+        }
+        let enc = Arc::new(encode(&spar_translate::translate(
+            &snap.config,
+            &snap.registry,
+            node,
+        )));
+        self.lock_cache()
+            .insert(node.clone(), (snap.version, enc.clone()));
+        enc
+    }
+}
+
+/// Fixed resources, the same for every proxy; `set` replaces them and wakes connections.
+pub struct StaticSource {
+    current: ArcSwap<Encoded>,
+    tx: watch::Sender<u64>,
+}
+
+impl StaticSource {
+    pub fn new(resources: &XdsResources) -> StaticSource {
+        StaticSource::from_encoded(encode(resources))
+    }
+
+    pub fn from_encoded(enc: Encoded) -> StaticSource {
+        let (tx, _) = watch::channel(1);
+        StaticSource {
+            current: ArcSwap::from_pointee(enc),
+            tx,
+        }
+    }
+
+    pub fn set(&self, resources: &XdsResources) {
+        self.set_encoded(encode(resources));
+    }
+
+    pub fn set_encoded(&self, enc: Encoded) {
+        self.current.store(Arc::new(enc));
+        self.tx.send_modify(|g| *g += 1);
+    }
+}
+
+impl ResourceSource for StaticSource {
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+
+    fn resources(&self, _node: &ProxyNode) -> Arc<Encoded> {
+        self.current.load_full()
+    }
+}
+
+/// Another source's output with extra resources laid over it (same name wins). Lets an
+/// operator or a test add a resource the translator would not produce.
+pub struct Overlay<S> {
+    pub inner: S,
+    pub extra: Encoded,
+}
+
+impl<S: ResourceSource> ResourceSource for Overlay<S> {
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes()
+    }
+
+    fn resources(&self, node: &ProxyNode) -> Arc<Encoded> {
+        let mut out = (*self.inner.resources(node)).clone();
+        for (t, res) in &self.extra.types {
+            out.types
+                .entry(t)
+                .or_default()
+                .extend(res.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        Arc::new(out)
+    }
+}
+
+impl<S: ResourceSource> ResourceSource for Arc<S> {
+    fn changes(&self) -> watch::Receiver<u64> {
+        (**self).changes()
+    }
+
+    fn resources(&self, node: &ProxyNode) -> Arc<Encoded> {
+        (**self).resources(node)
+    }
+}
