@@ -5,7 +5,19 @@
 //! conventions (`outbound|9080|v1|reviews.default.svc.cluster.local`, `inbound|9080||`,
 //! `virtualInbound`, `virtualOutbound`, `PassthroughCluster`, `BlackHoleCluster`).
 
+mod cluster;
+mod dr;
+mod endpoint;
+mod gateway;
+mod http_route;
+mod listener;
 mod node;
+mod route;
+pub mod summary;
+mod summary_listeners;
+mod util;
+
+use spar_registry::Service;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -34,12 +46,61 @@ pub mod type_url {
     pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 }
 
+/// What every builder reads: the inputs and the services the proxy can see.
+pub(crate) struct Ctx<'a> {
+    pub config: &'a spar_model::ConfigSet,
+    pub registry: &'a spar_registry::Registry,
+    pub node: &'a ProxyNode,
+    /// Services visible from the proxy's namespace (`exportTo`), sorted by hostname.
+    pub services: Vec<&'a Service>,
+}
+
 /// Builds the resources for `node` from `config` and `registry`.
 pub fn translate(
     config: &spar_model::ConfigSet,
     registry: &spar_registry::Registry,
     node: &ProxyNode,
 ) -> XdsResources {
-    let _ = (config, registry, node);
-    XdsResources::default()
+    let ctx = Ctx {
+        config,
+        registry,
+        node,
+        services: registry.services_visible_to(&node.namespace).collect(),
+    };
+    let mut out = XdsResources::default();
+    let (clusters, endpoints) = cluster::outbound(&ctx);
+    out.clusters = clusters;
+    out.endpoints = endpoints;
+    out.clusters
+        .extend(cluster::passthrough_and_blackhole(&ctx));
+    if node.kind == ProxyKind::Sidecar {
+        let ports = cluster::inbound_ports(&ctx);
+        out.clusters.extend(cluster::inbound(&ctx, &ports));
+        let (listeners, routes) = listener::sidecar(&ctx, &ports);
+        out.listeners = listeners;
+        out.routes = routes;
+    } else {
+        let (listeners, routes) = gateway::listeners(&ctx);
+        out.listeners = listeners;
+        out.routes = routes;
+    }
+    out.sort();
+    out
+}
+
+impl XdsResources {
+    /// Sorts every list by resource name and drops repeated names (the first wins).
+    fn sort(&mut self) {
+        self.listeners.sort_by(|a, b| a.name.cmp(&b.name));
+        self.listeners.dedup_by(|a, b| a.name == b.name);
+        self.routes.sort_by(|a, b| a.name.cmp(&b.name));
+        self.routes.dedup_by(|a, b| a.name == b.name);
+        self.clusters.sort_by(|a, b| a.name.cmp(&b.name));
+        self.clusters.dedup_by(|a, b| a.name == b.name);
+        self.endpoints
+            .sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
+        self.endpoints
+            .dedup_by(|a, b| a.cluster_name == b.cluster_name);
+        self.secrets.sort_by(|a, b| a.name.cmp(&b.name));
+    }
 }

@@ -1,0 +1,397 @@
+//! LDS and RDS for gateways (`router~` proxies): a listener `0.0.0.0_<port>` per server
+//! port of every Gateway whose selector matches the proxy's labels. Plaintext HTTP
+//! servers share the route configuration `http.<port>`; HTTPS servers terminate TLS in
+//! their own SNI filter chain with route configuration `https.<port>.<port name>.<gateway>.<ns>`;
+//! TLS PASSTHROUGH servers get an SNI filter chain per VirtualService `tls` rule; TCP
+//! servers a TCP proxy from the first `tcp` rule.
+//!
+//! Binding (Istio's rules): a VirtualService binds when its `gateways` names the
+//! Gateway (`name` in the VirtualService's namespace, or `ns/name`), and a server host
+//! (`host`, `ns/host`, `./host`, `*/host`) intersects one of its hosts.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::core::v3::{
+    data_source, transport_socket, DataSource, TransportSocket,
+};
+use envoy_types::pb::envoy::config::listener::v3::{
+    listener_filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    virtual_host::TlsRequirementType, RouteConfiguration, VirtualHost,
+};
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    common_tls_context, CertificateValidationContext, CommonTlsContext, DownstreamTlsContext,
+    TlsCertificate,
+};
+use envoy_types::pb::google::protobuf::BoolValue;
+use spar_model::istio::types::{Server, ServerTLSMode};
+use spar_model::{Kind, Resource};
+
+use crate::cluster::{sds, TLS_SOCKET};
+use crate::http_route::Scope;
+use crate::listener::{hcm_rds, tcp_destinations, tcp_proxy};
+use crate::route::{self, Vs};
+use crate::util::{any, socket};
+use crate::Ctx;
+
+pub const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
+
+/// One server of a selected Gateway.
+struct Bound<'a> {
+    /// `ns/name` of the Gateway.
+    gateway: String,
+    resource: &'a Resource,
+    server: &'a Server,
+}
+
+impl Bound<'_> {
+    fn protocol(&self) -> String {
+        self.server
+            .port
+            .as_ref()
+            .and_then(|p| p.protocol.clone())
+            .unwrap_or_default()
+            .to_ascii_uppercase()
+    }
+
+    fn tls_mode(&self) -> Option<ServerTLSMode> {
+        self.server.tls.as_ref().and_then(|t| t.mode)
+    }
+
+    fn is_passthrough(&self) -> bool {
+        matches!(
+            self.tls_mode(),
+            Some(ServerTLSMode::Passthrough | ServerTLSMode::AutoPassthrough)
+        )
+    }
+
+    /// Server hosts visible to a VirtualService of `vs_ns`, without their namespace part.
+    fn hosts_for(&self, vs_ns: &str) -> Vec<&str> {
+        self.server
+            .hosts
+            .iter()
+            .filter_map(|h| match h.split_once('/') {
+                Some(("*", host)) => Some(host),
+                Some((".", host)) => (self.resource.meta.namespace == vs_ns).then_some(host),
+                Some((ns, host)) => (ns == vs_ns).then_some(host),
+                None => Some(h.as_str()),
+            })
+            .collect()
+    }
+}
+
+/// The more specific of two hosts when they overlap (`*` and `*.x` are wildcards).
+pub fn intersect(a: &str, b: &str) -> Option<String> {
+    let covers = |w: &str, h: &str| match w.strip_prefix('*') {
+        Some(suffix) => h.ends_with(suffix),
+        None => w == h,
+    };
+    if covers(a, b) {
+        Some(b.to_string())
+    } else if covers(b, a) {
+        Some(a.to_string())
+    } else {
+        None
+    }
+}
+
+fn selected<'a>(ctx: &Ctx<'a>) -> Vec<Bound<'a>> {
+    let mut out = Vec::new();
+    for r in ctx.config.of_kind(Kind::Gateway) {
+        let Some(gw) = r.body.gateway() else { continue };
+        if !gw
+            .selector
+            .iter()
+            .all(|(k, v)| ctx.node.labels.get(k) == Some(v))
+        {
+            continue;
+        }
+        for server in &gw.servers {
+            out.push(Bound {
+                gateway: format!("{}/{}", r.meta.namespace, r.meta.name),
+                resource: r,
+                server,
+            });
+        }
+    }
+    out
+}
+
+pub fn listeners(ctx: &Ctx<'_>) -> (Vec<Listener>, Vec<RouteConfiguration>) {
+    let mut by_port: BTreeMap<u32, Vec<Bound<'_>>> = BTreeMap::new();
+    for b in selected(ctx) {
+        if let Some(n) = b.server.port.as_ref().and_then(|p| p.number) {
+            by_port.entry(n).or_default().push(b);
+        }
+    }
+    let mut listeners = Vec::new();
+    let mut routes = Vec::new();
+    for (port, servers) in &by_port {
+        let mut chains = Vec::new();
+        let mut needs_tls_inspector = false;
+        let plain_http: Vec<&Bound<'_>> = servers
+            .iter()
+            .filter(|b| matches!(b.protocol().as_str(), "HTTP" | "HTTP2" | "GRPC"))
+            .collect();
+        if !plain_http.is_empty() {
+            let name = format!("http.{port}");
+            chains.push(FilterChain {
+                name: name.clone(),
+                filters: vec![hcm_rds(&format!("outbound_0.0.0.0_{port}"), &name)],
+                ..Default::default()
+            });
+            routes.push(route_config(ctx, &name, *port, &plain_http));
+        }
+        for b in servers
+            .iter()
+            .filter(|b| b.protocol() == "HTTPS" && !b.is_passthrough())
+        {
+            needs_tls_inspector = true;
+            let port_name = b
+                .server
+                .port
+                .as_ref()
+                .and_then(|p| p.name.clone())
+                .unwrap_or_default();
+            let name = format!(
+                "https.{port}.{port_name}.{}.{}",
+                b.resource.meta.name, b.resource.meta.namespace
+            );
+            chains.push(FilterChain {
+                name: name.clone(),
+                filter_chain_match: Some(sni_match(&b.hosts_for(&b.resource.meta.namespace))),
+                filters: vec![hcm_rds(&format!("outbound_0.0.0.0_{port}"), &name)],
+                transport_socket: downstream_tls(b),
+                ..Default::default()
+            });
+            routes.push(route_config(ctx, &name, *port, &[b]));
+        }
+        for b in servers.iter().filter(|b| b.is_passthrough()) {
+            needs_tls_inspector = true;
+            chains.extend(passthrough_chains(ctx, b, *port));
+        }
+        for b in servers.iter().filter(|b| {
+            !b.is_passthrough()
+                && matches!(
+                    b.protocol().as_str(),
+                    "TCP" | "TLS" | "MONGO" | "MYSQL" | "REDIS"
+                )
+        }) {
+            if let Some(chain) = tcp_chain(ctx, b, *port) {
+                chains.push(chain);
+            }
+        }
+        listeners.push(Listener {
+            name: format!("0.0.0.0_{port}"),
+            address: Some(socket("0.0.0.0", *port)),
+            filter_chains: chains,
+            listener_filters: if needs_tls_inspector {
+                vec![ListenerFilter {
+                    name: TLS_INSPECTOR.to_string(),
+                    config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+                        &TlsInspector::default(),
+                    ))),
+                    ..Default::default()
+                }]
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        });
+    }
+    (listeners, routes)
+}
+
+fn sni_match(hosts: &[&str]) -> FilterChainMatch {
+    FilterChainMatch {
+        server_names: hosts
+            .iter()
+            .filter(|h| **h != "*")
+            .map(|h| h.to_string())
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn file(path: &Option<String>) -> Option<DataSource> {
+    path.as_ref().map(|p| DataSource {
+        specifier: Some(data_source::Specifier::Filename(p.clone())),
+        ..Default::default()
+    })
+}
+
+/// TLS termination: certificate files, or the `credentialName` secret over SDS.
+fn downstream_tls(b: &Bound<'_>) -> Option<TransportSocket> {
+    let tls = b.server.tls.as_ref()?;
+    let mutual = tls.mode == Some(ServerTLSMode::Mutual);
+    let mut common = CommonTlsContext::default();
+    if let Some(cred) = &tls.credential_name {
+        common.tls_certificate_sds_secret_configs = vec![sds(cred)];
+        if mutual {
+            common.validation_context_type = Some(
+                common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(sds(
+                    &format!("{cred}-cacert"),
+                )),
+            );
+        }
+    } else {
+        common.tls_certificates = vec![TlsCertificate {
+            certificate_chain: file(&tls.server_certificate),
+            private_key: file(&tls.private_key),
+            ..Default::default()
+        }];
+        if mutual || tls.ca_certificates.is_some() {
+            common.validation_context_type = Some(
+                common_tls_context::ValidationContextType::ValidationContext(
+                    CertificateValidationContext {
+                        trusted_ca: file(&tls.ca_certificates),
+                        ..Default::default()
+                    },
+                ),
+            );
+        }
+    }
+    common.alpn_protocols = vec!["h2".to_string(), "http/1.1".to_string()];
+    let ctx = DownstreamTlsContext {
+        common_tls_context: Some(common),
+        require_client_certificate: Some(BoolValue { value: mutual }),
+        ..Default::default()
+    };
+    Some(TransportSocket {
+        name: TLS_SOCKET.to_string(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(&ctx))),
+    })
+}
+
+/// VirtualServices bound to the server's gateway, with the hosts they share with it.
+fn bound_hosts<'a>(ctx: &Ctx<'a>, b: &Bound<'_>) -> Vec<(Vs<'a>, Vec<String>)> {
+    route::bound(ctx, &b.gateway)
+        .into_iter()
+        .filter_map(|vs| {
+            let server_hosts = b.hosts_for(vs.namespace());
+            let mut hosts: Vec<String> = vs
+                .spec
+                .hosts
+                .iter()
+                .flat_map(|h| server_hosts.iter().filter_map(|s| intersect(s, h)))
+                .collect();
+            hosts.dedup();
+            (!hosts.is_empty()).then_some((vs, hosts))
+        })
+        .collect()
+}
+
+fn route_config(
+    ctx: &Ctx<'_>,
+    name: &str,
+    port: u32,
+    servers: &[&Bound<'_>],
+) -> RouteConfiguration {
+    let mut vhosts: BTreeMap<String, VirtualHost> = BTreeMap::new();
+    for b in servers {
+        let redirect = b
+            .server
+            .tls
+            .as_ref()
+            .and_then(|t| t.https_redirect)
+            .unwrap_or(false);
+        for (vs, hosts) in bound_hosts(ctx, b) {
+            let routes = route::vs_routes(ctx, &vs, port, &b.gateway);
+            for host in hosts {
+                let vh_name = format!("{host}:{port}");
+                if vhosts.contains_key(&vh_name) {
+                    // The first VirtualService for a host wins, as in Istio.
+                    continue;
+                }
+                let domains = if host == "*" {
+                    vec!["*".to_string()]
+                } else {
+                    vec![host.clone(), format!("{host}:{port}")]
+                };
+                vhosts.insert(
+                    vh_name.clone(),
+                    VirtualHost {
+                        name: vh_name,
+                        domains,
+                        routes: routes.clone(),
+                        require_tls: if redirect {
+                            TlsRequirementType::All as i32
+                        } else {
+                            TlsRequirementType::None as i32
+                        },
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+    }
+    RouteConfiguration {
+        name: name.to_string(),
+        virtual_hosts: vhosts.into_values().collect(),
+        validate_clusters: Some(BoolValue { value: false }),
+        ..Default::default()
+    }
+}
+
+fn passthrough_chains(ctx: &Ctx<'_>, b: &Bound<'_>, port: u32) -> Vec<FilterChain> {
+    let mut out = Vec::new();
+    for (vs, _) in bound_hosts(ctx, b) {
+        let scope = Scope {
+            port,
+            gateway: &b.gateway,
+            vs_namespace: vs.namespace(),
+        };
+        for rule in &vs.spec.tls {
+            for m in &rule.r#match {
+                if m.port.is_some_and(|p| p != port)
+                    || (!m.gateways.is_empty()
+                        && !m
+                            .gateways
+                            .iter()
+                            .any(|g| crate::http_route::gateway_is(g, &scope)))
+                {
+                    continue;
+                }
+                let Some(spec) = tcp_destinations(ctx, &rule.route, &scope) else {
+                    continue;
+                };
+                let snis: Vec<&str> = m.sni_hosts.iter().map(String::as_str).collect();
+                out.push(FilterChain {
+                    name: format!("{port}|{}", snis.join(",")),
+                    filter_chain_match: Some(sni_match(&snis)),
+                    filters: vec![tcp_proxy(&format!("{}_{port}", b.gateway), spec)],
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    out
+}
+
+fn tcp_chain(ctx: &Ctx<'_>, b: &Bound<'_>, port: u32) -> Option<FilterChain> {
+    for (vs, _) in bound_hosts(ctx, b) {
+        let scope = Scope {
+            port,
+            gateway: &b.gateway,
+            vs_namespace: vs.namespace(),
+        };
+        let rule = vs.spec.tcp.iter().find(|t| {
+            t.r#match.is_empty() || t.r#match.iter().any(|m| m.port.is_none_or(|p| p == port))
+        });
+        if let Some(spec) = rule.and_then(|r| tcp_destinations(ctx, &r.route, &scope)) {
+            return Some(FilterChain {
+                name: format!("tcp.{port}"),
+                filters: vec![tcp_proxy(&format!("{}_{port}", b.gateway), spec)],
+                transport_socket: if b.tls_mode().is_some() {
+                    downstream_tls(b)
+                } else {
+                    None
+                },
+                ..Default::default()
+            });
+        }
+    }
+    None
+}

@@ -1,0 +1,297 @@
+//! LDS for sidecars: `virtualOutbound` (15001, original destination, passthrough or
+//! blackhole per `outboundTrafficPolicy`), per-port outbound listeners (`0.0.0.0_<port>`
+//! with RDS `<port>` for HTTP; `<vip>_<port>` or `0.0.0.0_<port>` with a TCP proxy for
+//! TCP), and `virtualInbound` (15006) with a filter chain per workload port.
+
+use std::collections::BTreeSet;
+
+use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+use envoy_types::pb::envoy::config::listener::v3::{
+    filter, listener_filter, Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
+};
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, Rds,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
+use envoy_types::pb::google::protobuf::BoolValue;
+use spar_model::istio::types::RouteDestination;
+
+use crate::cluster::InboundPort;
+use crate::http_route::{destination_cluster, Scope, CORS_FILTER, FAULT_FILTER, ROUTER_FILTER};
+use crate::route::{self, Vs};
+use crate::util::{self, any, outbound, socket, u32v};
+use crate::Ctx;
+
+pub const HCM: &str = "envoy.filters.network.http_connection_manager";
+pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+pub const ORIGINAL_DST: &str = "envoy.filters.listener.original_dst";
+
+pub fn network_filter<M: prost::Message + prost::Name>(name: &str, m: &M) -> Filter {
+    Filter {
+        name: name.to_string(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(m))),
+    }
+}
+
+fn http_filter<M: prost::Message + prost::Name>(name: &str, m: &M) -> HttpFilter {
+    HttpFilter {
+        name: name.to_string(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any(m))),
+        ..Default::default()
+    }
+}
+
+/// CORS and fault run only where a route configures them; the router ends the chain.
+pub fn http_filters() -> Vec<HttpFilter> {
+    vec![
+        http_filter(CORS_FILTER, &Cors::default()),
+        http_filter(FAULT_FILTER, &HttpFault::default()),
+        http_filter(ROUTER_FILTER, &Router::default()),
+    ]
+}
+
+pub fn hcm_rds(stat_prefix: &str, route_name: &str) -> Filter {
+    let hcm = HttpConnectionManager {
+        stat_prefix: stat_prefix.to_string(),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(util::ads()),
+            route_config_name: route_name.to_string(),
+        })),
+        http_filters: http_filters(),
+        ..Default::default()
+    };
+    network_filter(HCM, &hcm)
+}
+
+pub fn tcp_proxy(stat_prefix: &str, spec: tcp_proxy::ClusterSpecifier) -> Filter {
+    let tp = TcpProxy {
+        stat_prefix: stat_prefix.to_string(),
+        cluster_specifier: Some(spec),
+        ..Default::default()
+    };
+    network_filter(TCP_PROXY, &tp)
+}
+
+/// TCP destinations → one cluster, or weighted clusters.
+pub fn tcp_destinations(
+    ctx: &Ctx<'_>,
+    routes: &[RouteDestination],
+    scope: &Scope<'_>,
+) -> Option<tcp_proxy::ClusterSpecifier> {
+    let dests: Vec<_> = routes
+        .iter()
+        .filter_map(|r| r.destination.as_ref().map(|d| (r, d)))
+        .collect();
+    match dests.as_slice() {
+        [] => None,
+        [(_, d)] => Some(tcp_proxy::ClusterSpecifier::Cluster(destination_cluster(
+            ctx, d, scope,
+        ))),
+        many => Some(tcp_proxy::ClusterSpecifier::WeightedClusters(
+            tcp_proxy::WeightedCluster {
+                clusters: many
+                    .iter()
+                    .map(|(r, d)| tcp_proxy::weighted_cluster::ClusterWeight {
+                        name: destination_cluster(ctx, d, scope),
+                        weight: u32::try_from(r.weight.unwrap_or(0)).unwrap_or(0),
+                        ..Default::default()
+                    })
+                    .filter(|c| c.weight > 0)
+                    .collect(),
+            },
+        )),
+    }
+}
+
+fn original_dst() -> ListenerFilter {
+    ListenerFilter {
+        name: ORIGINAL_DST.to_string(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+            &OriginalDst::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
+/// Every sidecar listener and the route configurations they name.
+pub fn sidecar(ctx: &Ctx<'_>, inbound: &[InboundPort]) -> (Vec<Listener>, Vec<RouteConfiguration>) {
+    let mesh_vs = route::bound(ctx, "mesh");
+    let mut listeners = vec![virtual_outbound(ctx), virtual_inbound(inbound)];
+    let mut routes = Vec::new();
+    let http_ports: BTreeSet<u32> = ctx
+        .services
+        .iter()
+        .flat_map(|s| s.ports.iter())
+        .filter(|p| p.protocol.is_http())
+        .map(|p| p.port)
+        .collect();
+    for port in &http_ports {
+        let name = format!("0.0.0.0_{port}");
+        listeners.push(Listener {
+            name: name.clone(),
+            address: Some(socket("0.0.0.0", *port)),
+            bind_to_port: Some(BoolValue { value: false }),
+            traffic_direction: TrafficDirection::Outbound as i32,
+            filter_chains: vec![FilterChain {
+                name: name.clone(),
+                filters: vec![hcm_rds(&format!("outbound_{name}"), &port.to_string())],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        routes.push(route::sidecar_route_config(ctx, *port, &mesh_vs));
+    }
+    listeners.extend(tcp_listeners(ctx, &mesh_vs, &http_ports));
+    (listeners, routes)
+}
+
+fn tcp_listeners(ctx: &Ctx<'_>, mesh_vs: &[Vs<'_>], http_ports: &BTreeSet<u32>) -> Vec<Listener> {
+    let mut out: Vec<Listener> = Vec::new();
+    for svc in &ctx.services {
+        for p in svc.ports.iter().filter(|p| p.protocol.is_tcp()) {
+            let vip = svc.addresses.iter().find(|a| !a.contains('/'));
+            if vip.is_none() && http_ports.contains(&p.port) {
+                // The wildcard port already routes HTTP; an address-less TCP service
+                // on it is reached through the passthrough chain instead.
+                continue;
+            }
+            let bind = vip.map_or("0.0.0.0", String::as_str);
+            let name = format!("{bind}_{}", p.port);
+            if out.iter().any(|l| l.name == name) {
+                continue;
+            }
+            let vs = mesh_vs.iter().find(|vs| {
+                vs.hosts(ctx)
+                    .iter()
+                    .any(|h| crate::dr::host_matches(h, &svc.hostname))
+            });
+            let spec = vs
+                .and_then(|vs| {
+                    let scope = Scope {
+                        port: p.port,
+                        gateway: "mesh",
+                        vs_namespace: vs.namespace(),
+                    };
+                    let rule = vs.spec.tcp.iter().find(|t| {
+                        t.r#match.is_empty()
+                            || t.r#match
+                                .iter()
+                                .any(|m| m.port.is_none_or(|mp| mp == p.port))
+                    })?;
+                    tcp_destinations(ctx, &rule.route, &scope)
+                })
+                .unwrap_or_else(|| {
+                    tcp_proxy::ClusterSpecifier::Cluster(outbound(p.port, "", &svc.hostname))
+                });
+            out.push(Listener {
+                name: name.clone(),
+                address: Some(socket(bind, p.port)),
+                bind_to_port: Some(BoolValue { value: false }),
+                traffic_direction: TrafficDirection::Outbound as i32,
+                filter_chains: vec![FilterChain {
+                    name: name.clone(),
+                    filters: vec![tcp_proxy(
+                        &format!("outbound|{}||{}", p.port, svc.hostname),
+                        spec,
+                    )],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+    }
+    out
+}
+
+fn virtual_outbound(ctx: &Ctx<'_>) -> Listener {
+    let target = if route::allow_any(ctx) {
+        util::PASSTHROUGH
+    } else {
+        util::BLACKHOLE
+    };
+    Listener {
+        name: util::VIRTUAL_OUTBOUND.to_string(),
+        address: Some(socket("0.0.0.0", 15001)),
+        use_original_dst: Some(BoolValue { value: true }),
+        traffic_direction: TrafficDirection::Outbound as i32,
+        filter_chains: vec![FilterChain {
+            name: "PassthroughFilterChain".to_string(),
+            filters: vec![tcp_proxy(
+                target,
+                tcp_proxy::ClusterSpecifier::Cluster(target.to_string()),
+            )],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn virtual_inbound(ports: &[InboundPort]) -> Listener {
+    let mut chains: Vec<FilterChain> = ports
+        .iter()
+        .map(|p| {
+            let cluster = util::cluster_name("inbound", p.target_port, "", "");
+            let filter = if p.protocol.is_http() {
+                inbound_hcm(&cluster)
+            } else {
+                tcp_proxy(
+                    &cluster,
+                    tcp_proxy::ClusterSpecifier::Cluster(cluster.clone()),
+                )
+            };
+            FilterChain {
+                name: format!("0.0.0.0_{}", p.target_port),
+                filter_chain_match: Some(FilterChainMatch {
+                    destination_port: Some(u32v(p.target_port)),
+                    ..Default::default()
+                }),
+                filters: vec![filter],
+                ..Default::default()
+            }
+        })
+        .collect();
+    chains.push(FilterChain {
+        name: "InboundPassthroughFilterChain".to_string(),
+        filters: vec![tcp_proxy(
+            util::INBOUND_PASSTHROUGH,
+            tcp_proxy::ClusterSpecifier::Cluster(util::INBOUND_PASSTHROUGH.to_string()),
+        )],
+        ..Default::default()
+    });
+    Listener {
+        name: util::VIRTUAL_INBOUND.to_string(),
+        address: Some(socket("0.0.0.0", 15006)),
+        use_original_dst: Some(BoolValue { value: true }),
+        traffic_direction: TrafficDirection::Inbound as i32,
+        listener_filters: vec![original_dst()],
+        filter_chains: chains,
+        ..Default::default()
+    }
+}
+
+/// Inbound HTTP: an inline route table sending everything to the local app.
+fn inbound_hcm(cluster: &str) -> Filter {
+    let rc = RouteConfiguration {
+        name: cluster.to_string(),
+        virtual_hosts: vec![VirtualHost {
+            name: "inbound|http".to_string(),
+            domains: vec!["*".to_string()],
+            routes: vec![route::default_route(cluster.to_string())],
+            ..Default::default()
+        }],
+        validate_clusters: Some(BoolValue { value: false }),
+        ..Default::default()
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix: cluster.to_string(),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(rc)),
+        http_filters: http_filters(),
+        ..Default::default()
+    };
+    network_filter(HCM, &hcm)
+}
