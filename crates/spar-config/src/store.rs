@@ -12,6 +12,9 @@ use spar_model::{ConfigSet, Diagnostic, LoadOptions, Severity};
 
 use crate::ConfigError;
 
+/// One file as read: its name and its text, or why it could not be read.
+pub type FileRead = (String, Result<String, ConfigError>);
+
 #[derive(Debug, Default)]
 struct FileEntry {
     /// The text last read, good or bad; a change against it triggers validation.

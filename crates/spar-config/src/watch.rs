@@ -12,7 +12,7 @@ use std::time::Duration;
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use spar_model::LoadOptions;
 
-use crate::store::{FileStore, Update};
+use crate::store::{FileRead, FileStore, Update};
 use crate::{collect_files, ConfigError};
 
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +122,7 @@ fn store_empty(opts: &LoadOptions) -> Update {
 }
 
 /// Every config file under `dir` with its text (or why it could not be read).
-pub fn read_dir(dir: &Path) -> Result<Vec<(String, Result<String, ConfigError>)>, ConfigError> {
+pub fn read_dir(dir: &Path) -> Result<Vec<FileRead>, ConfigError> {
     let files: Vec<PathBuf> = collect_files(&[dir.to_path_buf()])?;
     Ok(files
         .into_iter()
