@@ -299,6 +299,10 @@ fn route_config(
             .unwrap_or(false);
         for (vs, hosts) in bound_hosts(ctx, b) {
             let routes = route::vs_routes(ctx, &vs, port, &b.gateway);
+            if routes.is_empty() {
+                // A VirtualService with only `tcp`/`tls` rules says nothing about HTTP.
+                continue;
+            }
             for host in hosts {
                 let vh_name = format!("{host}:{port}");
                 if vhosts.contains_key(&vh_name) {

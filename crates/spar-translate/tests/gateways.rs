@@ -1,0 +1,148 @@
+//! Gateways: listeners from selected Gateway servers, VirtualService binding, TLS.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
+use spar_translate::ProxyNode;
+
+fn gateway_node(labels: &[(&str, &str)]) -> ProxyNode {
+    let mut n = ProxyNode::parse_id(
+        "router~10.0.0.9~ingress-1.istio-system~istio-system.svc.cluster.local",
+    )
+    .unwrap();
+    for (k, v) in labels {
+        n.labels.insert(k.to_string(), v.to_string());
+    }
+    n
+}
+
+const GATEWAYS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*.example.com"]
+    tls: {httpsRedirect: true}
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["shop.example.com"]
+    tls: {mode: SIMPLE, serverCertificate: /etc/certs/cert.pem, privateKey: /etc/certs/key.pem}
+  - port: {number: 8443, name: tls, protocol: TLS}
+    hosts: ["*"]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 5432, name: tcp, protocol: TCP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: default}
+spec:
+  hosts: [shop.example.com, other.org]
+  gateways: [public]
+  http:
+  - match: [{uri: {prefix: /}}]
+    route: [{destination: {host: web, subset: v1}}]
+  tls:
+  - match: [{sniHosts: [shop.example.com], port: 8443}]
+    route: [{destination: {host: web, port: {number: 9080}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: team}
+spec:
+  hosts: ["*"]
+  gateways: [default/public]
+  tcp:
+  - route: [{destination: {host: db.default.svc.cluster.local, port: {number: 5432}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: not-bound, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  http:
+  - route: [{destination: {host: web, subset: v2}}]
+"#;
+
+#[test]
+fn http_server_with_https_redirect_binds_matching_hosts() {
+    let x = run_for(GATEWAYS, &gateway_node(&[("istio", "ingressgateway")]));
+    let l = listener(&x, "0.0.0.0_80");
+    assert_eq!(l.filter_chains[0].name, "http.80");
+    let vh = vhost(&x, "http.80", "shop.example.com:80");
+    assert_eq!(vh.domains, ["shop.example.com", "shop.example.com:80"]);
+    assert_eq!(vh.require_tls, 2, "httpsRedirect requires TLS (ALL)");
+    let routes = &vh.routes;
+    assert_eq!(
+        routes.len(),
+        1,
+        "only the VirtualService bound to the gateway"
+    );
+    assert_eq!(
+        action(&routes[0]).cluster_specifier,
+        Some(
+            envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier::Cluster(
+                "outbound|9080|v1|web.default.svc.cluster.local".into()
+            )
+        )
+    );
+    // `other.org` is not a host of the server.
+    let rc = x.routes.iter().find(|r| r.name == "http.80").unwrap();
+    assert_eq!(rc.virtual_hosts.len(), 1);
+}
+
+#[test]
+fn https_simple_terminates_with_file_certificates() {
+    let x = run_for(GATEWAYS, &gateway_node(&[("istio", "ingressgateway")]));
+    let l = listener(&x, "0.0.0.0_443");
+    let chain = &l.filter_chains[0];
+    assert_eq!(chain.name, "https.443.https.public.default");
+    assert_eq!(
+        chain.filter_chain_match.as_ref().unwrap().server_names,
+        ["shop.example.com"]
+    );
+    let Some(ConfigType::TypedConfig(any)) = &chain.transport_socket.as_ref().unwrap().config_type
+    else {
+        panic!()
+    };
+    let tls: DownstreamTlsContext = unpack(any);
+    let certs = &tls.common_tls_context.unwrap().tls_certificates;
+    assert_eq!(certs.len(), 1);
+    assert!(format!("{:?}", certs[0].certificate_chain).contains("/etc/certs/cert.pem"));
+    vhost(&x, "https.443.https.public.default", "shop.example.com:443");
+    assert_eq!(
+        l.listener_filters[0].name,
+        "envoy.filters.listener.tls_inspector"
+    );
+}
+
+#[test]
+fn tls_passthrough_routes_by_sni_and_tcp_servers_proxy() {
+    let x = run_for(GATEWAYS, &gateway_node(&[("istio", "ingressgateway")]));
+    let l = listener(&x, "0.0.0.0_8443");
+    assert_eq!(l.filter_chains.len(), 1);
+    assert_eq!(
+        l.filter_chains[0]
+            .filter_chain_match
+            .as_ref()
+            .unwrap()
+            .server_names,
+        ["shop.example.com"]
+    );
+    let tcp = listener(&x, "0.0.0.0_5432");
+    assert_eq!(tcp.filter_chains[0].name, "tcp.5432");
+}
+
+#[test]
+fn gateways_whose_selector_does_not_match_give_nothing() {
+    let x = run_for(GATEWAYS, &gateway_node(&[("istio", "egressgateway")]));
+    assert!(x.listeners.is_empty());
+    assert!(x.routes.is_empty());
+    assert!(!x.clusters.is_empty(), "clusters are still sent");
+}
