@@ -32,6 +32,9 @@ Examples:
   kubectl get vs -A -o yaml | spar validate -       check what a cluster holds (reads a List)
   spar analyze examples/bookinfo/                   find problems across resources (IST0101, ...)
   spar analyze -o json config/ | jq .               machine-readable findings
+  spar control-plane --config-dir config/           serve it to proxies over xDS (ADS on :15010)
+  spar ctl proxy-status                             which proxies accepted what
+  spar bootstrap envoy --node-id app-1.default      an Envoy bootstrap pointing at the control plane
 
 Exit codes: 0 valid, 1 invalid input or analysis errors, 2 the command could not run.";
 
@@ -39,13 +42,27 @@ Exit codes: 0 valid, 1 invalid input or analysis errors, 2 the command could not
 enum Command {
     Validate(cmd::validate::Args),
     Analyze(cmd::analyze::Args),
+    ControlPlane(cmd::control_plane::Args),
+    Ctl(cmd::ctl::Args),
+    Bootstrap(cmd::bootstrap::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs go to stderr; RUST_LOG narrows or widens them (default: info).
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(&args),
         Command::Analyze(args) => cmd::analyze::run(&args),
+        Command::ControlPlane(args) => cmd::control_plane::run(&args),
+        Command::Ctl(args) => cmd::ctl::run(&args),
+        Command::Bootstrap(args) => cmd::bootstrap::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,179 @@
+//! `spar control-plane`: config store + registry + ADS server + monitoring endpoints.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use spar_config::{watch_dir, Update, WatchOptions};
+use spar_model::LoadOptions;
+use spar_translate::type_url;
+use spar_xds::monitoring::{self, Monitoring};
+use spar_xds::{
+    AdsServer, Encoded, Metrics, Overlay, ResourceSource, SnapshotStore, StatusRegistry,
+};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Serve Istio config from a directory to Envoy-compatible proxies over xDS.
+///
+/// Watches `--config-dir` recursively; each changed file is validated on its own, and a file
+/// that turns invalid keeps its last good version in force (its errors are logged, counted
+/// in `spar_config_errors` and shown by `spar ctl`). Proxies connect with ADS (state of the
+/// world or delta) on `--xds-addr`; `--monitoring-addr` serves `/metrics`, `/debug/syncz`
+/// and `/debug/config_dump?proxyID=<id>`. Port 0 picks a free port; the addresses in use
+/// are printed on standard error as `xds listening on ADDR` and
+/// `monitoring listening on ADDR`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory of Istio and Kubernetes YAML/JSON, watched recursively.
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: PathBuf,
+
+    /// Where proxies connect (plaintext gRPC).
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    pub xds_addr: SocketAddr,
+
+    /// Metrics and debug endpoints.
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    pub monitoring_addr: SocketAddr,
+
+    /// Quiet time after a file change before the directory is read again (Go syntax: 100ms, 1s).
+    #[arg(long, default_value = "100ms", value_parser = parse_debounce)]
+    pub debounce: Duration,
+
+    /// Namespace for resources that do not set `metadata.namespace`.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+
+    /// Testing only: also serve a cluster with this name that Envoy rejects (a zero
+    /// connect timeout), to check that NACKs are tracked end to end.
+    #[arg(long, hide = true, value_name = "NAME")]
+    pub test_serve_invalid_cluster: Option<String>,
+}
+
+fn parse_debounce(s: &str) -> Result<Duration, String> {
+    spar_model::duration::parse_duration(s).map_err(|e| e.to_string())
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(args: &Args) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let status = Arc::new(StatusRegistry::default());
+    // Start empty, then publish what the directory holds; the watcher publishes later changes.
+    let store = Arc::new(SnapshotStore::new(Default::default()));
+    let opts = WatchOptions {
+        debounce: args.debounce,
+        load: LoadOptions {
+            default_namespace: args.namespace.clone(),
+        },
+    };
+    let on_update = {
+        let store = store.clone();
+        let metrics = metrics.clone();
+        move |u: Update| apply(&store, &metrics, u)
+    };
+    let (_watcher, initial) = watch_dir(&args.config_dir, opts, on_update)
+        .with_context(|| format!("watching {}", args.config_dir.display()))?;
+    apply(&store, &metrics, initial);
+
+    let xds = TcpListener::bind(args.xds_addr).await.with_context(|| {
+        format!(
+            "binding the xDS address {} (is the port in use?)",
+            args.xds_addr
+        )
+    })?;
+    let mon = TcpListener::bind(args.monitoring_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the monitoring address {} (is the port in use?)",
+                args.monitoring_addr
+            )
+        })?;
+    eprintln!("xds listening on {}", xds.local_addr()?);
+    eprintln!("monitoring listening on {}", mon.local_addr()?);
+    tokio::spawn(monitoring::serve(
+        mon,
+        Arc::new(Monitoring {
+            metrics: metrics.clone(),
+            status: status.clone(),
+        }),
+    ));
+    match &args.test_serve_invalid_cluster {
+        None => run_ads(xds, store, status, metrics).await,
+        Some(name) => {
+            let mut extra = Encoded::default();
+            let bad = Cluster {
+                name: name.clone(),
+                // Envoy requires connect_timeout > 0 and rejects the whole CDS response.
+                connect_timeout: Some(envoy_types::pb::google::protobuf::Duration {
+                    seconds: 0,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            };
+            extra.insert(type_url::CLUSTER, name, &bad);
+            run_ads(
+                xds,
+                Overlay {
+                    inner: store,
+                    extra,
+                },
+                status,
+                metrics,
+            )
+            .await
+        }
+    }
+}
+
+async fn run_ads<S: ResourceSource>(
+    listener: TcpListener,
+    source: S,
+    status: Arc<StatusRegistry>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let svc = AdsServer::new(source, status, metrics).into_service();
+    tonic::transport::Server::builder()
+        // Envoy keeps one long-lived stream; keepalives find dead peers behind NAT or a
+        // crashed proxy host.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(svc)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("serving xDS")
+}
+
+fn apply(store: &SnapshotStore, metrics: &Metrics, u: Update) {
+    for (file, errors) in &u.bad_files {
+        for d in errors {
+            eprintln!("spar: config: {d}");
+        }
+        eprintln!("spar: config: {file}: invalid; its last good version (if any) stays in force");
+    }
+    metrics
+        .config_errors
+        .set(i64::try_from(u.bad_files.len()).unwrap_or(i64::MAX));
+    let resources = u.config.resources().len();
+    let version = store.publish(u.config);
+    tracing::info!(
+        version,
+        resources,
+        bad_files = u.bad_files.len(),
+        "config published"
+    );
+}

@@ -1,0 +1,138 @@
+//! A `spar control-plane` child process on free ports, and small HTTP helpers.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub struct ControlPlane {
+    child: Child,
+    pub xds: String,
+    pub monitoring: String,
+    /// Everything the control plane wrote on stderr so far (for failure messages).
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ControlPlane {
+    /// Starts `spar control-plane` on port 0 for both listeners and reads the addresses it
+    /// printed.
+    pub fn start(config_dir: &Path, extra: &[&str]) -> ControlPlane {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spar"))
+            .arg("control-plane")
+            .arg("--config-dir")
+            .arg(config_dir)
+            .args([
+                "--xds-addr",
+                "127.0.0.1:0",
+                "--monitoring-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--debounce", "20ms"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn spar control-plane");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        let (mut xds, mut monitoring) = (None, None);
+        let mut seen = Vec::new();
+        while xds.is_none() || monitoring.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("control plane did not start: {seen:#?}"));
+            if let Some(a) = line.strip_prefix("xds listening on ") {
+                xds = Some(a.to_string());
+            }
+            if let Some(a) = line.strip_prefix("monitoring listening on ") {
+                monitoring = Some(a.to_string());
+            }
+            seen.push(line);
+        }
+        ControlPlane {
+            child,
+            xds: xds.unwrap_or_default(),
+            monitoring: monitoring.unwrap_or_default(),
+            log: rx,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(&self.monitoring, path)
+    }
+
+    /// Polls `path` until `pred` holds on its body; panics with the last body at the deadline.
+    pub fn get_until(&self, path: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (_, body) = self.get(path);
+            if pred(&body) {
+                return body;
+            }
+            if Instant::now() > deadline {
+                let log: Vec<String> = self.log.try_iter().collect();
+                panic!(
+                    "timed out waiting for {what}; last {path}:\n{body}\ncontrol plane log:\n{}",
+                    log.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn spar(&self, args: &[&str]) -> Output {
+        spar(args)
+    }
+}
+
+pub fn spar(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spar"))
+        .args(args)
+        .output()
+        .expect("run spar")
+}
+
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_string())
+}
