@@ -25,6 +25,57 @@ pub(crate) struct Ctx<'a> {
     pub config: &'a spar_model::ConfigSet,
     pub workloads: &'a [Workload],
     pub domain: &'a str,
+    /// Workloads by namespace, EndpointSlices and Endpoints by (namespace, service):
+    /// built once so that each service does not scan the whole config.
+    pub by_namespace: BTreeMap<&'a str, Vec<&'a Workload>>,
+    pub slices: BTreeMap<(&'a str, &'a str), Vec<&'a spar_model::k8s::EndpointSlice>>,
+    pub endpoints: BTreeMap<(&'a str, &'a str), Vec<&'a spar_model::k8s::Endpoints>>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(
+        config: &'a spar_model::ConfigSet,
+        workloads: &'a [Workload],
+        domain: &'a str,
+    ) -> Ctx<'a> {
+        let mut by_namespace: BTreeMap<&str, Vec<&Workload>> = BTreeMap::new();
+        for w in workloads {
+            by_namespace
+                .entry(w.namespace.as_str())
+                .or_default()
+                .push(w);
+        }
+        let mut slices: BTreeMap<(&str, &str), Vec<_>> = BTreeMap::new();
+        let mut endpoints: BTreeMap<(&str, &str), Vec<_>> = BTreeMap::new();
+        for r in config.resources() {
+            if let Some(s) = r.body.endpoint_slice() {
+                if let Some(svc) = r.meta.labels.get(SLICE_SERVICE_LABEL) {
+                    slices
+                        .entry((r.meta.namespace.as_str(), svc.as_str()))
+                        .or_default()
+                        .push(s);
+                }
+            } else if let Some(e) = r.body.endpoints() {
+                endpoints
+                    .entry((r.meta.namespace.as_str(), r.meta.name.as_str()))
+                    .or_default()
+                    .push(e);
+            }
+        }
+        Ctx {
+            config,
+            workloads,
+            domain,
+            by_namespace,
+            slices,
+            endpoints,
+        }
+    }
+
+    /// Workloads of one namespace, in the registry's sorted order.
+    pub fn in_namespace(&self, ns: &str) -> impl Iterator<Item = &'a Workload> + '_ {
+        self.by_namespace.get(ns).into_iter().flatten().copied()
+    }
 }
 
 pub(crate) fn services(ctx: &Ctx<'_>) -> Vec<Service> {
@@ -214,14 +265,9 @@ fn discovered(
 
 fn from_slices(ctx: &Ctx<'_>, s: &Service) -> Vec<Endpoint> {
     let mut out = Vec::new();
-    for r in ctx.config.of_kind(Kind::EndpointSlice) {
-        let Some(slice) = r.body.endpoint_slice() else {
-            continue;
-        };
-        if r.meta.namespace != s.namespace
-            || r.meta.labels.get(SLICE_SERVICE_LABEL) != Some(&s.name)
-            || slice.address_type == "FQDN"
-        {
+    let key = (s.namespace.as_str(), s.name.as_str());
+    for slice in ctx.slices.get(&key).into_iter().flatten() {
+        if slice.address_type == "FQDN" {
             continue;
         }
         let ports = port_map(s, &slice.ports);
@@ -252,13 +298,8 @@ fn from_slices(ctx: &Ctx<'_>, s: &Service) -> Vec<Endpoint> {
 
 fn from_endpoints_object(ctx: &Ctx<'_>, s: &Service) -> Vec<Endpoint> {
     let mut out = Vec::new();
-    for r in ctx.config.of_kind(Kind::Endpoints) {
-        let Some(eps) = r.body.endpoints() else {
-            continue;
-        };
-        if r.meta.namespace != s.namespace || r.meta.name != s.name {
-            continue;
-        }
+    let key = (s.namespace.as_str(), s.name.as_str());
+    for eps in ctx.endpoints.get(&key).into_iter().flatten() {
         for subset in &eps.subsets {
             let ports = port_map(s, &subset.ports);
             for a in &subset.addresses {
@@ -306,10 +347,8 @@ fn from_selector(ctx: &Ctx<'_>, s: &Service) -> Vec<Endpoint> {
         return Vec::new();
     }
     let matching = |kind: Kind| {
-        ctx.workloads.iter().filter(move |w| {
-            w.kind == kind
-                && w.namespace == s.namespace
-                && s.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+        ctx.in_namespace(&s.namespace).filter(move |w| {
+            w.kind == kind && s.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
         })
     };
     // Pods, when the config lists them, are the running replicas of the Deployments:

@@ -25,6 +25,8 @@ pub use model::{
 };
 pub use workload::Workload;
 
+use std::collections::BTreeMap;
+
 /// The DNS suffix of Kubernetes service names (`<name>.<ns>.svc.cluster.local`).
 pub const DEFAULT_DOMAIN_SUFFIX: &str = "cluster.local";
 
@@ -33,24 +35,30 @@ pub const DEFAULT_DOMAIN_SUFFIX: &str = "cluster.local";
 pub struct Registry {
     services: Vec<Service>,
     workloads: Vec<Workload>,
+    /// Every alias → indexes into `services` (lookups are per request of a translation,
+    /// so they must not scan every service).
+    by_alias: BTreeMap<String, Vec<usize>>,
 }
 
 impl Registry {
     pub fn build(config: &spar_model::ConfigSet) -> Registry {
         let workloads = workload::collect(config);
-        let ctx = kube::Ctx {
-            config,
-            workloads: &workloads,
-            domain: DEFAULT_DOMAIN_SUFFIX,
-        };
+        let ctx = kube::Ctx::new(config, &workloads, DEFAULT_DOMAIN_SUFFIX);
         let mut services = kube::services(&ctx);
         services.extend(service_entry::services(&ctx));
         services.sort_by(|a, b| {
             (&a.hostname, &a.namespace, &a.name).cmp(&(&b.hostname, &b.namespace, &b.name))
         });
+        let mut by_alias: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, s) in services.iter().enumerate() {
+            for a in &s.aliases {
+                by_alias.entry(a.clone()).or_default().push(i);
+            }
+        }
         Registry {
             services,
             workloads,
+            by_alias,
         }
     }
 
@@ -81,7 +89,12 @@ impl Registry {
     pub fn lookup<'a>(&'a self, host: &str, namespace: &'a str) -> Option<&'a Service> {
         let host = host.trim_end_matches('.');
         let mut found = self
-            .services_visible_to(namespace)
+            .by_alias
+            .get(host)
+            .into_iter()
+            .flatten()
+            .map(|i| &self.services[*i])
+            .filter(|s| s.visibility.visible_to(namespace) || s.namespace == namespace)
             .filter(|s| s.aliases_from(namespace).contains(&host));
         let first = found.next()?;
         if first.namespace == namespace {
@@ -95,7 +108,7 @@ impl Registry {
     pub fn services_of_workload<'a>(
         &'a self,
         namespace: &'a str,
-        labels: &'a std::collections::BTreeMap<String, String>,
+        labels: &'a BTreeMap<String, String>,
     ) -> impl Iterator<Item = &'a Service> + 'a {
         self.services.iter().filter(move |s| {
             s.namespace == namespace

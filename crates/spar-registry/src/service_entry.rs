@@ -115,9 +115,8 @@ fn endpoints(ctx: &Ctx<'_>, r: &Resource, se: &ServiceEntry, s: &Service) -> Vec
         out.push(e);
     }
     if !s.selector.is_empty() {
-        let selected = ctx.workloads.iter().filter(|w: &&Workload| {
-            w.namespace == s.namespace
-                && matches!(w.kind, Kind::WorkloadEntry | Kind::Pod | Kind::Deployment)
+        let selected = ctx.in_namespace(&s.namespace).filter(|w: &&Workload| {
+            matches!(w.kind, Kind::WorkloadEntry | Kind::Pod | Kind::Deployment)
                 && s.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
         });
         for w in selected {

@@ -6,6 +6,8 @@ use spar_model::istio::types::{
     ClientTLSSettings, ConnectionPoolSettings, DestinationRule, LoadBalancerSettings,
     OutlierDetection, TrafficPolicy,
 };
+use std::collections::BTreeMap;
+
 use spar_model::{Kind, Resource};
 
 use crate::Ctx;
@@ -95,49 +97,93 @@ fn exported_to(r: &Resource, spec: &DestinationRule, ns: &str) -> bool {
         .any(|e| e == "*" || e == ns || (e == "." && r.meta.namespace == ns))
 }
 
+/// A DestinationRule that may apply to the proxy, with its host resolved.
+struct Entry<'a> {
+    host: String,
+    namespace: &'a str,
+    spec: &'a DestinationRule,
+}
+
+/// The DestinationRules that apply to one proxy, indexed by host: built once per
+/// translation so that finding a service's rule does not scan every rule.
+#[derive(Default)]
+pub struct Index<'a> {
+    entries: Vec<Entry<'a>>,
+    exact: BTreeMap<String, Vec<usize>>,
+    wildcard: Vec<usize>,
+}
+
+impl<'a> Index<'a> {
+    pub fn build(ctx: &Ctx<'a>) -> Index<'a> {
+        let node_ns = ctx.node.namespace.as_str();
+        let mut idx = Index::default();
+        for r in ctx.config.of_kind(Kind::DestinationRule) {
+            let Some(spec) = r.body.destination_rule() else {
+                continue;
+            };
+            let Some(host) = spec.host.as_deref() else {
+                continue;
+            };
+            if let Some(sel) = &spec.workload_selector {
+                let applies = r.meta.namespace == node_ns
+                    && sel
+                        .match_labels
+                        .iter()
+                        .all(|(k, v)| ctx.node.labels.get(k) == Some(v));
+                if !applies {
+                    continue;
+                }
+            }
+            if !exported_to(r, spec, node_ns) {
+                continue;
+            }
+            let full = resolve_host(ctx, host, &r.meta.namespace);
+            let i = idx.entries.len();
+            if full.starts_with('*') {
+                idx.wildcard.push(i);
+            } else {
+                idx.exact.entry(full.clone()).or_default().push(i);
+            }
+            idx.entries.push(Entry {
+                host: full,
+                namespace: &r.meta.namespace,
+                spec,
+            });
+        }
+        idx
+    }
+}
+
 /// The DestinationRule for `hostname` as seen by the proxy: Istio's precedence is the
 /// proxy's namespace, then the service's, then the root namespace; an exact host beats
 /// a wildcard; ties go to the oldest, which for files is the first read.
 pub fn for_host<'a>(ctx: &Ctx<'a>, hostname: &str, service_ns: &str) -> Option<Rule<'a>> {
+    let idx = &ctx.rules;
     let node_ns = ctx.node.namespace.as_str();
     let root = ctx.config.root_namespace();
-    let mut best: Option<((u8, u8), Rule<'a>)> = None;
-    for r in ctx.config.of_kind(Kind::DestinationRule) {
-        let Some(spec) = r.body.destination_rule() else {
-            continue;
-        };
-        let Some(host) = spec.host.as_deref() else {
-            continue;
-        };
-        if let Some(sel) = &spec.workload_selector {
-            let applies = r.meta.namespace == node_ns
-                && sel
-                    .match_labels
-                    .iter()
-                    .all(|(k, v)| ctx.node.labels.get(k) == Some(v));
-            if !applies {
-                continue;
-            }
-        }
-        if !exported_to(r, spec, node_ns) {
-            continue;
-        }
-        let full = resolve_host(ctx, host, &r.meta.namespace);
-        if !host_matches(&full, hostname) {
-            continue;
-        }
-        let ns_rank = if r.meta.namespace == node_ns {
+    let candidates = idx
+        .exact
+        .get(hostname)
+        .into_iter()
+        .flatten()
+        .chain(idx.wildcard.iter())
+        .copied()
+        .filter(|i| host_matches(&idx.entries[*i].host, hostname));
+    let mut best: Option<((u8, u8, usize), Rule<'a>)> = None;
+    for i in candidates {
+        let e = &idx.entries[i];
+        let ns_rank = if e.namespace == node_ns {
             0
-        } else if r.meta.namespace == service_ns {
+        } else if e.namespace == service_ns {
             1
-        } else if r.meta.namespace == root {
+        } else if e.namespace == root {
             2
         } else {
             3
         };
-        let rank = (ns_rank, u8::from(full != hostname));
+        let rank = (ns_rank, u8::from(e.host != hostname), i);
         if best.as_ref().is_none_or(|(b, _)| rank < *b) {
-            best = Some((rank, Rule { spec }));
+            best = Some((rank, Rule { spec: e.spec }));
         }
     }
     best.map(|(_, r)| r)

@@ -53,6 +53,8 @@ pub(crate) struct Ctx<'a> {
     pub node: &'a ProxyNode,
     /// Services visible from the proxy's namespace (`exportTo`), sorted by hostname.
     pub services: Vec<&'a Service>,
+    /// DestinationRules that apply to this proxy, by host.
+    pub rules: dr::Index<'a>,
 }
 
 /// Builds the resources for `node` from `config` and `registry`.
@@ -61,12 +63,14 @@ pub fn translate(
     registry: &spar_registry::Registry,
     node: &ProxyNode,
 ) -> XdsResources {
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         config,
         registry,
         node,
         services: registry.services_visible_to(&node.namespace).collect(),
+        rules: dr::Index::default(),
     };
+    ctx.rules = dr::Index::build(&ctx);
     let mut out = XdsResources::default();
     let (clusters, endpoints) = cluster::outbound(&ctx);
     out.clusters = clusters;

@@ -23,7 +23,7 @@ use spar_model::istio::types::RouteDestination;
 
 use crate::cluster::InboundPort;
 use crate::http_route::{destination_cluster, Scope, CORS_FILTER, FAULT_FILTER, ROUTER_FILTER};
-use crate::route::{self, Vs};
+use crate::route::{self, VsIndex};
 use crate::util::{self, any, outbound, socket, u32v};
 use crate::Ctx;
 
@@ -120,7 +120,7 @@ fn original_dst() -> ListenerFilter {
 
 /// Every sidecar listener and the route configurations they name.
 pub fn sidecar(ctx: &Ctx<'_>, inbound: &[InboundPort]) -> (Vec<Listener>, Vec<RouteConfiguration>) {
-    let mesh_vs = route::bound(ctx, "mesh");
+    let mesh_vs = route::VsIndex::new(ctx, route::bound(ctx, "mesh"));
     let mut listeners = vec![virtual_outbound(ctx), virtual_inbound(inbound)];
     let mut routes = Vec::new();
     let http_ports: BTreeSet<u32> = ctx
@@ -150,7 +150,11 @@ pub fn sidecar(ctx: &Ctx<'_>, inbound: &[InboundPort]) -> (Vec<Listener>, Vec<Ro
     (listeners, routes)
 }
 
-fn tcp_listeners(ctx: &Ctx<'_>, mesh_vs: &[Vs<'_>], http_ports: &BTreeSet<u32>) -> Vec<Listener> {
+fn tcp_listeners(
+    ctx: &Ctx<'_>,
+    mesh_vs: &VsIndex<'_>,
+    http_ports: &BTreeSet<u32>,
+) -> Vec<Listener> {
     let mut out: Vec<Listener> = Vec::new();
     for svc in &ctx.services {
         for p in svc.ports.iter().filter(|p| p.protocol.is_tcp()) {
@@ -165,11 +169,7 @@ fn tcp_listeners(ctx: &Ctx<'_>, mesh_vs: &[Vs<'_>], http_ports: &BTreeSet<u32>) 
             if out.iter().any(|l| l.name == name) {
                 continue;
             }
-            let vs = mesh_vs.iter().find(|vs| {
-                vs.hosts(ctx)
-                    .iter()
-                    .any(|h| crate::dr::host_matches(h, &svc.hostname))
-            });
+            let vs = mesh_vs.for_service(&svc.hostname);
             let spec = vs
                 .and_then(|vs| {
                     let scope = Scope {

@@ -3,6 +3,8 @@
 //! the service's VIPs) and a catch-all (`allow_any` → PassthroughCluster, or `block_all`
 //! → 502 under REGISTRY_ONLY). Gateways get one per server port, see [`crate::gateway`].
 
+use std::collections::BTreeMap;
+
 use envoy_types::pb::envoy::config::route::v3::{
     route, route_action, DirectResponseAction, Route, RouteAction, RouteConfiguration, VirtualHost,
 };
@@ -84,6 +86,51 @@ pub fn bound<'a>(ctx: &Ctx<'a>, gateway: &str) -> Vec<Vs<'a>> {
     out.into_iter().map(|(_, v)| v).collect()
 }
 
+/// VirtualServices by host, so that finding a service's rules does not resolve every
+/// VirtualService's hosts again for every service. The first VirtualService (in
+/// [`bound`]'s order) that names a host wins.
+pub struct VsIndex<'a> {
+    list: Vec<Vs<'a>>,
+    exact: BTreeMap<String, usize>,
+    wildcard: Vec<(String, usize)>,
+}
+
+impl<'a> VsIndex<'a> {
+    pub fn new(ctx: &Ctx<'_>, list: Vec<Vs<'a>>) -> VsIndex<'a> {
+        let mut exact = BTreeMap::new();
+        let mut wildcard = Vec::new();
+        for (i, vs) in list.iter().enumerate() {
+            for h in vs.hosts(ctx) {
+                if h.starts_with('*') {
+                    wildcard.push((h, i));
+                } else {
+                    exact.entry(h).or_insert(i);
+                }
+            }
+        }
+        VsIndex {
+            list,
+            exact,
+            wildcard,
+        }
+    }
+
+    pub fn for_service(&self, hostname: &str) -> Option<&Vs<'a>> {
+        let exact = self.exact.get(hostname).copied();
+        let wild = self
+            .wildcard
+            .iter()
+            .filter(|(h, _)| host_matches(h, hostname))
+            .map(|(_, i)| *i)
+            .min();
+        [exact, wild]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|i| &self.list[i])
+    }
+}
+
 /// The default route to a service port when no VirtualService says otherwise.
 pub fn default_route(cluster: String) -> Route {
     Route {
@@ -126,7 +173,7 @@ fn domains(svc: &Service, port: u32, ns: &str) -> Vec<String> {
 }
 
 /// The sidecar route configuration `<port>`.
-pub fn sidecar_route_config(ctx: &Ctx<'_>, port: u32, mesh_vs: &[Vs<'_>]) -> RouteConfiguration {
+pub fn sidecar_route_config(ctx: &Ctx<'_>, port: u32, mesh_vs: &VsIndex<'_>) -> RouteConfiguration {
     let mut vhosts = Vec::new();
     for svc in &ctx.services {
         let Some(sp) = svc.port(port) else {
@@ -135,9 +182,7 @@ pub fn sidecar_route_config(ctx: &Ctx<'_>, port: u32, mesh_vs: &[Vs<'_>]) -> Rou
         if !sp.protocol.is_http() {
             continue;
         }
-        let vs = mesh_vs
-            .iter()
-            .find(|vs| vs.hosts(ctx).iter().any(|h| host_matches(h, &svc.hostname)));
+        let vs = mesh_vs.for_service(&svc.hostname);
         let mut routes = vs
             .map(|vs| vs_routes(ctx, vs, port, "mesh"))
             .unwrap_or_default();
