@@ -350,9 +350,9 @@ fn route_action(ctx: &Ctx<'_>, rule: &HTTPRoute, scope: &Scope<'_>) -> RouteActi
         .filter_map(|d| d.destination.as_ref().map(|dest| (d, dest)))
         .collect();
     if dests.len() == 1 {
-        a.cluster_specifier = Some(route_action::ClusterSpecifier::Cluster(
-            destination_cluster(ctx, dests[0].1, scope),
-        ));
+        let cluster = destination_cluster(ctx, dests[0].1, scope);
+        a.hash_policy = hash_policy(ctx, &cluster);
+        a.cluster_specifier = Some(route_action::ClusterSpecifier::Cluster(cluster));
     } else if !dests.is_empty() {
         let clusters = dests
             .iter()
@@ -545,4 +545,59 @@ fn cors(c: &spar_model::istio::types::CorsPolicy) -> CorsPolicy {
         allow_credentials: c.allow_credentials.map(|v| BoolValue { value: v }),
         ..CorsPolicy::default()
     }
+}
+
+/// A DestinationRule's `consistentHash` key for the destination's (port, subset), as
+/// the route's hash policy (Envoy hashes per route, Istio configures per destination).
+pub fn hash_policy(ctx: &Ctx<'_>, cluster: &str) -> Vec<route_action::HashPolicy> {
+    use route_action::hash_policy::{
+        ConnectionProperties, Cookie, Header, PolicySpecifier, QueryParameter,
+    };
+    let mut parts = cluster.splitn(4, '|');
+    let (Some(_), Some(port), Some(subset), Some(host)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Vec::new();
+    };
+    let Ok(port) = port.parse::<u32>() else {
+        return Vec::new();
+    };
+    let ns = ctx
+        .registry
+        .lookup(host, &ctx.node.namespace)
+        .map(|s| s.namespace.as_str())
+        .unwrap_or_default();
+    let Some(rule) = crate::dr::for_host(ctx, host, ns) else {
+        return Vec::new();
+    };
+    let Some(ch) = rule
+        .policy(port, subset)
+        .load_balancer
+        .and_then(|lb| lb.consistent_hash.as_ref())
+    else {
+        return Vec::new();
+    };
+    let spec = if let Some(h) = &ch.http_header_name {
+        PolicySpecifier::Header(Header {
+            header_name: h.clone(),
+            ..Default::default()
+        })
+    } else if let Some(c) = &ch.http_cookie {
+        PolicySpecifier::Cookie(Cookie {
+            name: c.name.clone().unwrap_or_default(),
+            ttl: parse_duration(c.ttl.as_deref()),
+            path: c.path.clone().unwrap_or_default(),
+            ..Default::default()
+        })
+    } else if ch.use_source_ip == Some(true) {
+        PolicySpecifier::ConnectionProperties(ConnectionProperties { source_ip: true })
+    } else if let Some(q) = &ch.http_query_parameter_name {
+        PolicySpecifier::QueryParameter(QueryParameter { name: q.clone() })
+    } else {
+        return Vec::new();
+    };
+    vec![route_action::HashPolicy {
+        policy_specifier: Some(spec),
+        terminal: false,
+    }]
 }

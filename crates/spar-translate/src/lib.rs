@@ -13,6 +13,7 @@ mod http_route;
 mod listener;
 mod node;
 mod route;
+mod scope;
 pub mod summary;
 mod summary_listeners;
 mod util;
@@ -55,6 +56,8 @@ pub(crate) struct Ctx<'a> {
     pub services: Vec<&'a Service>,
     /// DestinationRules that apply to this proxy, by host.
     pub rules: dr::Index<'a>,
+    /// The `Sidecar` resource in force (sidecars only).
+    pub sidecar: Option<&'a spar_model::istio::types::Sidecar>,
 }
 
 /// Builds the resources for `node` from `config` and `registry`.
@@ -63,12 +66,20 @@ pub fn translate(
     registry: &spar_registry::Registry,
     node: &ProxyNode,
 ) -> XdsResources {
+    let sidecar = match node.kind {
+        ProxyKind::Sidecar => scope::select(config, node),
+        ProxyKind::Router => None,
+    };
     let mut ctx = Ctx {
         config,
         registry,
         node,
-        services: registry.services_visible_to(&node.namespace).collect(),
+        services: registry
+            .services_visible_to(&node.namespace)
+            .filter(|s| sidecar.is_none_or(|sc| scope::allows(sc, s, &node.namespace)))
+            .collect(),
         rules: dr::Index::default(),
+        sidecar,
     };
     ctx.rules = dr::Index::build(&ctx);
     let mut out = XdsResources::default();

@@ -187,7 +187,13 @@ pub fn sidecar_route_config(ctx: &Ctx<'_>, port: u32, mesh_vs: &VsIndex<'_>) -> 
             .map(|vs| vs_routes(ctx, vs, port, "mesh"))
             .unwrap_or_default();
         if routes.is_empty() {
-            routes.push(default_route(outbound(port, "", &svc.hostname)));
+            let cluster = outbound(port, "", &svc.hostname);
+            let hash = http_route::hash_policy(ctx, &cluster);
+            let mut r = default_route(cluster);
+            if let Some(route::Action::Route(a)) = &mut r.action {
+                a.hash_policy = hash;
+            }
+            routes.push(r);
         }
         vhosts.push(VirtualHost {
             name: format!("{}:{port}", svc.hostname),
@@ -205,7 +211,11 @@ pub fn sidecar_route_config(ctx: &Ctx<'_>, port: u32, mesh_vs: &VsIndex<'_>) -> 
     }
 }
 
+/// ALLOW_ANY or REGISTRY_ONLY: the Sidecar resource's choice, else MeshConfig's.
 pub fn allow_any(ctx: &Ctx<'_>) -> bool {
+    if let Some(v) = ctx.sidecar.and_then(crate::scope::allow_any) {
+        return v;
+    }
     !matches!(
         ctx.config
             .mesh()

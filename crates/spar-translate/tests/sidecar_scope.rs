@@ -1,0 +1,75 @@
+//! The `Sidecar` resource (egress hosts, outboundTrafficPolicy) and consistent-hash
+//! routing keys.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::PolicySpecifier;
+
+const OTHER_NS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: far, namespace: elsewhere}
+spec:
+  ports: [{name: http, port: 9080}]
+"#;
+
+#[test]
+fn egress_hosts_limit_the_services_a_sidecar_sees() {
+    let sidecar = format!(
+        "{OTHER_NS}---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: default}}\nspec:\n  egress:\n  - hosts: [\"./web.default.svc.cluster.local\"]\n  outboundTrafficPolicy: {{mode: REGISTRY_ONLY}}\n"
+    );
+    let x = run(&sidecar);
+    assert!(x
+        .clusters
+        .iter()
+        .any(|c| c.name == "outbound|9080||web.default.svc.cluster.local"));
+    assert!(!x.clusters.iter().any(|c| c.name.contains("db.default")));
+    assert!(!x.clusters.iter().any(|c| c.name.contains("far.elsewhere")));
+    vhost(&x, "9080", "block_all");
+    // Without the Sidecar everything is visible and unknown hosts pass through.
+    let all = run(OTHER_NS);
+    assert!(all
+        .clusters
+        .iter()
+        .any(|c| c.name.contains("far.elsewhere")));
+    vhost(&all, "9080", "allow_any");
+}
+
+#[test]
+fn workload_selector_sidecar_wins_over_namespace_default() {
+    let yaml = format!(
+        "{OTHER_NS}---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: default}}\nspec:\n  egress: [{{hosts: [\"./*\"]}}]\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: client, namespace: default}}\nspec:\n  workloadSelector: {{labels: {{app: client}}}}\n  egress: [{{hosts: [\"elsewhere/*\"]}}]\n"
+    );
+    let x = run(&yaml);
+    assert!(x.clusters.iter().any(|c| c.name.contains("far.elsewhere")));
+    assert!(!x.clusters.iter().any(|c| c.name.contains("web.default")));
+}
+
+#[test]
+fn consistent_hash_keys_become_route_hash_policies() {
+    let dr = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: far, namespace: elsewhere}
+spec:
+  host: far.elsewhere.svc.cluster.local
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpCookie: {name: session, ttl: 60s}}
+"#;
+    let x = run(&format!("{OTHER_NS}---{dr}"));
+    let vh = vhost(&x, "9080", "far.elsewhere.svc.cluster.local:9080");
+    let a = action(&vh.routes[0]);
+    match &a.hash_policy[0].policy_specifier {
+        Some(PolicySpecifier::Cookie(c)) => {
+            assert_eq!(c.name, "session");
+            assert_eq!(c.ttl.as_ref().unwrap().seconds, 60);
+        }
+        other => panic!("{other:?}"),
+    }
+    // No consistentHash: no hash policy.
+    assert!(action(&web_routes(&x)[0]).hash_policy.is_empty());
+}
