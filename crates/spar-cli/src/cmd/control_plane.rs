@@ -53,6 +53,11 @@ pub struct Args {
     /// connect timeout), to check that NACKs are tracked end to end.
     #[arg(long, hide = true, value_name = "NAME")]
     pub test_serve_invalid_cluster: Option<String>,
+
+    /// Testing only: also serve a valid, empty cluster with this name, so a test can see
+    /// Spar's resources in a real proxy whatever the translator emits.
+    #[arg(long, hide = true, value_name = "NAME")]
+    pub test_serve_cluster: Option<String>,
 }
 
 fn parse_debounce(s: &str) -> Result<Duration, String> {
@@ -111,32 +116,39 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
             status: status.clone(),
         }),
     ));
-    match &args.test_serve_invalid_cluster {
-        None => run_ads(xds, store, status, metrics).await,
-        Some(name) => {
-            let mut extra = Encoded::default();
-            let bad = Cluster {
-                name: name.clone(),
-                // Envoy requires connect_timeout > 0 and rejects the whole CDS response.
-                connect_timeout: Some(envoy_types::pb::google::protobuf::Duration {
-                    seconds: 0,
-                    nanos: 0,
-                }),
-                ..Default::default()
-            };
-            extra.insert(type_url::CLUSTER, name, &bad);
-            run_ads(
-                xds,
-                Overlay {
-                    inner: store,
-                    extra,
-                },
-                status,
-                metrics,
-            )
-            .await
-        }
+    let extra = test_clusters(args);
+    if extra.types.is_empty() {
+        run_ads(xds, store, status, metrics).await
+    } else {
+        run_ads(
+            xds,
+            Overlay {
+                inner: store,
+                extra,
+            },
+            status,
+            metrics,
+        )
+        .await
     }
+}
+
+/// The hidden `--test-serve-*` clusters; empty in normal use.
+fn test_clusters(args: &Args) -> Encoded {
+    let mut extra = Encoded::default();
+    let cluster = |name: &str, seconds: i64| Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(envoy_types::pb::google::protobuf::Duration { seconds, nanos: 0 }),
+        ..Default::default()
+    };
+    if let Some(name) = &args.test_serve_cluster {
+        extra.insert(type_url::CLUSTER, name, &cluster(name, 1));
+    }
+    if let Some(name) = &args.test_serve_invalid_cluster {
+        // Envoy requires connect_timeout > 0 and rejects the whole CDS response.
+        extra.insert(type_url::CLUSTER, name, &cluster(name, 0));
+    }
+    extra
 }
 
 async fn run_ads<S: ResourceSource>(

@@ -84,6 +84,8 @@ fn table(proxies: &[Proxy]) -> String {
         ]);
         for (t, s) in &p.types {
             if let (Some(err), "NACKED") = (&s.last_nack, s.state.as_str()) {
+                // Envoy's messages span lines; one line per NACK keeps the output greppable.
+                let err = err.split_whitespace().collect::<Vec<_>>().join(" ");
                 nacks.push(format!("{} {}: {}", p.proxy, t.to_uppercase(), err));
             }
         }
