@@ -4,8 +4,31 @@
 //! byte-identical output (resources sorted by name). Resource names follow Istio's
 //! conventions (`outbound|9080|v1|reviews.default.svc.cluster.local`, `inbound|9080||`,
 //! `virtualInbound`, `virtualOutbound`, `PassthroughCluster`, `BlackHoleCluster`).
-
+//!
+//! | module | builds |
+//! | --- | --- |
+//! | `cluster`, `endpoint` | CDS (outbound per port and subset, passthrough, blackhole, inbound) and EDS |
+//! | `dr` | which DestinationRule applies, and the merged traffic policy per (port, subset) |
+//! | `listener`, `route` | sidecar LDS (15001, per-port outbound, 15006) and RDS (`<port>`) |
+//! | `http_route`, `delegate` | one VirtualService HTTP rule → Envoy routes; delegate merging |
+//! | `gateway` | gateway LDS and RDS (`http.<port>`, `https.<port>.<name>.<gw>.<ns>`, SNI passthrough, TCP) |
+//! | `scope` | the `Sidecar` resource: egress host visibility, outboundTrafficPolicy |
+//! | [`summary`] | a reviewable text rendering (golden files, `spar ctl`) |
+//!
+//! **Auto mTLS** (lands with the CA): endpoints that run a sidecar already carry
+//! `envoy.transport_socket_match: {tlsMode: istio}` in EDS. Clusters without an explicit
+//! DestinationRule `tls` will get `transport_socket_matches`: `tlsMode-istio` →
+//! ISTIO_MUTUAL (SDS secrets `default` and `ROOTCA`, SNI
+//! `outbound_.<port>_.<subset>_.<host>`, ALPN `istio-peer-exchange,istio`, the same
+//! socket an explicit ISTIO_MUTUAL builds today), and `tlsMode-disabled` → plaintext.
+//! Until then only an explicit `tls` mode puts TLS on a cluster.
+//!
+//! Determinism and maps: prost encodes protobuf maps in `HashMap` iteration order. Every
+//! map Spar fills holds one entry, except `typed_per_filter_config` of a route that has
+//! both `fault` and `corsPolicy` (two entries): such a route compares equal across runs
+//! but its bytes may differ.
 mod cluster;
+mod delegate;
 mod dr;
 mod endpoint;
 mod gateway;

@@ -156,8 +156,10 @@ pub fn vs_routes(ctx: &Ctx<'_>, vs: &Vs<'_>, port: u32, gateway: &str) -> Vec<Ro
     vs.spec
         .http
         .iter()
-        .filter(|rule| rule.delegate.is_none())
-        .flat_map(|rule| http_route::routes(ctx, rule, &scope))
+        .flat_map(|rule| match rule.delegate {
+            Some(_) => crate::delegate::routes(ctx, rule, &scope),
+            None => http_route::routes(ctx, rule, &scope),
+        })
         .collect()
 }
 

@@ -365,3 +365,44 @@ fn registry_only_blocks_unknown_hosts() {
     let allow = run("");
     assert!(vhost(&allow, "9080", "allow_any").domains == ["*"]);
 }
+
+#[test]
+fn delegate_rules_are_merged_with_the_root_match() {
+    let yaml = format!(
+        "{}---\n{}",
+        vs(r#"
+  - match: [{uri: {prefix: /api}, headers: {x-team: {exact: a}}}]
+    delegate: {name: web-api, namespace: team}
+  - route: [{destination: {host: web, subset: v1}}]
+"#),
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web-api, namespace: team}
+spec:
+  http:
+  - match: [{uri: {prefix: /api/v2}}]
+    route: [{destination: {host: web.default.svc.cluster.local, subset: v2}}]
+  - route: [{destination: {host: web.default.svc.cluster.local, subset: v1}}]
+"#
+    );
+    let x = run(&yaml);
+    let r = web_routes(&x);
+    assert_eq!(r.len(), 3);
+    let m0 = r[0].r#match.as_ref().unwrap();
+    assert_eq!(
+        m0.path_specifier,
+        Some(route_match::PathSpecifier::Prefix("/api/v2".into()))
+    );
+    assert_eq!(m0.headers[0].name, "x-team", "root header kept");
+    assert_eq!(
+        action(&r[0]).cluster_specifier,
+        Some(route_action::ClusterSpecifier::Cluster(
+            "outbound|9080|v2|web.default.svc.cluster.local".into()
+        ))
+    );
+    assert_eq!(
+        r[1].r#match.as_ref().unwrap().path_specifier,
+        Some(route_match::PathSpecifier::Prefix("/api".into())),
+        "a delegate rule without match takes the root's"
+    );
+}
