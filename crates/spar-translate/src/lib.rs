@@ -39,6 +39,7 @@ mod route;
 mod scope;
 pub mod summary;
 mod summary_listeners;
+mod tcp_listener;
 mod util;
 
 use spar_registry::Service;

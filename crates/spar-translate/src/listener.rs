@@ -1,7 +1,7 @@
 //! LDS for sidecars: `virtualOutbound` (15001, original destination, passthrough or
 //! blackhole per `outboundTrafficPolicy`), per-port outbound listeners (`0.0.0.0_<port>`
-//! with RDS `<port>` for HTTP; `<vip>_<port>` or `0.0.0.0_<port>` with a TCP proxy for
-//! TCP), and `virtualInbound` (15006) with a filter chain per workload port.
+//! with RDS `<port>` for HTTP; TCP and TLS ports in [`crate::tcp_listener`]), and
+//! `virtualInbound` (15006) with a filter chain per workload port.
 
 use std::collections::BTreeSet;
 
@@ -23,8 +23,8 @@ use spar_model::istio::types::RouteDestination;
 
 use crate::cluster::InboundPort;
 use crate::http_route::{destination_cluster, Scope, CORS_FILTER, FAULT_FILTER, ROUTER_FILTER};
-use crate::route::{self, VsIndex};
-use crate::util::{self, any, outbound, socket, u32v};
+use crate::route;
+use crate::util::{self, any, socket, u32v};
 use crate::Ctx;
 
 pub const HCM: &str = "envoy.filters.network.http_connection_manager";
@@ -146,66 +146,8 @@ pub fn sidecar(ctx: &Ctx<'_>, inbound: &[InboundPort]) -> (Vec<Listener>, Vec<Ro
         });
         routes.push(route::sidecar_route_config(ctx, *port, &mesh_vs));
     }
-    listeners.extend(tcp_listeners(ctx, &mesh_vs, &http_ports));
+    listeners.extend(crate::tcp_listener::listeners(ctx, &mesh_vs, &http_ports));
     (listeners, routes)
-}
-
-fn tcp_listeners(
-    ctx: &Ctx<'_>,
-    mesh_vs: &VsIndex<'_>,
-    http_ports: &BTreeSet<u32>,
-) -> Vec<Listener> {
-    let mut out: Vec<Listener> = Vec::new();
-    for svc in &ctx.services {
-        for p in svc.ports.iter().filter(|p| p.protocol.is_tcp()) {
-            let vip = svc.addresses.iter().find(|a| !a.contains('/'));
-            if vip.is_none() && http_ports.contains(&p.port) {
-                // The wildcard port already routes HTTP; an address-less TCP service
-                // on it is reached through the passthrough chain instead.
-                continue;
-            }
-            let bind = vip.map_or("0.0.0.0", String::as_str);
-            let name = format!("{bind}_{}", p.port);
-            if out.iter().any(|l| l.name == name) {
-                continue;
-            }
-            let vs = mesh_vs.for_service(&svc.hostname);
-            let spec = vs
-                .and_then(|vs| {
-                    let scope = Scope {
-                        port: p.port,
-                        gateway: "mesh",
-                        vs_namespace: vs.namespace(),
-                    };
-                    let rule = vs.spec.tcp.iter().find(|t| {
-                        t.r#match.is_empty()
-                            || t.r#match
-                                .iter()
-                                .any(|m| m.port.is_none_or(|mp| mp == p.port))
-                    })?;
-                    tcp_destinations(ctx, &rule.route, &scope)
-                })
-                .unwrap_or_else(|| {
-                    tcp_proxy::ClusterSpecifier::Cluster(outbound(p.port, "", &svc.hostname))
-                });
-            out.push(Listener {
-                name: name.clone(),
-                address: Some(socket(bind, p.port)),
-                bind_to_port: Some(BoolValue { value: false }),
-                traffic_direction: TrafficDirection::Outbound as i32,
-                filter_chains: vec![FilterChain {
-                    name: name.clone(),
-                    filters: vec![tcp_proxy(
-                        &format!("outbound|{}||{}", p.port, svc.hostname),
-                        spec,
-                    )],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            });
-        }
-    }
-    out
 }
 
 fn virtual_outbound(ctx: &Ctx<'_>) -> Listener {

@@ -35,7 +35,7 @@ pub enum NodeError {
 }
 
 impl ProxyNode {
-    /// Parses Istio's node id; metadata fields are left default (see [`ProxyNode::with_metadata`]).
+    /// Parses Istio's node id; metadata fields get Istio's defaults; callers fill them from the node metadata.
     pub fn parse_id(id: &str) -> Result<ProxyNode, NodeError> {
         let parts: Vec<&str> = id.split('~').collect();
         let [kind, ip, pod_ns, _domain] = parts.as_slice() else {

@@ -330,3 +330,48 @@ fn tcp_services_get_tcp_proxy_listeners() {
         Some(true)
     );
 }
+
+#[test]
+fn tls_ports_route_by_sni_from_virtual_service_tls_rules() {
+    let x = run(r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: default}
+spec:
+  hosts: [a.example.com, b.example.com]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ext, namespace: default}
+spec:
+  hosts: [a.example.com]
+  tls:
+  - match: [{sniHosts: [a.example.com], port: 443, destinationSubnets: [10.0.0.0/8]}]
+    route:
+    - {destination: {host: a.example.com}, weight: 60}
+    - {destination: {host: b.example.com}, weight: 40}
+"#);
+    let l = listener(&x, "0.0.0.0_443");
+    assert_eq!(
+        l.listener_filters[0].name,
+        "envoy.filters.listener.tls_inspector"
+    );
+    let snis: Vec<Vec<String>> = l
+        .filter_chains
+        .iter()
+        .map(|c| c.filter_chain_match.as_ref().unwrap().server_names.clone())
+        .collect();
+    assert_eq!(
+        snis,
+        [
+            vec!["a.example.com".to_string()],
+            vec!["a.example.com".to_string()],
+            vec!["b.example.com".to_string()]
+        ]
+    );
+    let first = l.filter_chains[0].filter_chain_match.as_ref().unwrap();
+    assert_eq!(first.prefix_ranges[0].address_prefix, "10.0.0.0");
+    assert_eq!(first.prefix_ranges[0].prefix_len.as_ref().unwrap().value, 8);
+}
