@@ -341,7 +341,7 @@ fn route_action(ctx: &Ctx<'_>, rule: &HTTPRoute, scope: &Scope<'_>) -> RouteActi
         // Istio turns Envoy's 15s default off: a rule without `timeout` waits as long as
         // the application does.
         timeout: Some(parse_duration(rule.timeout.as_deref()).unwrap_or(seconds(0))),
-        retry_policy: retry_policy(rule.retries.as_ref()),
+        retry_policy: retry_policy(rule.retries.as_ref().or(mesh_default_retries(ctx).as_ref())),
         ..Default::default()
     };
     let dests: Vec<_> = rule
@@ -368,8 +368,8 @@ fn route_action(ctx: &Ctx<'_>, rule: &HTTPRoute, scope: &Scope<'_>) -> RouteActi
                     ..Default::default()
                 }
             })
-            .filter(|c| c.weight.as_ref().is_some_and(|w| w.value > 0))
-            .collect();
+            .collect::<Vec<_>>();
+        let clusters = positive_weights(clusters);
         a.cluster_specifier = Some(route_action::ClusterSpecifier::WeightedClusters(
             WeightedCluster {
                 clusters,
@@ -427,6 +427,34 @@ fn mirrors(
         }
     }
     out
+}
+
+/// Drops zero-weight destinations; when no weight is set at all, shares traffic equally
+/// (Envoy refuses weighted clusters whose weights sum to zero).
+fn positive_weights(
+    mut clusters: Vec<weighted_cluster::ClusterWeight>,
+) -> Vec<weighted_cluster::ClusterWeight> {
+    let weight = |c: &weighted_cluster::ClusterWeight| c.weight.as_ref().map_or(0, |w| w.value);
+    if clusters.iter().all(|c| weight(c) == 0) {
+        for c in &mut clusters {
+            c.weight = Some(u32v(1));
+        }
+        return clusters;
+    }
+    clusters.retain(|c| weight(c) > 0);
+    clusters
+}
+
+/// The mesh-wide default retry policy (`defaultHttpRetryPolicy`) as a VirtualService
+/// `retries` block, for rules that set none.
+pub fn mesh_default_retries(ctx: &Ctx<'_>) -> Option<HTTPRetry> {
+    let d = ctx.config.mesh().default_http_retry_policy.as_ref()?;
+    Some(HTTPRetry {
+        attempts: d.attempts,
+        per_try_timeout: d.per_try_timeout.clone(),
+        retry_on: d.retry_on.clone(),
+        ..Default::default()
+    })
 }
 
 /// Istio's `retries`: `attempts: 0` turns retries off; codes in `retryOn` become

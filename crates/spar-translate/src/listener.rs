@@ -101,6 +101,15 @@ pub fn tcp_destinations(
                         weight: u32::try_from(r.weight.unwrap_or(0)).unwrap_or(0),
                         ..Default::default()
                     })
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .map(|mut c| {
+                        // No weights at all: share equally (Envoy refuses a zero sum).
+                        if many.iter().all(|(r, _)| r.weight.unwrap_or(0) <= 0) {
+                            c.weight = 1;
+                        }
+                        c
+                    })
                     .filter(|c| c.weight > 0)
                     .collect(),
             },

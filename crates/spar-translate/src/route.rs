@@ -194,6 +194,9 @@ pub fn sidecar_route_config(ctx: &Ctx<'_>, port: u32, mesh_vs: &VsIndex<'_>) -> 
             let mut r = default_route(cluster);
             if let Some(route::Action::Route(a)) = &mut r.action {
                 a.hash_policy = hash;
+                if let Some(d) = http_route::mesh_default_retries(ctx) {
+                    a.retry_policy = http_route::retry_policy(Some(&d));
+                }
             }
             routes.push(r);
         }

@@ -406,3 +406,32 @@ spec:
         "a delegate rule without match takes the root's"
     );
 }
+
+#[test]
+fn zero_weight_destinations_are_dropped() {
+    let x = run(&vs(r#"
+  - route:
+    - {destination: {host: web, subset: v1}, weight: 100}
+    - {destination: {host: web, subset: v2}, weight: 0}
+"#));
+    match &action(&web_routes(&x)[0]).cluster_specifier {
+        Some(route_action::ClusterSpecifier::WeightedClusters(w)) => {
+            let weights: Vec<u32> = w
+                .clusters
+                .iter()
+                .map(|c| c.weight.as_ref().unwrap().value)
+                .collect();
+            assert_eq!(weights, [100]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn mesh_default_retry_policy_applies_where_rules_say_nothing() {
+    let mesh = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    defaultHttpRetryPolicy:\n      attempts: 5\n      retryOn: reset\n";
+    let x = run(mesh);
+    let rp = action(&web_routes(&x)[0]).retry_policy.clone().unwrap();
+    assert_eq!(rp.num_retries.unwrap().value, 5);
+    assert_eq!(rp.retry_on, "reset");
+}
