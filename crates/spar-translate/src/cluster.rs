@@ -429,12 +429,53 @@ pub fn passthrough_and_blackhole(ctx: &Ctx<'_>) -> Vec<Cluster> {
 /// A port the proxy's workload serves: the service port and where the app listens.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct InboundPort {
+    /// The port traffic arrives on (and the cluster's name: `inbound|<port>||`).
     pub target_port: u32,
+    /// Where the application listens: 127.0.0.1 and the same port, unless a Sidecar
+    /// ingress listener's `defaultEndpoint` says otherwise.
+    pub endpoint: (String, u32),
     pub protocol: spar_registry::Protocol,
 }
 
-/// The workload's ports: the target ports of every service that selects it.
+/// A Sidecar ingress `defaultEndpoint` (`127.0.0.1:8080`, `0.0.0.0:8080`) as the address
+/// the proxy forwards to; `0.0.0.0` means the workload's own address, reached locally.
+fn default_endpoint(text: &str) -> Option<(String, u32)> {
+    let (ip, port) = text.rsplit_once(':')?;
+    let ip = if ip == "0.0.0.0" { "127.0.0.1" } else { ip };
+    Some((ip.to_string(), port.parse().ok()?))
+}
+
+/// The workload's ports: the Sidecar resource's `ingress` listeners when it has any,
+/// else the target ports of every service that selects it.
 pub fn inbound_ports(ctx: &Ctx<'_>) -> Vec<InboundPort> {
+    if let Some(sc) = ctx.sidecar.filter(|sc| !sc.ingress.is_empty()) {
+        let mut out: Vec<InboundPort> = sc
+            .ingress
+            .iter()
+            .filter_map(|i| {
+                let port = i.port.as_ref()?;
+                let number = port.number?;
+                let endpoint = i
+                    .default_endpoint
+                    .as_deref()
+                    .and_then(default_endpoint)
+                    .unwrap_or_else(|| {
+                        ("127.0.0.1".to_string(), port.target_port.unwrap_or(number))
+                    });
+                Some(InboundPort {
+                    target_port: number,
+                    endpoint,
+                    protocol: spar_registry::protocol::for_entry_port(
+                        port.name.as_deref(),
+                        port.protocol.as_deref(),
+                    ),
+                })
+            })
+            .collect();
+        out.sort();
+        out.dedup_by_key(|p| p.target_port);
+        return out;
+    }
     let node = ctx.node;
     let workload = ctx.registry.workloads().iter().find(|w| {
         w.namespace == node.namespace
@@ -456,6 +497,7 @@ pub fn inbound_ports(ctx: &Ctx<'_>) -> Vec<InboundPort> {
             if let Some(t) = target {
                 out.push(InboundPort {
                     target_port: t,
+                    endpoint: ("127.0.0.1".to_string(), t),
                     protocol: p.protocol,
                 });
             }
@@ -479,8 +521,8 @@ pub fn inbound(ctx: &Ctx<'_>, ports: &[InboundPort]) -> Vec<Cluster> {
                 circuit_breakers: Some(circuit_breakers(&Policy::default())),
                 load_assignment: Some(endpoint::static_assignment(
                     &name,
-                    "127.0.0.1",
-                    p.target_port,
+                    &p.endpoint.0,
+                    p.endpoint.1,
                 )),
                 ..Default::default()
             }

@@ -73,3 +73,34 @@ spec:
     // No consistentHash: no hash policy.
     assert!(action(&web_routes(&x)[0]).hash_policy.is_empty());
 }
+
+#[test]
+fn ingress_listeners_with_default_endpoints() {
+    let x = run(r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:8080
+  - port: {number: 9443, protocol: TCP, name: tcp}
+    defaultEndpoint: 0.0.0.0:8443
+"#);
+    let c = cluster(&x, "inbound|9080||");
+    let text = format!("{:?}", c.load_assignment);
+    assert!(
+        text.contains("127.0.0.1") && text.contains("8080"),
+        "{text}"
+    );
+    let c = cluster(&x, "inbound|9443||");
+    assert!(format!("{:?}", c.load_assignment).contains("8443"));
+    let l = listener(&x, "virtualInbound");
+    let ports: Vec<u32> = l
+        .filter_chains
+        .iter()
+        .filter_map(|c| c.filter_chain_match.as_ref())
+        .filter_map(|m| m.destination_port.as_ref().map(|p| p.value))
+        .collect();
+    assert_eq!(ports, [9080, 9443]);
+}
