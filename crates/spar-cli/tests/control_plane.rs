@@ -52,7 +52,11 @@ async fn a_proxy_connects_acks_and_shows_synced() {
         })
         .await
         .unwrap();
-        let r = responses.message().await.unwrap().unwrap();
+        let r = tokio::time::timeout(WAIT, responses.message())
+            .await
+            .expect("a response in time")
+            .unwrap()
+            .unwrap();
         assert_eq!(r.type_url, t);
         tx.send(DiscoveryRequest {
             type_url: t.to_string(),

@@ -176,3 +176,28 @@ impl<S: ResourceSource> ResourceSource for Arc<S> {
         (**self).resources(node)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishing_wakes_watchers_and_refreshes_the_per_proxy_cache() {
+        let store = SnapshotStore::new(ConfigSet::default());
+        let mut rx = store.changes();
+        let node = ProxyNode::parse_id("sidecar~10.0.0.1~a.default~default.svc.cluster.local")
+            .expect("node id");
+        let first = store.resources(&node);
+        assert!(
+            Arc::ptr_eq(&first, &store.resources(&node)),
+            "one translation per proxy per snapshot"
+        );
+        assert!(!rx.has_changed().expect("sender alive"));
+        let v = store.publish(ConfigSet::default());
+        assert_eq!(v, 2);
+        assert!(rx.has_changed().expect("sender alive"));
+        assert_eq!(*rx.borrow_and_update(), 2);
+        assert!(!Arc::ptr_eq(&first, &store.resources(&node)));
+        assert_eq!(store.load().version, 2);
+    }
+}

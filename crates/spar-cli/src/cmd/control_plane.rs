@@ -171,7 +171,8 @@ async fn run_ads<S: ResourceSource>(
 }
 
 fn apply(store: &SnapshotStore, metrics: &Metrics, u: Update) {
-    for (file, errors) in &u.bad_files {
+    // Report each bad file when it changes, not again on every later update.
+    for (file, errors) in u.bad_files.iter().filter(|(f, _)| u.changed.contains(f)) {
         for d in errors {
             eprintln!("spar: config: {d}");
         }
