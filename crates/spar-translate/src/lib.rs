@@ -32,6 +32,7 @@ mod delegate;
 mod dr;
 mod endpoint;
 mod gateway;
+mod grpc;
 mod http_route;
 mod listener;
 mod node;
@@ -50,6 +51,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 
+pub use grpc::translate_grpc;
 pub use node::{NodeError, ProxyKind, ProxyNode};
 
 /// Everything one proxy is sent, each list sorted by resource name.
@@ -90,22 +92,7 @@ pub fn translate(
     registry: &spar_registry::Registry,
     node: &ProxyNode,
 ) -> XdsResources {
-    let sidecar = match node.kind {
-        ProxyKind::Sidecar => scope::select(config, node),
-        ProxyKind::Router => None,
-    };
-    let mut ctx = Ctx {
-        config,
-        registry,
-        node,
-        services: registry
-            .services_visible_to(&node.namespace)
-            .filter(|s| sidecar.is_none_or(|sc| scope::allows(sc, s, &node.namespace)))
-            .collect(),
-        rules: dr::Index::default(),
-        sidecar,
-    };
-    ctx.rules = dr::Index::build(&ctx);
+    let ctx = context(config, registry, node);
     let mut out = XdsResources::default();
     let (clusters, endpoints) = cluster::outbound(&ctx);
     out.clusters = clusters;
@@ -127,9 +114,34 @@ pub fn translate(
     out
 }
 
+/// The inputs with what every builder derives from them once per proxy.
+pub(crate) fn context<'a>(
+    config: &'a spar_model::ConfigSet,
+    registry: &'a spar_registry::Registry,
+    node: &'a ProxyNode,
+) -> Ctx<'a> {
+    let sidecar = match node.kind {
+        ProxyKind::Sidecar => scope::select(config, node),
+        ProxyKind::Router => None,
+    };
+    let mut ctx = Ctx {
+        config,
+        registry,
+        node,
+        services: registry
+            .services_visible_to(&node.namespace)
+            .filter(|s| sidecar.is_none_or(|sc| scope::allows(sc, s, &node.namespace)))
+            .collect(),
+        rules: dr::Index::default(),
+        sidecar,
+    };
+    ctx.rules = dr::Index::build(&ctx);
+    ctx
+}
+
 impl XdsResources {
     /// Sorts every list by resource name and drops repeated names (the first wins).
-    fn sort(&mut self) {
+    pub(crate) fn sort(&mut self) {
         self.listeners.sort_by(|a, b| a.name.cmp(&b.name));
         self.listeners.dedup_by(|a, b| a.name == b.name);
         self.routes.sort_by(|a, b| a.name.cmp(&b.name));

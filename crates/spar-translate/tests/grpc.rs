@@ -1,0 +1,60 @@
+//! Proxyless gRPC: API listeners named as the client's target, gRPC-safe clusters.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+
+#[test]
+fn api_listeners_for_requested_targets() {
+    let set = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [web]
+  http:
+  - route:
+    - {destination: {host: web, subset: v1}, weight: 90}
+    - {destination: {host: web, subset: v2}, weight: 10}
+"#,
+    );
+    let reg = spar_registry::Registry::build(&set);
+    let names = vec![
+        "web.default.svc.cluster.local:9080".to_string(),
+        "nothing.default:80".to_string(),
+    ];
+    let x = spar_translate::translate_grpc(&set, &reg, &client(), &names);
+    assert_eq!(x.listeners.len(), 1);
+    let l = &x.listeners[0];
+    assert_eq!(l.name, "web.default.svc.cluster.local:9080");
+    let hcm: HttpConnectionManager = unpack(
+        l.api_listener
+            .as_ref()
+            .unwrap()
+            .api_listener
+            .as_ref()
+            .unwrap(),
+    );
+    let filters: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        filters,
+        ["envoy.filters.http.fault", "envoy.filters.http.router"]
+    );
+    let rc = &x.routes[0];
+    assert_eq!(rc.name, l.name);
+    assert!(format!("{:?}", rc.virtual_hosts[0].routes[0]).contains("WeightedClusters"));
+    assert!(x
+        .clusters
+        .iter()
+        .all(|c| c.lb_policy == LbPolicy::RoundRobin as i32));
+    assert!(!x.clusters.iter().any(|c| c.name == "PassthroughCluster"));
+    assert!(x
+        .clusters
+        .iter()
+        .any(|c| c.name == "outbound|9080|v1|web.default.svc.cluster.local"));
+}
