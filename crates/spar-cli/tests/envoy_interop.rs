@@ -248,3 +248,40 @@ fn a_cluster_envoy_rejects_shows_nacked() {
         "{metrics}"
     );
 }
+
+#[test]
+fn envoy_resyncs_after_a_control_plane_restart() {
+    let Some(bin) = envoy_or_skip("envoy_resyncs_after_a_control_plane_restart") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    let args = ["--test-serve-cluster", "spar-test-ok"];
+    let cp = ControlPlane::start(&config, &args);
+    let node = NODE.replace("{n}", "4");
+    let envoy = Envoy::start(&bin, dir.path(), &node, &cp.xds, "delta");
+    let all_synced = |b: &str| {
+        ["cds", "lds"]
+            .iter()
+            .all(|t| state(b, &node, t).is_some_and(|(s, _)| s == "SYNCED"))
+    };
+    cp.get_until("/debug/syncz", "the first ACKs", all_synced);
+    let xds = cp.xds.clone();
+    drop(cp);
+    // The same address Envoy's bootstrap names; it was ours and is free again.
+    let cp = ControlPlane::start_on(&config, &xds, &args);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, b) = cp.get("/debug/syncz");
+        if all_synced(&b) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Envoy did not resync with the restarted control plane: {b}\n{}",
+            envoy.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -30,16 +30,17 @@ impl ControlPlane {
     /// Starts `spar control-plane` on port 0 for both listeners and reads the addresses it
     /// printed.
     pub fn start(config_dir: &Path, extra: &[&str]) -> ControlPlane {
+        ControlPlane::start_on(config_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Like [`ControlPlane::start`] with a given xDS address (a restart on the port a
+    /// previous instance was given).
+    pub fn start_on(config_dir: &Path, xds_addr: &str, extra: &[&str]) -> ControlPlane {
         let mut child = Command::new(env!("CARGO_BIN_EXE_spar"))
             .arg("control-plane")
             .arg("--config-dir")
             .arg(config_dir)
-            .args([
-                "--xds-addr",
-                "127.0.0.1:0",
-                "--monitoring-addr",
-                "127.0.0.1:0",
-            ])
+            .args(["--xds-addr", xds_addr, "--monitoring-addr", "127.0.0.1:0"])
             .args(["--debounce", "20ms"])
             .args(extra)
             .env("RUST_LOG", "info")
