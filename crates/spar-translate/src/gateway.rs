@@ -119,7 +119,8 @@ fn selected<'a>(ctx: &Ctx<'a>) -> Vec<Bound<'a>> {
     out
 }
 
-pub fn listeners(ctx: &Ctx<'_>) -> (Vec<Listener>, Vec<RouteConfiguration>) {
+/// Listeners, route configurations, and the `credentialName`s the listeners use over SDS.
+pub fn listeners(ctx: &Ctx<'_>) -> (Vec<Listener>, Vec<RouteConfiguration>, Vec<String>) {
     let mut by_port: BTreeMap<u32, Vec<Bound<'_>>> = BTreeMap::new();
     for b in selected(ctx) {
         if let Some(n) = b.server.port.as_ref().and_then(|p| p.number) {
@@ -128,6 +129,13 @@ pub fn listeners(ctx: &Ctx<'_>) -> (Vec<Listener>, Vec<RouteConfiguration>) {
     }
     let mut listeners = Vec::new();
     let mut routes = Vec::new();
+    let mut credentials: Vec<String> = by_port
+        .values()
+        .flatten()
+        .filter_map(|b| b.server.tls.as_ref()?.credential_name.clone())
+        .collect();
+    credentials.sort();
+    credentials.dedup();
     for (port, servers) in &by_port {
         let mut chains = Vec::new();
         let mut needs_tls_inspector = false;
@@ -201,7 +209,7 @@ pub fn listeners(ctx: &Ctx<'_>) -> (Vec<Listener>, Vec<RouteConfiguration>) {
             ..Default::default()
         });
     }
-    (listeners, routes)
+    (listeners, routes, credentials)
 }
 
 fn sni_match(hosts: &[&str]) -> FilterChainMatch {

@@ -12,6 +12,8 @@
 //! | `listener`, `route` | sidecar LDS (15001, per-port outbound, 15006) and RDS (`<port>`) |
 //! | `http_route`, `delegate` | one VirtualService HTTP rule → Envoy routes; delegate merging |
 //! | `gateway` | gateway LDS and RDS (`http.<port>`, `https.<port>.<name>.<gw>.<ns>`, SNI passthrough, TCP) |
+//! | `secret` | SDS secrets for gateway `credentialName`s, from Kubernetes Secrets |
+//! | `grpc` | [`translate_grpc`]: API listeners and gRPC-safe clusters for proxyless gRPC |
 //! | `scope` | the `Sidecar` resource: egress host visibility, outboundTrafficPolicy |
 //! | [`summary`] | a reviewable text rendering (golden files, `spar ctl`) |
 //!
@@ -38,6 +40,7 @@ mod listener;
 mod node;
 mod route;
 mod scope;
+mod secret;
 pub mod summary;
 mod summary_listeners;
 mod tcp_listener;
@@ -106,9 +109,10 @@ pub fn translate(
         out.listeners = listeners;
         out.routes = routes;
     } else {
-        let (listeners, routes) = gateway::listeners(&ctx);
+        let (listeners, routes, credentials) = gateway::listeners(&ctx);
         out.listeners = listeners;
         out.routes = routes;
+        out.secrets = secret::secrets(&ctx, &credentials);
     }
     out.sort();
     out

@@ -29,6 +29,11 @@ pub fn render(x: &XdsResources) -> String {
     crate::summary_listeners::routes(&mut out, x);
     clusters(&mut out, &x.clusters);
     endpoints(&mut out, &x.endpoints);
+    // Names and digests only: secrets hold private keys.
+    let _ = writeln!(out, "secrets:");
+    for s in &x.secrets {
+        let _ = writeln!(out, "  {}  #{}", s.name, digest(s));
+    }
     out
 }
 

@@ -146,3 +146,48 @@ fn gateways_whose_selector_does_not_match_give_nothing() {
     assert!(x.routes.is_empty());
     assert!(!x.clusters.is_empty(), "clusters are still sent");
 }
+
+#[test]
+fn credential_name_secrets_are_served_over_sds() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: secure, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {mode: MUTUAL, credentialName: shop-cert}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: shop-cert, namespace: istio-system}
+type: kubernetes.io/tls
+data:
+  tls.crt: Q0VSVA==
+  tls.key: S0VZ
+  ca.crt: Q0E=
+"#;
+    let x = run_for(yaml, &gateway_node(&[("istio", "ingressgateway")]));
+    let names: Vec<&str> = x.secrets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["shop-cert", "shop-cert-cacert"]);
+    assert!(
+        format!("{:?}", x.secrets[0]).contains("[67, 69, 82, 84]"),
+        "CERT"
+    );
+    let chain = &listener(&x, "0.0.0.0_443").filter_chains[0];
+    let Some(ConfigType::TypedConfig(any)) = &chain.transport_socket.as_ref().unwrap().config_type
+    else {
+        panic!()
+    };
+    let tls: DownstreamTlsContext = unpack(any);
+    assert!(tls.require_client_certificate.unwrap().value);
+    assert_eq!(
+        tls.common_tls_context
+            .unwrap()
+            .tls_certificate_sds_secret_configs[0]
+            .name,
+        "shop-cert"
+    );
+}
