@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost}
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, Rds,
@@ -20,6 +21,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
 use envoy_types::pb::google::protobuf::BoolValue;
 use spar_model::istio::types::RouteDestination;
+use spar_registry::Protocol;
 
 use crate::cluster::InboundPort;
 use crate::http_route::{destination_cluster, Scope, CORS_FILTER, FAULT_FILTER, ROUTER_FILTER};
@@ -132,31 +134,82 @@ pub fn sidecar(ctx: &Ctx<'_>, inbound: &[InboundPort]) -> (Vec<Listener>, Vec<Ro
     let mesh_vs = route::VsIndex::new(ctx, route::bound(ctx, "mesh"));
     let mut listeners = vec![virtual_outbound(ctx), virtual_inbound(inbound)];
     let mut routes = Vec::new();
-    let http_ports: BTreeSet<u32> = ctx
-        .services
-        .iter()
-        .flat_map(|s| s.ports.iter())
-        .filter(|p| p.protocol.is_http())
-        .map(|p| p.port)
+    let ports_of = |f: fn(Protocol) -> bool| -> BTreeSet<u32> {
+        ctx.services
+            .iter()
+            .flat_map(|s| s.ports.iter())
+            .filter(|p| f(p.protocol))
+            .map(|p| p.port)
+            .collect()
+    };
+    let http_ports = ports_of(Protocol::is_http);
+    // Ports nothing names a protocol for: sniffed, as Istio does (HTTP to the route
+    // table, anything else passed through to where it was going).
+    let sniffed: BTreeSet<u32> = ports_of(|p| p == Protocol::Unsupported)
+        .difference(&http_ports)
+        .copied()
         .collect();
-    for port in &http_ports {
+    for port in http_ports.iter().chain(sniffed.iter()) {
         let name = format!("0.0.0.0_{port}");
+        let http_chain = FilterChain {
+            name: name.clone(),
+            filters: vec![hcm_rds(&format!("outbound_{name}"), &port.to_string())],
+            ..Default::default()
+        };
+        let (chains, listener_filters) = if sniffed.contains(port) {
+            (sniffing_chains(ctx, http_chain), vec![http_inspector()])
+        } else {
+            (vec![http_chain], Vec::new())
+        };
         listeners.push(Listener {
             name: name.clone(),
             address: Some(socket("0.0.0.0", *port)),
             bind_to_port: Some(BoolValue { value: false }),
             traffic_direction: TrafficDirection::Outbound as i32,
-            filter_chains: vec![FilterChain {
-                name: name.clone(),
-                filters: vec![hcm_rds(&format!("outbound_{name}"), &port.to_string())],
-                ..Default::default()
-            }],
+            filter_chains: chains,
+            listener_filters,
             ..Default::default()
         });
         routes.push(route::sidecar_route_config(ctx, *port, &mesh_vs));
     }
-    listeners.extend(crate::tcp_listener::listeners(ctx, &mesh_vs, &http_ports));
+    let routed: BTreeSet<u32> = http_ports.union(&sniffed).copied().collect();
+    listeners.extend(crate::tcp_listener::listeners(ctx, &mesh_vs, &routed));
     (listeners, routes)
+}
+
+/// HTTP (as the HTTP inspector reports it) to the route table, the rest to its
+/// original destination (or nowhere, under REGISTRY_ONLY).
+fn sniffing_chains(ctx: &Ctx<'_>, mut http: FilterChain) -> Vec<FilterChain> {
+    http.filter_chain_match = Some(FilterChainMatch {
+        application_protocols: vec!["http/1.1".to_string(), "h2c".to_string()],
+        ..Default::default()
+    });
+    let target = if route::allow_any(ctx) {
+        util::PASSTHROUGH
+    } else {
+        util::BLACKHOLE
+    };
+    let tcp = FilterChain {
+        name: format!("{}-tcp", http.name),
+        filters: vec![tcp_proxy(
+            target,
+            tcp_proxy::ClusterSpecifier::Cluster(target.to_string()),
+        )],
+        ..Default::default()
+    };
+    vec![http, tcp]
+}
+
+pub const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
+
+fn http_inspector() -> ListenerFilter {
+    ListenerFilter {
+        name: HTTP_INSPECTOR.to_string(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+            &HttpInspector::default(),
+        ))),
+        ..Default::default()
+    }
 }
 
 fn virtual_outbound(ctx: &Ctx<'_>) -> Listener {

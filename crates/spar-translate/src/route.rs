@@ -181,7 +181,7 @@ pub fn sidecar_route_config(ctx: &Ctx<'_>, port: u32, mesh_vs: &VsIndex<'_>) -> 
         let Some(sp) = svc.port(port) else {
             continue;
         };
-        if !sp.protocol.is_http() {
+        if !sp.protocol.is_http() && sp.protocol != spar_registry::Protocol::Unsupported {
             continue;
         }
         let vs = mesh_vs.for_service(&svc.hostname);

@@ -375,3 +375,30 @@ spec:
     assert_eq!(first.prefix_ranges[0].address_prefix, "10.0.0.0");
     assert_eq!(first.prefix_ranges[0].prefix_len.as_ref().unwrap().value, 8);
 }
+
+#[test]
+fn ports_without_a_protocol_are_sniffed() {
+    let x = run(r#"
+apiVersion: v1
+kind: Service
+metadata: {name: plain, namespace: default}
+spec:
+  selector: {app: plain}
+  ports: [{port: 7070}]
+"#);
+    let l = listener(&x, "0.0.0.0_7070");
+    assert_eq!(
+        l.listener_filters[0].name,
+        "envoy.filters.listener.http_inspector"
+    );
+    assert_eq!(l.filter_chains.len(), 2);
+    assert_eq!(
+        l.filter_chains[0]
+            .filter_chain_match
+            .as_ref()
+            .unwrap()
+            .application_protocols,
+        ["http/1.1", "h2c"]
+    );
+    vhost(&x, "7070", "plain.default.svc.cluster.local:7070");
+}
