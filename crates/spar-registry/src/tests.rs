@@ -328,3 +328,55 @@ fn services_of_workload_by_selector() {
         .collect();
     assert_eq!(names, ["productpage"]);
 }
+
+#[test]
+fn external_name_and_headless_services() {
+    let r = registry(&[r#"
+apiVersion: v1
+kind: Service
+metadata: {name: ext, namespace: default}
+spec:
+  type: ExternalName
+  externalName: db.example.com
+  ports: [{name: tcp-db, port: 5432}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: stateful, namespace: default}
+spec:
+  clusterIP: None
+  selector: {app: stateful}
+  ports: [{name: http, port: 80}]
+"#]);
+    let ext = r.lookup("ext", "default").unwrap();
+    assert_eq!(ext.resolution, Resolution::DnsLb);
+    assert_eq!(ext.endpoints[0].address, "db.example.com");
+    assert_eq!(ext.endpoints[0].ports[&5432], 5432);
+    let headless = r.lookup("stateful", "default").unwrap();
+    assert_eq!(headless.resolution, Resolution::Passthrough);
+    assert!(headless.addresses.is_empty());
+}
+
+#[test]
+fn locality_from_topology_labels() {
+    let r = registry(&[r#"
+apiVersion: v1
+kind: Service
+metadata: {name: geo, namespace: default}
+spec:
+  selector: {app: geo}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: geo-1
+  namespace: default
+  labels: {app: geo, topology.kubernetes.io/region: eu, topology.kubernetes.io/zone: eu-1a}
+spec: {containers: [{name: geo}]}
+status: {podIP: 10.1.1.1}
+"#]);
+    let s = r.lookup("geo", "default").unwrap();
+    assert_eq!(s.endpoints[0].locality, "eu/eu-1a/");
+    assert_eq!(s.endpoints[0].address, "10.1.1.1");
+}
