@@ -3,7 +3,8 @@
 //! servers share the route configuration `http.<port>`; HTTPS servers terminate TLS in
 //! their own SNI filter chain with route configuration `https.<port>.<port name>.<gateway>.<ns>`;
 //! TLS PASSTHROUGH servers get an SNI filter chain per VirtualService `tls` rule; TCP
-//! servers a TCP proxy from the first `tcp` rule.
+//! servers a TCP proxy from the first `tcp` rule; AUTO_PASSTHROUGH servers a chain per
+//! cluster, matched on Istio's SNI `outbound_.<port>_.<subset>_.<host>`.
 //!
 //! Binding (Istio's rules): a VirtualService binds when its `gateways` names the
 //! Gateway (`name` in the VirtualService's namespace, or `ns/name`), and a server host
@@ -21,6 +22,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     virtual_host::TlsRequirementType, RouteConfiguration, VirtualHost,
 };
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context, CertificateValidationContext, CommonTlsContext, DownstreamTlsContext,
     TlsCertificate,
@@ -178,7 +180,11 @@ pub fn listeners(ctx: &Ctx<'_>) -> (Vec<Listener>, Vec<RouteConfiguration>, Vec<
         }
         for b in servers.iter().filter(|b| b.is_passthrough()) {
             needs_tls_inspector = true;
-            chains.extend(passthrough_chains(ctx, b, *port));
+            if b.tls_mode() == Some(ServerTLSMode::AutoPassthrough) {
+                chains.extend(auto_passthrough_chains(ctx, b));
+            } else {
+                chains.extend(passthrough_chains(ctx, b, *port));
+            }
         }
         for b in servers.iter().filter(|b| {
             !b.is_passthrough()
@@ -406,4 +412,45 @@ fn tcp_chain(ctx: &Ctx<'_>, b: &Bound<'_>, port: u32) -> Option<FilterChain> {
         }
     }
     None
+}
+
+/// AUTO_PASSTHROUGH (east-west gateways): the client names the cluster it wants in its
+/// SNI, `outbound_.<port>_.<subset>_.<host>`, and the gateway forwards to that cluster
+/// without terminating TLS. One chain per cluster of every service the server's hosts
+/// cover.
+fn auto_passthrough_chains(ctx: &Ctx<'_>, b: &Bound<'_>) -> Vec<FilterChain> {
+    let mut out = Vec::new();
+    for svc in &ctx.services {
+        if !b
+            .hosts_for(&svc.namespace)
+            .iter()
+            .any(|h| intersect(h, &svc.hostname).is_some())
+        {
+            continue;
+        }
+        let rule = crate::dr::for_host(ctx, &svc.hostname, &svc.namespace);
+        let mut subsets = vec![String::new()];
+        if let Some(r) = rule {
+            subsets.extend(r.spec.subsets.iter().filter_map(|s| s.name.clone()));
+        }
+        for p in &svc.ports {
+            for subset in &subsets {
+                let cluster = crate::util::outbound(p.port, subset, &svc.hostname);
+                let sni = format!("outbound_.{}_.{subset}_.{}", p.port, svc.hostname);
+                out.push(FilterChain {
+                    name: sni.clone(),
+                    filter_chain_match: Some(FilterChainMatch {
+                        server_names: vec![sni],
+                        ..Default::default()
+                    }),
+                    filters: vec![tcp_proxy(
+                        &cluster,
+                        ClusterSpecifier::Cluster(cluster.clone()),
+                    )],
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    out
 }

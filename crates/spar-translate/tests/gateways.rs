@@ -191,3 +191,37 @@ data:
         "shop-cert"
     );
 }
+
+#[test]
+fn auto_passthrough_routes_by_cluster_sni() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: eastwest, namespace: istio-system}
+spec:
+  selector: {istio: eastwestgateway}
+  servers:
+  - port: {number: 15443, name: tls, protocol: TLS}
+    hosts: ["*.local"]
+    tls: {mode: AUTO_PASSTHROUGH}
+"#;
+    let x = run_for(yaml, &gateway_node(&[("istio", "eastwestgateway")]));
+    let l = listener(&x, "0.0.0.0_15443");
+    let snis: Vec<&str> = l
+        .filter_chains
+        .iter()
+        .map(|c| c.filter_chain_match.as_ref().unwrap().server_names[0].as_str())
+        .collect();
+    assert!(
+        snis.contains(&"outbound_.9080_._.web.default.svc.cluster.local"),
+        "{snis:?}"
+    );
+    assert!(
+        snis.contains(&"outbound_.9080_.v2_.web.default.svc.cluster.local"),
+        "{snis:?}"
+    );
+    assert!(
+        snis.contains(&"outbound_.5432_._.db.default.svc.cluster.local"),
+        "{snis:?}"
+    );
+}
