@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use crate::metrics::Metrics;
-use crate::node::proxy_node;
+use crate::node::{is_proxyless, proxy_node};
 use crate::resources::{is_wildcard_type, Encoded, TypeResources, WARMING_ORDER};
 use crate::server::{Connected, Shared};
 use crate::source::ResourceSource;
@@ -52,6 +52,9 @@ struct Conn<'a, S> {
     shared: &'a Shared<S>,
     tx: &'a Tx,
     node: ProxyNode,
+    /// A proxyless gRPC client: names its listeners; resources come from
+    /// [`ResourceSource::grpc_resources`].
+    proxyless: bool,
     id: u64,
     generation: u64,
     current: Arc<Encoded>,
@@ -69,6 +72,7 @@ async fn serve<S: ResourceSource>(
     };
     let node =
         proxy_node(first.node.as_ref()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let proxyless = is_proxyless(first.node.as_ref());
     let registration = shared.status.connect(&node.id, "delta");
     let _connected = Connected::new(&shared.metrics);
     let mut changes = shared.source.changes();
@@ -76,8 +80,13 @@ async fn serve<S: ResourceSource>(
     let mut conn = Conn {
         shared,
         tx,
-        current: shared.source.resources(&node),
+        current: if proxyless {
+            shared.source.grpc_resources(&node, &BTreeSet::new())
+        } else {
+            shared.source.resources(&node)
+        },
         node,
+        proxyless,
         id: registration.id,
         generation,
         types: HashMap::new(),
@@ -133,7 +142,9 @@ impl<S: ResourceSource> Conn<'_, S> {
         if first {
             st.holds = req.initial_resource_versions.clone().into_iter().collect();
             // Legacy wildcard: the first LDS/CDS request naming nothing asks for everything.
-            st.wildcard = req.resource_names_subscribe.is_empty() && is_wildcard_type(&type_url);
+            st.wildcard = req.resource_names_subscribe.is_empty()
+                && is_wildcard_type(&type_url)
+                && !self.proxyless;
         }
         let mut newly = BTreeSet::new();
         for n in &req.resource_names_subscribe {
@@ -156,24 +167,46 @@ impl<S: ResourceSource> Conn<'_, S> {
             || !req.resource_names_subscribe.is_empty()
             || !req.resource_names_unsubscribe.is_empty();
         if subscribing {
+            if self.proxyless && type_url == spar_translate::type_url::LISTENER {
+                // A proxyless client's listener names decide what is translated.
+                self.current = self.compute();
+                self.respond(&type_url, true, &newly, None).await?;
+                return self.push_changed(None).await;
+            }
             // Answer even when nothing changed, so the proxy's initial fetch completes.
             self.respond(&type_url, true, &newly, None).await?;
         }
         Ok(())
     }
 
+    fn compute(&self) -> Arc<Encoded> {
+        if !self.proxyless {
+            return self.shared.source.resources(&self.node);
+        }
+        let listeners = self
+            .types
+            .get(spar_translate::type_url::LISTENER)
+            .map(|t| t.names.clone())
+            .unwrap_or_default();
+        self.shared.source.grpc_resources(&self.node, &listeners)
+    }
+
     async fn on_change(&mut self, generation: u64) -> Result<(), Status> {
         self.generation = generation;
-        let next = self.shared.source.resources(&self.node);
+        let next = self.compute();
         if Arc::ptr_eq(&next, &self.current) {
             return Ok(());
         }
         self.current = next;
-        let now = Instant::now();
+        self.push_changed(Some(Instant::now())).await
+    }
+
+    /// Pushes what changed for every subscribed type, in warming order.
+    async fn push_changed(&mut self, now: Option<Instant>) -> Result<(), Status> {
         let none = BTreeSet::new();
         for t in WARMING_ORDER {
             if self.types.contains_key(t) {
-                self.respond(t, false, &none, Some(now)).await?;
+                self.respond(t, false, &none, now).await?;
             }
         }
         let mut others: Vec<String> = self
@@ -184,7 +217,7 @@ impl<S: ResourceSource> Conn<'_, S> {
             .collect();
         others.sort();
         for t in others {
-            self.respond(&t, false, &none, Some(now)).await?;
+            self.respond(&t, false, &none, now).await?;
         }
         Ok(())
     }

@@ -20,7 +20,7 @@ pub mod source;
 pub mod status;
 
 pub use metrics::Metrics;
-pub use node::proxy_node;
+pub use node::{is_proxyless, proxy_node};
 pub use resources::{encode, Encoded, EncodedResource};
 pub use server::AdsServer;
 pub use source::{Overlay, ResourceSource, Snapshot, SnapshotStore, StaticSource};

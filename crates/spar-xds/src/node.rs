@@ -48,3 +48,11 @@ fn string_field(meta: &Struct, key: &str) -> Option<String> {
         _ => None,
     }
 }
+
+/// Whether the client is a proxyless gRPC application: Istio's gRPC bootstrap sets node
+/// metadata `GENERATOR: grpc`. Such a client names every resource, listeners included.
+pub fn is_proxyless(node: Option<&Node>) -> bool {
+    node.and_then(|n| n.metadata.as_ref())
+        .and_then(|m| string_field(m, "GENERATOR"))
+        .is_some_and(|g| g == "grpc")
+}

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use crate::metrics::Metrics;
-use crate::node::proxy_node;
+use crate::node::{is_proxyless, proxy_node};
 use crate::resources::{fnv1a, is_wildcard_type, Encoded, TypeResources, WARMING_ORDER};
 use crate::server::{Connected, Shared};
 use crate::source::ResourceSource;
@@ -49,6 +49,9 @@ struct Conn<'a, S> {
     shared: &'a Shared<S>,
     tx: &'a Tx,
     node: ProxyNode,
+    /// A proxyless gRPC client: names its listeners; resources come from
+    /// [`ResourceSource::grpc_resources`].
+    proxyless: bool,
     id: u64,
     generation: u64,
     current: Arc<Encoded>,
@@ -66,6 +69,7 @@ async fn serve<S: ResourceSource>(
     };
     let node =
         proxy_node(first.node.as_ref()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let proxyless = is_proxyless(first.node.as_ref());
     let registration = shared.status.connect(&node.id, "sotw");
     let _connected = Connected::new(&shared.metrics);
     let mut changes = shared.source.changes();
@@ -73,8 +77,13 @@ async fn serve<S: ResourceSource>(
     let mut conn = Conn {
         shared,
         tx,
-        current: shared.source.resources(&node),
+        current: if proxyless {
+            shared.source.grpc_resources(&node, &BTreeSet::new())
+        } else {
+            shared.source.resources(&node)
+        },
         node,
+        proxyless,
         id: registration.id,
         generation,
         types: HashMap::new(),
@@ -98,8 +107,9 @@ async fn serve<S: ResourceSource>(
     }
 }
 
-fn subscription(type_url: &str, names: &[String]) -> Option<BTreeSet<String>> {
-    if (names.is_empty() && is_wildcard_type(type_url)) || names.iter().any(|n| n == "*") {
+fn subscription(type_url: &str, names: &[String], proxyless: bool) -> Option<BTreeSet<String>> {
+    let legacy_wildcard = names.is_empty() && is_wildcard_type(type_url) && !proxyless;
+    if legacy_wildcard || names.iter().any(|n| n == "*") {
         return None;
     }
     Some(names.iter().cloned().collect())
@@ -108,12 +118,12 @@ fn subscription(type_url: &str, names: &[String]) -> Option<BTreeSet<String>> {
 impl<S: ResourceSource> Conn<'_, S> {
     async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
         let type_url = req.type_url.clone();
-        let names = subscription(&type_url, &req.resource_names);
+        let names = subscription(&type_url, &req.resource_names, self.proxyless);
         let st = self.types.entry(type_url.clone()).or_default();
         if req.response_nonce.is_empty() {
             // A new subscription (or a re-request after reconnecting): always answer.
             st.names = names;
-            return self.respond(&type_url, true, None).await;
+            return self.subscribed(&type_url).await;
         }
         if req.response_nonce != st.nonce {
             return Ok(());
@@ -143,22 +153,49 @@ impl<S: ResourceSource> Conn<'_, S> {
         if names != st.names {
             // An ACK that also changes the subscription (new route or cluster names).
             st.names = names;
-            return self.respond(&type_url, true, None).await;
+            return self.subscribed(&type_url).await;
         }
         Ok(())
     }
 
+    /// Answers a (changed) subscription. A proxyless client's listener names decide what is
+    /// translated, so new names recompute everything and push what that changed.
+    async fn subscribed(&mut self, type_url: &str) -> Result<(), Status> {
+        if self.proxyless && type_url == spar_translate::type_url::LISTENER {
+            self.current = self.compute();
+            self.respond(type_url, true, None).await?;
+            return self.push_changed(None).await;
+        }
+        self.respond(type_url, true, None).await
+    }
+
+    fn compute(&self) -> Arc<Encoded> {
+        if !self.proxyless {
+            return self.shared.source.resources(&self.node);
+        }
+        let listeners = self
+            .types
+            .get(spar_translate::type_url::LISTENER)
+            .and_then(|t| t.names.clone())
+            .unwrap_or_default();
+        self.shared.source.grpc_resources(&self.node, &listeners)
+    }
+
     async fn on_change(&mut self, generation: u64) -> Result<(), Status> {
         self.generation = generation;
-        let next = self.shared.source.resources(&self.node);
+        let next = self.compute();
         if Arc::ptr_eq(&next, &self.current) {
             return Ok(());
         }
         self.current = next;
-        let now = Instant::now();
+        self.push_changed(Some(Instant::now())).await
+    }
+
+    /// Pushes every subscribed type whose resources changed, in warming order.
+    async fn push_changed(&mut self, now: Option<Instant>) -> Result<(), Status> {
         for t in WARMING_ORDER {
             if self.types.contains_key(t) {
-                self.respond(t, false, Some(now)).await?;
+                self.respond(t, false, now).await?;
             }
         }
         // Types outside Envoy's usual set, in a stable order.
@@ -170,7 +207,7 @@ impl<S: ResourceSource> Conn<'_, S> {
             .collect();
         others.sort();
         for t in others {
-            self.respond(&t, false, Some(now)).await?;
+            self.respond(&t, false, now).await?;
         }
         Ok(())
     }

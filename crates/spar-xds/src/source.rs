@@ -5,7 +5,7 @@
 //! snapshot. [`StaticSource`] serves fixed resources (tests, tools). Either way, a
 //! `tokio::sync::watch` of the generation wakes every connection when something changed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -22,6 +22,14 @@ pub trait ResourceSource: Send + Sync + 'static {
     fn changes(&self) -> watch::Receiver<u64>;
     /// The resources for `node` at the current generation, encoded.
     fn resources(&self, node: &ProxyNode) -> Arc<Encoded>;
+
+    /// The resources for a proxyless gRPC client (node metadata `GENERATOR: grpc`), which
+    /// names the listeners (its `xds:///` targets) it wants. By default the same as
+    /// [`ResourceSource::resources`].
+    fn grpc_resources(&self, node: &ProxyNode, listeners: &BTreeSet<String>) -> Arc<Encoded> {
+        let _ = listeners;
+        self.resources(node)
+    }
 }
 
 /// One immutable view of the mesh: config, the registry built from it, and its generation.
@@ -102,6 +110,19 @@ impl ResourceSource for SnapshotStore {
             .insert(node.clone(), (snap.version, enc.clone()));
         enc
     }
+
+    fn grpc_resources(&self, node: &ProxyNode, listeners: &BTreeSet<String>) -> Arc<Encoded> {
+        // Not cached: each gRPC client names its own targets, and translation for a handful
+        // of listeners is small.
+        let snap = self.current.load_full();
+        let names: Vec<String> = listeners.iter().cloned().collect();
+        Arc::new(encode(&spar_translate::translate_grpc(
+            &snap.config,
+            &snap.registry,
+            node,
+            &names,
+        )))
+    }
 }
 
 /// Fixed resources, the same for every proxy; `set` replaces them and wakes connections.
@@ -150,13 +171,9 @@ pub struct Overlay<S> {
     pub extra: Encoded,
 }
 
-impl<S: ResourceSource> ResourceSource for Overlay<S> {
-    fn changes(&self) -> watch::Receiver<u64> {
-        self.inner.changes()
-    }
-
-    fn resources(&self, node: &ProxyNode) -> Arc<Encoded> {
-        let mut out = (*self.inner.resources(node)).clone();
+impl<S> Overlay<S> {
+    fn lay_over(&self, base: &Encoded) -> Arc<Encoded> {
+        let mut out = base.clone();
         for (t, res) in &self.extra.types {
             out.types
                 .entry(t)
@@ -167,6 +184,20 @@ impl<S: ResourceSource> ResourceSource for Overlay<S> {
     }
 }
 
+impl<S: ResourceSource> ResourceSource for Overlay<S> {
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes()
+    }
+
+    fn resources(&self, node: &ProxyNode) -> Arc<Encoded> {
+        self.lay_over(&self.inner.resources(node))
+    }
+
+    fn grpc_resources(&self, node: &ProxyNode, listeners: &BTreeSet<String>) -> Arc<Encoded> {
+        self.lay_over(&self.inner.grpc_resources(node, listeners))
+    }
+}
+
 impl<S: ResourceSource> ResourceSource for Arc<S> {
     fn changes(&self) -> watch::Receiver<u64> {
         (**self).changes()
@@ -174,6 +205,10 @@ impl<S: ResourceSource> ResourceSource for Arc<S> {
 
     fn resources(&self, node: &ProxyNode) -> Arc<Encoded> {
         (**self).resources(node)
+    }
+
+    fn grpc_resources(&self, node: &ProxyNode, listeners: &BTreeSet<String>) -> Arc<Encoded> {
+        (**self).grpc_resources(node, listeners)
     }
 }
 
