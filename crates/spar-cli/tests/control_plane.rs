@@ -169,3 +169,24 @@ fn bootstrap_points_envoy_at_the_control_plane() {
     let b: serde_json::Value = serde_json::from_slice(&gw.stdout).unwrap();
     assert!(b["node"]["id"].as_str().unwrap().starts_with("router~"));
 }
+
+#[test]
+fn grpc_bootstrap_marks_the_client_proxyless() {
+    let out = spar(&[
+        "bootstrap",
+        "grpc",
+        "--node-id",
+        "client-1.default",
+        "--xds-addr",
+        "127.0.0.1:15999",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(b["xds_servers"][0]["server_uri"], "127.0.0.1:15999");
+    assert_eq!(b["xds_servers"][0]["channel_creds"][0]["type"], "insecure");
+    assert_eq!(b["node"]["metadata"]["GENERATOR"], "grpc");
+    assert_eq!(
+        b["node"]["id"],
+        "sidecar~127.0.0.1~client-1.default~default.svc.cluster.local"
+    );
+}

@@ -16,6 +16,32 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 pub enum Command {
     Envoy(EnvoyArgs),
+    Grpc(GrpcArgs),
+}
+
+/// Print (JSON) a gRPC xDS bootstrap for a proxyless gRPC application (point
+/// `GRPC_XDS_BOOTSTRAP` at it and dial `xds:///<host>:<port>`). The node carries
+/// `GENERATOR: grpc`, which tells the control plane to serve gRPC's subset of xDS.
+#[derive(clap::Args)]
+pub struct GrpcArgs {
+    /// Istio's node id, or `<pod>.<namespace>`.
+    #[arg(long)]
+    pub node_id: String,
+
+    /// The workload's IP, when --node-id is the short form.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub ip: String,
+
+    /// The control plane's xDS address.
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    pub xds_addr: String,
+
+    /// Workload labels (LABELS metadata), `key=value`, repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+
+    #[arg(long, default_value = "default")]
+    pub service_account: String,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
@@ -82,38 +108,69 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&b)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Grpc(a) => {
+            let b = grpc(a)?;
+            println!("{}", serde_json::to_string_pretty(&b)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
-fn node_id(args: &EnvoyArgs) -> anyhow::Result<String> {
-    let want = match args.role {
+fn node_id(node_id: &str, role: Role, ip: &str) -> anyhow::Result<String> {
+    let want = match role {
         Role::Sidecar => "sidecar",
         Role::Gateway => "router",
     };
-    if args.node_id.contains('~') {
-        let kind = args.node_id.split('~').next().unwrap_or("");
-        if kind != want && args.role == Role::Gateway {
-            bail!(
-                "--node-id {:?} is a {kind} id but --role is gateway (router~...)",
-                args.node_id
-            );
+    if node_id.contains('~') {
+        let kind = node_id.split('~').next().unwrap_or("");
+        if kind != want && role == Role::Gateway {
+            bail!("--node-id {node_id:?} is a {kind} id but --role is gateway (router~...)");
         }
-        return Ok(args.node_id.clone());
+        return Ok(node_id.to_string());
     }
-    let Some((_, ns)) = args.node_id.rsplit_once('.') else {
-        bail!(
-            "--node-id {:?}: give Istio's node id or <pod>.<namespace>",
-            args.node_id
-        );
+    let Some((_, ns)) = node_id.rsplit_once('.') else {
+        bail!("--node-id {node_id:?}: give Istio's node id or <pod>.<namespace>");
     };
-    Ok(format!(
-        "{want}~{}~{}~{ns}.svc.cluster.local",
-        args.ip, args.node_id
-    ))
+    Ok(format!("{want}~{ip}~{node_id}~{ns}.svc.cluster.local"))
+}
+
+fn labels(list: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut labels = BTreeMap::new();
+    for l in list {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("--label {l:?}: want KEY=VALUE"))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    Ok(labels)
+}
+
+pub fn grpc(args: &GrpcArgs) -> anyhow::Result<serde_json::Value> {
+    let id = node_id(&args.node_id, Role::Sidecar, &args.ip)?;
+    let node = spar_translate::ProxyNode::parse_id(&id).context("--node-id")?;
+    Ok(json!({
+        "xds_servers": [{
+            "server_uri": args.xds_addr,
+            "channel_creds": [{ "type": "insecure" }],
+            "server_features": ["xds_v3"],
+        }],
+        "node": {
+            "id": id,
+            "metadata": {
+                "GENERATOR": "grpc",
+                "NAMESPACE": node.namespace,
+                "LABELS": labels(&args.labels)?,
+                "SERVICE_ACCOUNT": args.service_account,
+                "WORKLOAD_NAME": node.workload_name,
+                "INSTANCE_IPS": node.ip,
+            },
+            "locality": {},
+        },
+    }))
 }
 
 pub fn envoy(args: &EnvoyArgs) -> anyhow::Result<serde_json::Value> {
-    let id = node_id(args)?;
+    let id = node_id(&args.node_id, args.role, &args.ip)?;
     let node = spar_translate::ProxyNode::parse_id(&id).context("--node-id")?;
     let (host, port) = args
         .xds_addr
@@ -123,13 +180,7 @@ pub fn envoy(args: &EnvoyArgs) -> anyhow::Result<serde_json::Value> {
         .parse()
         .with_context(|| format!("--xds-addr {:?}: bad port", args.xds_addr))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let mut labels = BTreeMap::new();
-    for l in &args.labels {
-        let (k, v) = l
-            .split_once('=')
-            .with_context(|| format!("--label {l:?}: want KEY=VALUE"))?;
-        labels.insert(k.to_string(), v.to_string());
-    }
+    let labels = labels(&args.labels)?;
     // An IP connects directly; a name is resolved by Envoy.
     let cluster_type = if host.parse::<std::net::IpAddr>().is_ok() {
         "STATIC"
