@@ -197,6 +197,10 @@ pub fn listeners(ctx: &Ctx<'_>) -> (Vec<Listener>, Vec<RouteConfiguration>, Vec<
                 chains.push(chain);
             }
         }
+        if chains.is_empty() {
+            // Envoy refuses a listener without filter chains; Istio leaves it out too.
+            continue;
+        }
         listeners.push(Listener {
             name: format!("0.0.0.0_{port}"),
             address: Some(socket("0.0.0.0", *port)),

@@ -225,3 +225,20 @@ spec:
         "{snis:?}"
     );
 }
+
+#[test]
+fn servers_with_nothing_bound_get_no_listener() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: lonely, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 9443, name: tls, protocol: TLS}
+    hosts: ["*"]
+    tls: {mode: PASSTHROUGH}
+"#;
+    let x = run_for(yaml, &gateway_node(&[("istio", "ingressgateway")]));
+    assert!(x.listeners.is_empty());
+}
