@@ -197,6 +197,13 @@ pub fn listeners(ctx: &Ctx<'_>) -> (Vec<Listener>, Vec<RouteConfiguration>, Vec<
                 chains.push(chain);
             }
         }
+        // Envoy refuses two chains with the same match: the first server wins.
+        let mut seen = Vec::new();
+        chains.retain(|c: &FilterChain| {
+            let fresh = !seen.contains(&c.filter_chain_match);
+            seen.push(c.filter_chain_match.clone());
+            fresh
+        });
         if chains.is_empty() {
             // Envoy refuses a listener without filter chains; Istio leaves it out too.
             continue;
@@ -222,6 +229,8 @@ pub fn listeners(ctx: &Ctx<'_>) -> (Vec<Listener>, Vec<RouteConfiguration>, Vec<
     (listeners, routes, credentials)
 }
 
+/// A TLS chain's match: SNI names (none for `*`) and the `tls` transport the TLS
+/// inspector reports, so that it never collides with a plaintext chain on the port.
 fn sni_match(hosts: &[&str]) -> FilterChainMatch {
     FilterChainMatch {
         server_names: hosts
@@ -229,6 +238,7 @@ fn sni_match(hosts: &[&str]) -> FilterChainMatch {
             .filter(|h| **h != "*")
             .map(|h| h.to_string())
             .collect(),
+        transport_protocol: "tls".to_string(),
         ..Default::default()
     }
 }
@@ -445,6 +455,7 @@ fn auto_passthrough_chains(ctx: &Ctx<'_>, b: &Bound<'_>) -> Vec<FilterChain> {
                     name: sni.clone(),
                     filter_chain_match: Some(FilterChainMatch {
                         server_names: vec![sni],
+                        transport_protocol: "tls".to_string(),
                         ..Default::default()
                     }),
                     filters: vec![tcp_proxy(

@@ -95,6 +95,12 @@ pub(crate) fn listeners(out: &mut String, x: &XdsResources) {
                 if let Some(p) = &fcm.destination_port {
                     let _ = write!(m, " port={}", p.value);
                 }
+                if !fcm.transport_protocol.is_empty() {
+                    let _ = write!(m, " transport={}", fcm.transport_protocol);
+                }
+                if !fcm.application_protocols.is_empty() {
+                    let _ = write!(m, " alpn=[{}]", fcm.application_protocols.join(","));
+                }
                 if !fcm.server_names.is_empty() {
                     let _ = write!(m, " sni=[{}]", fcm.server_names.join(","));
                 }
