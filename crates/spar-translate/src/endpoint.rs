@@ -34,9 +34,12 @@ fn tls_mode_istio() -> Metadata {
     }
 }
 
+/// Always present, even when empty: gRPC's xDS client NACKs an assignment whose
+/// `locality` is absent ("endpoints[0].locality error:field not present"); Envoy reads
+/// an empty one as "no locality".
 fn locality(l: &str) -> Option<Locality> {
     if l.is_empty() {
-        return None;
+        return Some(Locality::default());
     }
     let mut parts = l.split('/');
     Some(Locality {
@@ -94,6 +97,7 @@ pub fn static_assignment(cluster: &str, ip: &str, port: u32) -> ClusterLoadAssig
     ClusterLoadAssignment {
         cluster_name: cluster.to_string(),
         endpoints: vec![LocalityLbEndpoints {
+            locality: Some(Locality::default()),
             lb_endpoints: vec![LbEndpoint {
                 host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
                     address: Some(socket(ip, port)),

@@ -149,6 +149,7 @@ fn endpoints(out: &mut String, list: &[ClusterLoadAssignment]) {
             let loc = l
                 .locality
                 .as_ref()
+                .filter(|l| !(l.region.is_empty() && l.zone.is_empty() && l.sub_zone.is_empty()))
                 .map(|l| format!("{}/{}/{}", l.region, l.zone, l.sub_zone))
                 .unwrap_or_else(|| "-".to_string());
             let hosts: Vec<String> = l.lb_endpoints.iter().map(endpoint_text).collect();
