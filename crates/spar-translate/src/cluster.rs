@@ -477,10 +477,7 @@ pub fn inbound_ports(ctx: &Ctx<'_>) -> Vec<InboundPort> {
         return out;
     }
     let node = ctx.node;
-    let workload = ctx.registry.workloads().iter().find(|w| {
-        w.namespace == node.namespace
-            && (w.address.as_deref() == Some(node.ip.as_str()) || w.labels == node.labels)
-    });
+    let workload = crate::class::own_workload(ctx.registry, node);
     let mut out = Vec::new();
     for svc in ctx
         .registry

@@ -14,6 +14,7 @@
 //! | `gateway` | gateway LDS and RDS (`http.<port>`, `https.<port>.<name>.<gw>.<ns>`, SNI passthrough, TCP) |
 //! | `secret` | SDS secrets for gateway `credentialName`s, from Kubernetes Secrets |
 //! | `grpc` | [`translate_grpc`]: API listeners and gRPC-safe clusters for proxyless gRPC |
+//! | `class` | [`NodeClass`]: the node fields translation reads (the control plane's cache key) |
 //! | `scope` | the `Sidecar` resource: egress host visibility, outboundTrafficPolicy |
 //! | [`summary`] | a reviewable text rendering (golden files, `spar ctl`) |
 //!
@@ -29,6 +30,7 @@
 //! map Spar fills holds one entry, except `typed_per_filter_config` of a route that has
 //! both `fault` and `corsPolicy` (two entries): such a route compares equal across runs
 //! but its bytes may differ.
+mod class;
 mod cluster;
 mod delegate;
 mod dr;
@@ -54,6 +56,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 
+pub use class::NodeClass;
 pub use grpc::translate_grpc;
 pub use node::{NodeError, ProxyKind, ProxyNode};
 

@@ -1,17 +1,19 @@
 //! Where the server gets each proxy's resources from.
 //!
 //! [`SnapshotStore`] is the real source: an immutable (ConfigSet, Registry) snapshot behind an
-//! `ArcSwap`, translated per proxy on demand and cached per proxy node until the next
-//! snapshot. [`StaticSource`] serves fixed resources (tests, tools). Either way, a
+//! `ArcSwap`, translated per proxy on demand and cached per [`NodeClass`] (the node fields
+//! translation reads: kind, namespace, labels, own workload) until the next snapshot, so
+//! 2,000 sidecars of 20 workloads cost 20 translations per snapshot. [`StaticSource`] serves fixed resources (tests, tools). Either way, a
 //! `tokio::sync::watch` of the generation wakes every connection when something changed.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use arc_swap::ArcSwap;
 use spar_model::ConfigSet;
 use spar_registry::Registry;
-use spar_translate::{ProxyNode, XdsResources};
+use spar_translate::{NodeClass, ProxyNode, XdsResources};
 use tokio::sync::watch;
 
 use crate::resources::{encode, Encoded};
@@ -43,10 +45,15 @@ pub struct Snapshot {
 pub struct SnapshotStore {
     current: ArcSwap<Snapshot>,
     tx: watch::Sender<u64>,
-    // Per proxy node: the generation the entry was computed at and its output. Only touched
-    // to look up or insert; translation itself runs outside the lock.
-    cache: Mutex<HashMap<ProxyNode, (u64, Arc<Encoded>)>>,
+    // Per node class: the generation the entry belongs to and its output. The map lock is
+    // only held to find or add an entry; translation runs in the entry's `OnceLock`, outside
+    // it, and concurrent askers of one class wait for that one translation instead of
+    // repeating it.
+    cache: Mutex<HashMap<NodeClass, CacheEntry>>,
+    translations: AtomicU64,
 }
+
+type CacheEntry = (u64, Arc<OnceLock<Arc<Encoded>>>);
 
 impl SnapshotStore {
     pub fn new(config: ConfigSet) -> SnapshotStore {
@@ -60,7 +67,13 @@ impl SnapshotStore {
             }),
             tx,
             cache: Mutex::new(HashMap::new()),
+            translations: AtomicU64::new(0),
         }
+    }
+
+    /// How many sidecar/gateway translations ran since start (cache misses).
+    pub fn translations(&self) -> u64 {
+        self.translations.load(Ordering::Relaxed)
     }
 
     /// Publishes a new config: builds the registry off to the side, swaps the snapshot in
@@ -83,7 +96,7 @@ impl SnapshotStore {
         self.current.load_full()
     }
 
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<ProxyNode, (u64, Arc<Encoded>)>> {
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<NodeClass, CacheEntry>> {
         // A panic while holding this lock cannot leave the map inconsistent (one insert).
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -96,19 +109,32 @@ impl ResourceSource for SnapshotStore {
 
     fn resources(&self, node: &ProxyNode) -> Arc<Encoded> {
         let snap = self.current.load_full();
-        if let Some((v, enc)) = self.lock_cache().get(node) {
-            if *v == snap.version {
-                return enc.clone();
+        let class = NodeClass::of(&snap.registry, node);
+        let cell = {
+            let mut cache = self.lock_cache();
+            let entry = cache
+                .entry(class)
+                .or_insert_with(|| (snap.version, Arc::default()));
+            if entry.0 < snap.version {
+                *entry = (snap.version, Arc::default());
             }
-        }
-        let enc = Arc::new(encode(&spar_translate::translate(
-            &snap.config,
-            &snap.registry,
-            node,
-        )));
-        self.lock_cache()
-            .insert(node.clone(), (snap.version, enc.clone()));
-        enc
+            if entry.0 == snap.version {
+                entry.1.clone()
+            } else {
+                // A newer snapshot was published meanwhile: answer this (stale) caller without
+                // replacing the newer entry.
+                Arc::default()
+            }
+        };
+        cell.get_or_init(|| {
+            self.translations.fetch_add(1, Ordering::Relaxed);
+            Arc::new(encode(&spar_translate::translate(
+                &snap.config,
+                &snap.registry,
+                node,
+            )))
+        })
+        .clone()
     }
 
     fn grpc_resources(&self, node: &ProxyNode, listeners: &BTreeSet<String>) -> Arc<Encoded> {
@@ -234,5 +260,30 @@ mod tests {
         assert_eq!(*rx.borrow_and_update(), 2);
         assert!(!Arc::ptr_eq(&first, &store.resources(&node)));
         assert_eq!(store.load().version, 2);
+    }
+
+    #[test]
+    fn one_translation_per_node_class_per_snapshot() {
+        let store = SnapshotStore::new(ConfigSet::default());
+        // 2,000 sidecars of 20 workloads (labels), each with its own IP, pod and account.
+        for pod in 0..2000 {
+            let id = format!(
+                "sidecar~10.1.{}.{}~w{}-{pod}.default~default.svc.cluster.local",
+                pod / 250,
+                pod % 250,
+                pod % 20
+            );
+            let mut node = ProxyNode::parse_id(&id).expect("node id");
+            node.labels.insert("app".into(), format!("w{}", pod % 20));
+            node.service_account = format!("sa-{pod}");
+            store.resources(&node);
+        }
+        assert_eq!(store.translations(), 20);
+        store.publish(ConfigSet::default());
+        let node = ProxyNode::parse_id("sidecar~10.0.0.1~a.default~default.svc.cluster.local")
+            .expect("node id");
+        store.resources(&node);
+        store.resources(&node);
+        assert_eq!(store.translations(), 21);
     }
 }
