@@ -34,6 +34,7 @@ Examples:
   spar analyze -o json config/ | jq .               machine-readable findings
   spar control-plane --config-dir config/           serve it to proxies over xDS (ADS on :15010)
   spar ctl proxy-status                             which proxies accepted what
+  spar ctl proxy-config app-1.default clusters      what that proxy was sent
   spar bootstrap envoy --node-id app-1.default      an Envoy bootstrap pointing at the control plane
 
 Exit codes: 0 valid, 1 invalid input or analysis errors, 2 the command could not run.";

@@ -10,6 +10,7 @@
 //! only the types whose encoded bytes changed.
 
 mod delta;
+pub mod dump;
 pub mod metrics;
 pub mod monitoring;
 mod node;

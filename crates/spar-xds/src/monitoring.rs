@@ -1,25 +1,21 @@
 //! The monitoring port (15014): `/metrics` (Prometheus text), `/debug/syncz` (proxy status
-//! as JSON, read by `spar ctl proxy-status`) and `/debug/config_dump?proxyID=<id>` (what that
-//! proxy was sent).
+//! as JSON, read by `spar ctl proxy-status`) and `/debug/config_dump?proxyID=<id>[&type=clusters]`
+//! (what that proxy was sent, optionally one type; read by `spar ctl proxy-config`; see
+//! [`crate::dump`] for a resource's fields).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
-use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use prost::Message;
-use spar_translate::type_url;
 use tokio::net::TcpListener;
 
+use crate::dump::{dump, type_filter, TYPES};
 use crate::metrics::Metrics;
-use crate::resources::EncodedResource;
+use crate::resources::short_name;
 use crate::status::StatusRegistry;
 
 /// What the monitoring endpoints read.
@@ -65,6 +61,21 @@ fn handle(state: &Monitoring, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                         .to_string(),
                 );
             };
+            let query = req.uri().query().unwrap_or("");
+            let only = match query_param(query, "type") {
+                None => None,
+                Some(t) => match type_filter(&t) {
+                    Some(url) => Some(url),
+                    None => {
+                        let known: Vec<&str> = TYPES.iter().map(|(s, _)| *s).collect();
+                        return reply(
+                            StatusCode::BAD_REQUEST,
+                            "text/plain",
+                            format!("unknown type {t:?}; one of {}\n", known.join(", ")),
+                        );
+                    }
+                },
+            };
             let conns = state.status.sent_to(&proxy);
             if conns.is_empty() {
                 return reply(
@@ -78,6 +89,7 @@ fn handle(state: &Monitoring, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                 .map(|(id, types)| {
                     let types: serde_json::Map<String, serde_json::Value> = types
                         .into_iter()
+                        .filter(|(t, _)| only.is_none_or(|o| short_name(o) == *t))
                         .map(|(t, res)| {
                             let list = res.iter().map(|(n, r)| dump(n, r)).collect();
                             (t.to_string(), serde_json::Value::Array(list))
@@ -94,28 +106,6 @@ fn handle(state: &Monitoring, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             "endpoints: /metrics /debug/syncz /debug/config_dump?proxyID=<id>\n".to_string(),
         ),
     }
-}
-
-/// One resource: name, version and its contents (protobuf debug form; envoy-types has no
-/// JSON mapping).
-fn dump(name: &str, r: &EncodedResource) -> serde_json::Value {
-    let v = r.any.value.as_slice();
-    let body = match r.any.type_url.as_str() {
-        type_url::CLUSTER => Cluster::decode(v).map(|m| format!("{m:?}")),
-        type_url::ENDPOINT => ClusterLoadAssignment::decode(v).map(|m| format!("{m:?}")),
-        type_url::LISTENER => Listener::decode(v).map(|m| format!("{m:?}")),
-        type_url::ROUTE => RouteConfiguration::decode(v).map(|m| format!("{m:?}")),
-        type_url::SECRET => Ok("(secret contents withheld)".to_string()),
-        _ => Ok(String::new()),
-    }
-    .unwrap_or_else(|e| format!("(cannot decode: {e})"));
-    serde_json::json!({
-        "name": name,
-        "version": r.version,
-        "type_url": r.any.type_url,
-        "bytes": v.len(),
-        "resource": body,
-    })
 }
 
 fn query_param(query: &str, key: &str) -> Option<String> {

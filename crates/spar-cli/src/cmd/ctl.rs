@@ -18,6 +18,7 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 pub enum Command {
     ProxyStatus(ProxyStatusArgs),
+    ProxyConfig(super::proxy_config::Args),
 }
 
 /// Each connected proxy, type by type: SYNCED (accepted what was last sent), STALE (sent,
@@ -51,6 +52,7 @@ struct TypeStatus {
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     match &args.command {
         Command::ProxyStatus(a) => proxy_status(a),
+        Command::ProxyConfig(a) => super::proxy_config::run(a),
     }
 }
 
@@ -113,7 +115,7 @@ fn table(proxies: &[Proxy]) -> String {
 }
 
 /// A plain HTTP/1.1 GET; the monitoring port is local and speaks HTTP/1 only.
-fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+pub(crate) fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     let hint = || {
         format!(
             "connecting to the control plane at {addr} (is `spar control-plane` running? see --cp)"

@@ -5,4 +5,5 @@ pub mod bootstrap;
 pub mod control_plane;
 pub mod ctl;
 pub mod input;
+pub mod proxy_config;
 pub mod validate;

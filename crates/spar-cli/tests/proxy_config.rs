@@ -1,0 +1,115 @@
+//! `spar ctl proxy-config`: a tonic client connects as a proxy and takes CDS; the command
+//! prints the clusters it was sent, as a summary and as JSON.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use spar_translate::type_url::CLUSTER;
+use support::*;
+use tokio_stream::wrappers::ReceiverStream;
+
+const NODE: &str = "sidecar~127.0.0.1~app-1.default~default.svc.cluster.local";
+const CLUSTER_NAME: &str = "outbound|9080||reviews.default.svc.cluster.local";
+
+const CONFIG: &str = "apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  ports: [{name: http, port: 9080}]
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_config_prints_the_clusters_a_proxy_was_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("svc.yaml"), CONFIG).unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{}", cp.xds))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let mut responses = client
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(DiscoveryRequest {
+        node: Some(Node {
+            id: NODE.to_string(),
+            ..Default::default()
+        }),
+        type_url: CLUSTER.to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let cds = tokio::time::timeout(WAIT, responses.message())
+        .await
+        .expect("a response in time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(cds.type_url, CLUSTER);
+    cp.get_until("/debug/syncz", "the proxy to show", |b| b.contains(NODE));
+
+    // By `<pod>.<namespace>`, default output: the summary.
+    let out = cp.spar(&[
+        "ctl",
+        "proxy-config",
+        "app-1.default",
+        "clusters",
+        "--cp",
+        &cp.monitoring,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.starts_with("clusters:\n"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(CLUSTER_NAME))
+        .unwrap_or_else(|| panic!("no {CLUSTER_NAME} in\n{text}"));
+    assert!(line.starts_with("  "), "{text}");
+    assert!(
+        !text.contains("listeners:"),
+        "only clusters asked for:\n{text}"
+    );
+
+    // By full id, JSON: one object per resource with the encoded bytes.
+    let out = cp.spar(&[
+        "ctl",
+        "proxy-config",
+        NODE,
+        "clusters",
+        "-o",
+        "json",
+        "--cp",
+        &cp.monitoring,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let c = all
+        .iter()
+        .find(|r| r["name"] == CLUSTER_NAME)
+        .expect("the cluster in JSON");
+    assert_eq!(c["type_url"], CLUSTER);
+    assert!(!c["base64"].as_str().unwrap().is_empty());
+    assert_eq!(
+        all.len(),
+        cds.resources.len(),
+        "every cluster sent, nothing else"
+    );
+
+    // A proxy that is not connected is an error that says so.
+    let out = cp.spar(&[
+        "ctl",
+        "proxy-config",
+        "nope.default",
+        "all",
+        "--cp",
+        &cp.monitoring,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no connected proxy"));
+}
