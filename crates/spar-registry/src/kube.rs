@@ -220,11 +220,10 @@ fn workload_at<'a>(
     ip: &str,
     pod: Option<&str>,
 ) -> Option<&'a Workload> {
-    ctx.workloads.iter().find(|w| {
-        w.namespace == ns
-            && (pod.is_some_and(|p| w.kind == Kind::Pod && w.name == p)
-                || w.address.as_deref() == Some(ip))
-    })
+    // The named pod first: several pods may share an address (host networking).
+    let in_ns = || ctx.workloads.iter().filter(move |w| w.namespace == ns);
+    pod.and_then(|p| in_ns().find(|w| w.kind == Kind::Pod && w.name == p))
+        .or_else(|| in_ns().find(|w| w.address.as_deref() == Some(ip)))
 }
 
 /// An endpoint at a discovered address; labels and identity from the pod there when the

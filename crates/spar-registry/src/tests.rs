@@ -164,6 +164,29 @@ status: {podIP: 10.0.0.7}
 }
 
 #[test]
+fn an_endpoint_takes_its_labels_from_the_pod_it_names_not_another_at_its_address() {
+    let mut text = String::from(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: default}\nspec:\n  selector: {app: echo}\n  ports: [{name: http, port: 80}]\n",
+    );
+    for (v, port) in [("v1", 9001), ("v2", 9002)] {
+        text.push_str(&format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: echo-{v}, namespace: default, labels: {{kubernetes.io/service-name: echo}}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints:\n- addresses: [10.0.0.9]\n  targetRef: {{kind: Pod, name: echo-{v}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: echo-{v}, namespace: default, labels: {{app: echo, version: {v}}}}}\nspec: {{containers: [{{name: echo}}]}}\nstatus: {{podIP: 10.0.0.9}}\n"
+        ));
+    }
+    let r = registry(&[&text]);
+    let s = r.lookup("echo", "default").unwrap();
+    let by_port: BTreeMap<u32, String> = s
+        .endpoints
+        .iter()
+        .map(|e| (e.ports[&80], e.labels["version"].clone()))
+        .collect();
+    assert_eq!(
+        by_port,
+        BTreeMap::from([(9001, "v1".to_string()), (9002, "v2".to_string())])
+    );
+}
+
+#[test]
 fn endpoints_object_is_read_when_there_are_no_slices() {
     let r = registry(&[r#"
 apiVersion: v1

