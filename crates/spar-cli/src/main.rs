@@ -35,6 +35,7 @@ Examples:
   spar control-plane --config-dir config/           serve it to proxies over xDS (ADS on :15010)
   spar ctl proxy-status                             which proxies accepted what
   spar ctl proxy-config app-1.default clusters      what that proxy was sent
+  spar ctl diff --config-dir cfg/ --new next/       what applying next/ would change, per proxy
   spar bootstrap envoy --node-id app-1.default      an Envoy bootstrap pointing at the control plane
 
 Exit codes: 0 valid, 1 invalid input or analysis errors, 2 the command could not run.";

@@ -19,6 +19,7 @@ pub struct Args {
 pub enum Command {
     ProxyStatus(ProxyStatusArgs),
     ProxyConfig(super::proxy_config::Args),
+    Diff(super::diff::Args),
 }
 
 /// Each connected proxy, type by type: SYNCED (accepted what was last sent), STALE (sent,
@@ -53,6 +54,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     match &args.command {
         Command::ProxyStatus(a) => proxy_status(a),
         Command::ProxyConfig(a) => super::proxy_config::run(a),
+        Command::Diff(a) => super::diff::run(a),
     }
 }
 

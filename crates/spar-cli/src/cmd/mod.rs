@@ -4,6 +4,8 @@ pub mod analyze;
 pub mod bootstrap;
 pub mod control_plane;
 pub mod ctl;
+pub mod diff;
 pub mod input;
+pub mod line_diff;
 pub mod proxy_config;
 pub mod validate;
