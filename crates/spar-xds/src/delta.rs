@@ -18,9 +18,8 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use crate::metrics::Metrics;
-use crate::node::{is_proxyless, proxy_node};
 use crate::resources::{is_wildcard_type, Encoded, TypeResources, WARMING_ORDER};
-use crate::server::{Connected, Shared};
+use crate::server::{Session, Shared};
 use crate::source::ResourceSource;
 
 type Tx = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
@@ -70,25 +69,16 @@ async fn serve<S: ResourceSource>(
     let Some(first) = requests.message().await? else {
         return Ok(());
     };
-    let node =
-        proxy_node(first.node.as_ref()).map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let proxyless = is_proxyless(first.node.as_ref());
-    let registration = shared.status.connect(&node.id, "delta");
-    let _connected = Connected::new(&shared.metrics);
-    let mut changes = shared.source.changes();
-    let generation = *changes.borrow_and_update();
+    let session = Session::open(shared, first.node.as_ref(), "delta")?;
+    let mut changes = session.changes.clone();
     let mut conn = Conn {
         shared,
         tx,
-        current: if proxyless {
-            shared.source.grpc_resources(&node, &BTreeSet::new())
-        } else {
-            shared.source.resources(&node)
-        },
-        node,
-        proxyless,
-        id: registration.id,
-        generation,
+        current: session.current.clone(),
+        node: session.node.clone(),
+        proxyless: session.proxyless,
+        id: session.id,
+        generation: session.generation,
         types: HashMap::new(),
         nonces: 0,
     };

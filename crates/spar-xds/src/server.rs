@@ -94,3 +94,50 @@ impl Drop for Connected {
         self.0.connected.dec();
     }
 }
+
+/// What every ADS stream sets up from its first request, whichever variant it speaks:
+/// who the proxy is, its first resources, and the change feed to follow.
+pub(crate) struct Session {
+    pub(crate) node: spar_translate::ProxyNode,
+    pub(crate) proxyless: bool,
+    pub(crate) id: u64,
+    pub(crate) generation: u64,
+    pub(crate) current: Arc<crate::resources::Encoded>,
+    pub(crate) changes: tokio::sync::watch::Receiver<u64>,
+    // Held for the stream's life: dropping them records the disconnect.
+    _registration: crate::status::Registration,
+    _connected: Connected,
+}
+
+impl Session {
+    pub(crate) fn open<S: ResourceSource>(
+        shared: &Shared<S>,
+        node: Option<&envoy_types::pb::envoy::config::core::v3::Node>,
+        variant: &'static str,
+    ) -> Result<Session, Status> {
+        let proxyless = crate::node::is_proxyless(node);
+        let node =
+            crate::node::proxy_node(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let registration = shared.status.connect(&node.id, variant);
+        let connected = Connected::new(&shared.metrics);
+        let mut changes = shared.source.changes();
+        let generation = *changes.borrow_and_update();
+        let current = if proxyless {
+            shared
+                .source
+                .grpc_resources(&node, &std::collections::BTreeSet::new())
+        } else {
+            shared.source.resources(&node)
+        };
+        Ok(Session {
+            id: registration.id,
+            node,
+            proxyless,
+            generation,
+            current,
+            changes,
+            _registration: registration,
+            _connected: connected,
+        })
+    }
+}
