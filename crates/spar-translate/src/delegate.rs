@@ -21,11 +21,11 @@ pub fn routes(ctx: &Ctx<'_>, root: &HTTPRoute, scope: &Scope<'_>) -> Vec<Route> 
         return Vec::new();
     };
     let ns = d.namespace.as_deref().unwrap_or(scope.vs_namespace);
-    let Some(delegate) = ctx
+    let Some((source, delegate)) = ctx
         .config
         .of_kind(Kind::VirtualService)
         .filter(|r| r.meta.name == name && r.meta.namespace == ns)
-        .find_map(|r| r.body.virtual_service())
+        .find_map(|r| Some((r, r.body.virtual_service()?)))
     else {
         return Vec::new();
     };
@@ -49,7 +49,10 @@ pub fn routes(ctx: &Ctx<'_>, root: &HTTPRoute, scope: &Scope<'_>) -> Vec<Route> 
     for rule in delegate.http.iter().filter(|r| r.delegate.is_none()) {
         let mut merged = rule.clone();
         merged.r#match = merge(&root_matches, &rule.r#match);
-        out.extend(http_route::routes(ctx, &merged, &inner));
+        out.extend(crate::util::with_source(
+            http_route::routes(ctx, &merged, &inner),
+            source,
+        ));
     }
     out
 }

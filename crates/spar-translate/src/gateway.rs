@@ -19,7 +19,7 @@ use envoy_types::pb::envoy::config::listener::v3::{
     listener_filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    virtual_host::TlsRequirementType, RouteConfiguration, VirtualHost,
+    virtual_host::TlsRequirementType, Route, RouteConfiguration, VirtualHost,
 };
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier;
@@ -333,8 +333,10 @@ fn route_config(
             }
             for host in hosts {
                 let vh_name = format!("{host}:{port}");
-                if vhosts.contains_key(&vh_name) {
-                    // The first VirtualService for a host wins, as in Istio.
+                if let Some(existing) = vhosts.get_mut(&vh_name) {
+                    // Gateways merge every VirtualService for a host, as Istio does: the
+                    // specific routes in config order, then the catch-all ones.
+                    existing.routes = merge_routes(&existing.routes, &routes);
                     continue;
                 }
                 let domains = if host == "*" {
@@ -365,6 +367,36 @@ fn route_config(
         validate_clusters: Some(BoolValue { value: false }),
         ..Default::default()
     }
+}
+
+/// Istio's order when several VirtualServices share a gateway host: every route that can
+/// miss comes before the catch-all ones (`/` prefix with no other condition), so that a
+/// later VirtualService's specific routes are not shadowed by an earlier catch-all.
+fn merge_routes(first: &[Route], second: &[Route]) -> Vec<Route> {
+    let (mut specific, catch_all): (Vec<Route>, Vec<Route>) = first
+        .iter()
+        .chain(second)
+        .cloned()
+        .partition(|r| !is_catch_all(r));
+    specific.extend(catch_all);
+    specific
+}
+
+fn is_catch_all(r: &Route) -> bool {
+    use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+    let Some(m) = &r.r#match else {
+        return true;
+    };
+    let any_path = match &m.path_specifier {
+        None => true,
+        Some(PathSpecifier::Prefix(p)) => p == "/" || p.is_empty(),
+        Some(PathSpecifier::SafeRegex(re)) => re.regex == "*" || re.regex == ".*",
+        Some(_) => false,
+    };
+    any_path
+        && m.headers.is_empty()
+        && m.query_parameters.is_empty()
+        && m.runtime_fraction.is_none()
 }
 
 fn passthrough_chains(ctx: &Ctx<'_>, b: &Bound<'_>, port: u32) -> Vec<FilterChain> {

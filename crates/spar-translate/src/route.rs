@@ -158,7 +158,7 @@ pub fn vs_routes(ctx: &Ctx<'_>, vs: &Vs<'_>, port: u32, gateway: &str) -> Vec<Ro
         .iter()
         .flat_map(|rule| match rule.delegate {
             Some(_) => crate::delegate::routes(ctx, rule, &scope),
-            None => http_route::routes(ctx, rule, &scope),
+            None => util::with_source(http_route::routes(ctx, rule, &scope), vs.resource),
         })
         .collect()
 }

@@ -80,3 +80,36 @@ pub const BLACKHOLE: &str = "BlackHoleCluster";
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
 pub const VIRTUAL_INBOUND: &str = "virtualInbound";
 pub const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
+
+/// Marks routes with the VirtualService they came from, as istiod does
+/// (`filter_metadata.istio.config: /apis/networking.istio.io/v1alpha3/namespaces/<ns>/virtual-service/<name>`),
+/// so that config dumps and `spar ctl explain` can name the rule's source.
+pub fn with_source(
+    mut routes: Vec<envoy_types::pb::envoy::config::route::v3::Route>,
+    source: &spar_model::Resource,
+) -> Vec<envoy_types::pb::envoy::config::route::v3::Route> {
+    use envoy_types::pb::envoy::config::core::v3::Metadata;
+    use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+    let path = format!(
+        "/apis/networking.istio.io/v1alpha3/namespaces/{}/virtual-service/{}",
+        source.meta.namespace, source.meta.name
+    );
+    for r in &mut routes {
+        let mut fields = std::collections::HashMap::new();
+        fields.insert(
+            ISTIO_CONFIG_KEY.to_string(),
+            Value {
+                kind: Some(Kind::StringValue(path.clone())),
+            },
+        );
+        let mut metadata = Metadata::default();
+        metadata
+            .filter_metadata
+            .insert("istio".to_string(), Struct { fields });
+        r.metadata = Some(metadata);
+    }
+    routes
+}
+
+/// The key under `filter_metadata.istio` that names a route's source VirtualService.
+pub const ISTIO_CONFIG_KEY: &str = "config";

@@ -242,3 +242,34 @@ spec:
     let x = run_for(yaml, &gateway_node(&[("istio", "ingressgateway")]));
     assert!(x.listeners.is_empty());
 }
+
+#[test]
+fn virtual_services_sharing_a_gateway_host_merge_specific_routes_first() {
+    use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+    let extra = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop-api, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [public]
+  http:
+  - match: [{uri: {prefix: /api}}]
+    route: [{destination: {host: web, subset: v2}}]
+"#;
+    let x = run_for(
+        &format!("{GATEWAYS}{extra}"),
+        &gateway_node(&[("istio", "ingressgateway")]),
+    );
+    let routes = &vhost(&x, "http.80", "shop.example.com:80").routes;
+    let paths: Vec<_> = routes
+        .iter()
+        .map(|r| match &r.r#match.as_ref().unwrap().path_specifier {
+            Some(PathSpecifier::Prefix(p)) => p.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    // shop's catch-all `/` came first in config, but must not shadow shop-api's `/api`.
+    assert_eq!(paths, ["/api", "/"]);
+}

@@ -435,3 +435,24 @@ fn mesh_default_retry_policy_applies_where_rules_say_nothing() {
     assert_eq!(rp.num_retries.unwrap().value, 5);
     assert_eq!(rp.retry_on, "reset");
 }
+
+#[test]
+fn routes_name_their_virtual_service_like_istiod() {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let x = run(&vs(r#"
+  - route: [{destination: {host: web}}]
+"#));
+    let r = web_routes(&x);
+    let source = r[0].metadata.as_ref().unwrap().filter_metadata["istio"].fields["config"]
+        .kind
+        .clone();
+    assert_eq!(
+        source,
+        Some(Kind::StringValue(
+            "/apis/networking.istio.io/v1alpha3/namespaces/default/virtual-service/web".into()
+        ))
+    );
+    // The default route (no VirtualService) names none.
+    let x = run("");
+    assert!(web_routes(&x)[0].metadata.is_none());
+}
