@@ -100,6 +100,13 @@ async fn a_proxy_connects_acks_and_shows_synced() {
     cp.get_until("/metrics", "the config error counted", |m| {
         m.contains("spar_config_errors 1")
     });
+    let out = cp.spar(&["ctl", "proxy-status", "--cp", &cp.monitoring]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("bad.yaml: invalid, its last good version (if any) stays in force"),
+        "{table}"
+    );
+    assert!(table.contains("bad.yaml:5: YAML syntax error"), "{table}");
     std::fs::remove_file(dir.path().join("bad.yaml")).unwrap();
     cp.get_until("/metrics", "the config error cleared", |m| {
         m.contains("spar_config_errors 0")

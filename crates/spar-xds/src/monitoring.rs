@@ -1,7 +1,8 @@
 //! The monitoring port (15014): `/metrics` (Prometheus text), `/debug/syncz` (proxy status
 //! as JSON, read by `spar ctl proxy-status`) and `/debug/config_dump?proxyID=<id>[&type=clusters]`
 //! (what that proxy was sent, optionally one type; read by `spar ctl proxy-config`; see
-//! [`crate::dump`] for a resource's fields).
+//! [`crate::dump`] for a resource's fields) and `/debug/configz` (config files whose latest
+//! version is invalid, with their errors; their last good version stays in force).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,6 +23,22 @@ use crate::status::StatusRegistry;
 pub struct Monitoring {
     pub metrics: Arc<Metrics>,
     pub status: Arc<StatusRegistry>,
+    pub config_errors: Arc<ConfigErrors>,
+}
+
+/// Config files whose latest version is invalid, each with its diagnostics (one line each),
+/// as the config store last reported them.
+#[derive(Default)]
+pub struct ConfigErrors(arc_swap::ArcSwap<std::collections::BTreeMap<String, Vec<String>>>);
+
+impl ConfigErrors {
+    pub fn set(&self, bad_files: std::collections::BTreeMap<String, Vec<String>>) {
+        self.0.store(Arc::new(bad_files));
+    }
+
+    pub fn get(&self) -> Arc<std::collections::BTreeMap<String, Vec<String>>> {
+        self.0.load_full()
+    }
 }
 
 /// Serves the monitoring endpoints on `listener` until the task is dropped.
@@ -52,6 +69,9 @@ fn handle(state: &Monitoring, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             state.metrics.encode(),
         ),
         "/debug/syncz" => json(&serde_json::to_value(state.status.all()).unwrap_or_default()),
+        "/debug/configz" => json(&serde_json::json!({
+            "bad_files": serde_json::to_value(&*state.config_errors.get()).unwrap_or_default()
+        })),
         "/debug/config_dump" => {
             let Some(proxy) = query_param(req.uri().query().unwrap_or(""), "proxyID") else {
                 return reply(
@@ -103,7 +123,8 @@ fn handle(state: &Monitoring, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "endpoints: /metrics /debug/syncz /debug/config_dump?proxyID=<id>\n".to_string(),
+            "endpoints: /metrics /debug/syncz /debug/configz /debug/config_dump?proxyID=<id>\n"
+                .to_string(),
         ),
     }
 }

@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use spar_config::{watch_dir, Update, WatchOptions};
 use spar_model::LoadOptions;
 use spar_translate::type_url;
-use spar_xds::monitoring::{self, Monitoring};
+use spar_xds::monitoring::{self, ConfigErrors, Monitoring};
 use spar_xds::{
     AdsServer, Encoded, Metrics, Overlay, ResourceSource, SnapshotStore, StatusRegistry,
 };
@@ -76,6 +76,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 async fn serve(args: &Args) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let status = Arc::new(StatusRegistry::default());
+    let config_errors = Arc::new(ConfigErrors::default());
     // Start empty, then publish what the directory holds; the watcher publishes later changes.
     let store = Arc::new(SnapshotStore::new(Default::default()));
     let opts = WatchOptions {
@@ -87,11 +88,12 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     let on_update = {
         let store = store.clone();
         let metrics = metrics.clone();
-        move |u: Update| apply(&store, &metrics, u)
+        let config_errors = config_errors.clone();
+        move |u: Update| apply(&store, &metrics, &config_errors, u)
     };
     let (_watcher, initial) = watch_dir(&args.config_dir, opts, on_update)
         .with_context(|| format!("watching {}", args.config_dir.display()))?;
-    apply(&store, &metrics, initial);
+    apply(&store, &metrics, &config_errors, initial);
 
     let xds = TcpListener::bind(args.xds_addr).await.with_context(|| {
         format!(
@@ -114,6 +116,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         Arc::new(Monitoring {
             metrics: metrics.clone(),
             status: status.clone(),
+            config_errors,
         }),
     ));
     let extra = test_clusters(args);
@@ -170,7 +173,7 @@ async fn run_ads<S: ResourceSource>(
         .context("serving xDS")
 }
 
-fn apply(store: &SnapshotStore, metrics: &Metrics, u: Update) {
+fn apply(store: &SnapshotStore, metrics: &Metrics, config_errors: &ConfigErrors, u: Update) {
     // Report each bad file when it changes, not again on every later update.
     for (file, errors) in u.bad_files.iter().filter(|(f, _)| u.changed.contains(f)) {
         for d in errors {
@@ -181,6 +184,12 @@ fn apply(store: &SnapshotStore, metrics: &Metrics, u: Update) {
     metrics
         .config_errors
         .set(i64::try_from(u.bad_files.len()).unwrap_or(i64::MAX));
+    config_errors.set(
+        u.bad_files
+            .iter()
+            .map(|(f, ds)| (f.clone(), ds.iter().map(ToString::to_string).collect()))
+            .collect(),
+    );
     let resources = u.config.resources().len();
     let version = store.publish(u.config);
     tracing::info!(

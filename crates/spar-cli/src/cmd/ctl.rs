@@ -24,7 +24,8 @@ pub enum Command {
 
 /// Each connected proxy, type by type: SYNCED (accepted what was last sent), STALE (sent,
 /// not yet acknowledged) or NACKED (rejected; it runs its last accepted version), with the
-/// version sent. Reads the control plane's `/debug/syncz`.
+/// version sent; then every config file whose latest version is invalid, with its errors
+/// (its last good version stays in force). Reads `/debug/syncz` and `/debug/configz`.
 #[derive(clap::Args)]
 pub struct ProxyStatusArgs {
     /// The control plane's monitoring address.
@@ -66,8 +67,29 @@ fn proxy_status(args: &ProxyStatusArgs) -> anyhow::Result<ExitCode> {
     }
     let proxies: Vec<Proxy> = serde_json::from_str(&body)
         .context("reading /debug/syncz (is --cp a Spar control plane?)")?;
-    print!("{}", table(&proxies));
+    let configz: Configz = serde_json::from_str(&http_get(&args.cp, "/debug/configz")?)
+        .context("reading /debug/configz (is --cp a Spar control plane?)")?;
+    print!("{}{}", table(&proxies), config_errors(&configz));
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Deserialize, Default)]
+struct Configz {
+    bad_files: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// One `CONFIG` line per invalid file, then its diagnostics indented.
+fn config_errors(c: &Configz) -> String {
+    let mut out = String::new();
+    for (file, diags) in &c.bad_files {
+        out.push_str(&format!(
+            "CONFIG {file}: invalid, its last good version (if any) stays in force\n"
+        ));
+        for d in diags {
+            out.push_str(&format!("  {d}\n"));
+        }
+    }
+    out
 }
 
 fn table(proxies: &[Proxy]) -> String {
@@ -160,5 +182,16 @@ mod tests {
             t.contains("NACK sidecar~1~a.ns~ns.svc.cluster.local CDS: bad cluster"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn invalid_files_are_listed_with_their_errors() {
+        let c: Configz =
+            serde_json::from_str(r#"{"bad_files":{"vs.yaml":["vs.yaml:3: boom"]}}"#).unwrap();
+        assert_eq!(
+            config_errors(&c),
+            "CONFIG vs.yaml: invalid, its last good version (if any) stays in force\n  vs.yaml:3: boom\n"
+        );
+        assert_eq!(config_errors(&Configz::default()), "");
     }
 }
