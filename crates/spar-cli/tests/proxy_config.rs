@@ -101,6 +101,23 @@ async fn proxy_config_prints_the_clusters_a_proxy_was_sent() {
         "every cluster sent, nothing else"
     );
 
+    // YAML: the same objects.
+    let out = cp.spar(&[
+        "ctl",
+        "proxy-config",
+        NODE,
+        "clusters",
+        "-o",
+        "yaml",
+        "--cp",
+        &cp.monitoring,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(yaml.contains(&format!("name: {CLUSTER_NAME}")), "{yaml}");
+    let from_yaml: Vec<serde_json::Value> = serde_saphyr::from_str(&yaml).unwrap();
+    assert_eq!(from_yaml, all);
+
     // A proxy that is not connected is an error that says so.
     let out = cp.spar(&[
         "ctl",

@@ -5,6 +5,7 @@
 //! one header per type). `-o json` prints a JSON array, one object per resource: `name`,
 //! `type_url`, `version` (hash of its bytes), `summary` (its lines), `resource` (protobuf
 //! debug text) and `base64` (the encoded protobuf; empty for secrets, which hold keys).
+//! `-o yaml` prints the same list as YAML.
 //! envoy-types has no proto-JSON mapping, so the bytes are the exact form.
 
 use std::process::ExitCode;
@@ -28,8 +29,8 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:15014")]
     pub cp: String,
 
-    /// `summary` (readable, one line per resource or rule) or `json`.
-    #[arg(short = 'o', long, value_parser = ["summary", "json"], default_value = "summary")]
+    /// `summary` (readable, one line per resource or rule), `json` or `yaml`.
+    #[arg(short = 'o', long, value_parser = ["summary", "json", "yaml"], default_value = "summary")]
     pub output: String,
 }
 
@@ -80,9 +81,16 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             )
         })
         .collect();
-    if args.output == "json" {
+    if args.output != "summary" {
         let all: Vec<serde_json::Value> = selected.into_iter().flat_map(|(_, r)| r).collect();
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        if args.output == "yaml" {
+            print!(
+                "{}",
+                serde_saphyr::to_string(&all).context("writing the resources as YAML")?
+            );
+        } else {
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let mut out = String::new();
