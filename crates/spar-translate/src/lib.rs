@@ -146,6 +146,22 @@ pub(crate) fn context<'a>(
     ctx
 }
 
+impl<'a> Ctx<'a> {
+    /// The same proxy seeing only the services `keep` admits (a Sidecar egress listener's).
+    pub(crate) fn restricted(&self, keep: impl Fn(&Service) -> bool) -> Ctx<'a> {
+        let mut ctx = Ctx {
+            config: self.config,
+            registry: self.registry,
+            node: self.node,
+            services: self.services.iter().copied().filter(|s| keep(s)).collect(),
+            rules: dr::Index::default(),
+            sidecar: self.sidecar,
+        };
+        ctx.rules = dr::Index::build(&ctx);
+        ctx
+    }
+}
+
 impl XdsResources {
     /// Sorts every list by resource name and drops repeated names (the first wins).
     pub(crate) fn sort(&mut self) {

@@ -20,8 +20,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
 use envoy_types::pb::google::protobuf::BoolValue;
-use spar_model::istio::types::RouteDestination;
-use spar_registry::Protocol;
+use spar_model::istio::types::{CaptureMode, IstioEgressListener, RouteDestination};
+use spar_registry::{Protocol, Service};
 
 use crate::cluster::InboundPort;
 use crate::http_route::{destination_cluster, Scope, CORS_FILTER, FAULT_FILTER, ROUTER_FILTER};
@@ -130,9 +130,94 @@ fn original_dst() -> ListenerFilter {
 }
 
 /// Every sidecar listener and the route configurations they name.
+///
+/// A `Sidecar` resource's egress listeners shape the outbound side: one with a `port` gets
+/// its own listener for just that port and the hosts it lists (bound to `bind`, or to
+/// 127.0.0.1 under `captureMode: NONE`, where the listener really listens instead of being
+/// reached through 15001); the one without a port (the catch-all) covers every other port
+/// with its hosts. With no Sidecar, every visible service is on the catch-all.
 pub fn sidecar(ctx: &Ctx<'_>, inbound: &[InboundPort]) -> (Vec<Listener>, Vec<RouteConfiguration>) {
-    let mesh_vs = route::VsIndex::new(ctx, route::bound(ctx, "mesh"));
     let mut listeners = vec![virtual_outbound(ctx), virtual_inbound(inbound)];
+    let mut routes = Vec::new();
+    let egress: &[IstioEgressListener] = ctx.sidecar.map_or(&[], |s| s.egress.as_slice());
+    let node_ns = ctx.node.namespace.as_str();
+    let admits = |e: &IstioEgressListener, s: &Service| {
+        e.hosts
+            .iter()
+            .any(|h| crate::scope::entry_allows(h, s, node_ns))
+    };
+    // Ports a captured, wildcard port-specific listener owns: the catch-all leaves them be.
+    let mut claimed = BTreeSet::new();
+    for e in egress {
+        let Some(port) = e.port.as_ref().and_then(|p| p.number) else {
+            continue;
+        };
+        let listen = Listen::of(e);
+        if listen.bind.is_none() {
+            claimed.insert(port);
+        }
+        let sub = ctx.restricted(|s| s.port(port).is_some() && admits(e, s));
+        let (l, r) = outbound(&sub, &listen, |p| p == port);
+        listeners.extend(l);
+        routes.extend(r);
+    }
+    let catch_all = egress.iter().find(|e| e.port.is_none());
+    if egress.is_empty() || catch_all.is_some() {
+        let sub = match catch_all {
+            Some(e) => ctx.restricted(|s| admits(e, s)),
+            None => ctx.restricted(|_| true),
+        };
+        let (l, r) = outbound(&sub, &Listen::default(), |p| !claimed.contains(&p));
+        listeners.extend(l);
+        routes.extend(r);
+    }
+    (listeners, routes)
+}
+
+/// Where an outbound listener listens: captured on `0.0.0.0` (reached through 15001), or
+/// on a `bind` address, really bound when the capture mode is NONE.
+#[derive(Default)]
+struct Listen {
+    bind: Option<String>,
+    bind_to_port: bool,
+}
+
+impl Listen {
+    fn of(e: &IstioEgressListener) -> Listen {
+        let none = e.capture_mode == Some(CaptureMode::None);
+        let bind = e
+            .bind
+            .clone()
+            .filter(|b| !b.is_empty())
+            .or_else(|| none.then(|| "127.0.0.1".to_string()));
+        Listen {
+            bind,
+            bind_to_port: none,
+        }
+    }
+
+    fn address(&self) -> &str {
+        self.bind.as_deref().unwrap_or("0.0.0.0")
+    }
+
+    /// Istio names a bound listener's route configuration `<bind>:<port>`, so that it does
+    /// not collide with the catch-all's `<port>`.
+    fn route_name(&self, port: u32) -> String {
+        match &self.bind {
+            Some(b) => format!("{b}:{port}"),
+            None => port.to_string(),
+        }
+    }
+}
+
+/// Outbound listeners (and their route configurations) for the ports `want` keeps.
+fn outbound(
+    ctx: &Ctx<'_>,
+    listen: &Listen,
+    want: impl Fn(u32) -> bool,
+) -> (Vec<Listener>, Vec<RouteConfiguration>) {
+    let mesh_vs = route::VsIndex::new(ctx, route::bound(ctx, "mesh"));
+    let mut listeners = Vec::new();
     let mut routes = Vec::new();
     let ports_of = |f: fn(Protocol) -> bool| -> BTreeSet<u32> {
         ctx.services
@@ -140,6 +225,7 @@ pub fn sidecar(ctx: &Ctx<'_>, inbound: &[InboundPort]) -> (Vec<Listener>, Vec<Ro
             .flat_map(|s| s.ports.iter())
             .filter(|p| f(p.protocol))
             .map(|p| p.port)
+            .filter(|p| want(*p))
             .collect()
     };
     let http_ports = ports_of(Protocol::is_http);
@@ -150,10 +236,11 @@ pub fn sidecar(ctx: &Ctx<'_>, inbound: &[InboundPort]) -> (Vec<Listener>, Vec<Ro
         .copied()
         .collect();
     for port in http_ports.iter().chain(sniffed.iter()) {
-        let name = format!("0.0.0.0_{port}");
+        let name = format!("{}_{port}", listen.address());
+        let route_name = listen.route_name(*port);
         let http_chain = FilterChain {
             name: name.clone(),
-            filters: vec![hcm_rds(&format!("outbound_{name}"), &port.to_string())],
+            filters: vec![hcm_rds(&format!("outbound_{name}"), &route_name)],
             ..Default::default()
         };
         let (chains, listener_filters) = if sniffed.contains(port) {
@@ -163,18 +250,76 @@ pub fn sidecar(ctx: &Ctx<'_>, inbound: &[InboundPort]) -> (Vec<Listener>, Vec<Ro
         };
         listeners.push(Listener {
             name: name.clone(),
-            address: Some(socket("0.0.0.0", *port)),
-            bind_to_port: Some(BoolValue { value: false }),
+            address: Some(socket(listen.address(), *port)),
+            bind_to_port: Some(BoolValue {
+                value: listen.bind_to_port,
+            }),
             traffic_direction: TrafficDirection::Outbound as i32,
             filter_chains: chains,
             listener_filters,
             ..Default::default()
         });
-        routes.push(route::sidecar_route_config(ctx, *port, &mesh_vs));
+        let mut rc = route::sidecar_route_config(ctx, *port, &mesh_vs);
+        rc.name = route_name;
+        routes.push(rc);
     }
     let routed: BTreeSet<u32> = http_ports.union(&sniffed).copied().collect();
-    listeners.extend(crate::tcp_listener::listeners(ctx, &mesh_vs, &routed));
+    let tcp = crate::tcp_listener::listeners(ctx, &mesh_vs, &routed)
+        .into_iter()
+        .filter(|l| want(listener_port(l)));
+    match &listen.bind {
+        None => listeners.extend(tcp),
+        Some(bind) => listeners.extend(merge_on_bind(tcp, bind, listen.bind_to_port)),
+    }
     (listeners, routes)
+}
+
+fn listener_port(l: &Listener) -> u32 {
+    use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
+    match l.address.as_ref().and_then(|a| a.address.as_ref()) {
+        Some(address::Address::SocketAddress(sa)) => match sa.port_specifier {
+            Some(socket_address::PortSpecifier::PortValue(p)) => p,
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+/// On a bind address there is one listener per port: the per-VIP TCP listeners' chains
+/// move onto it (the first chain for a given match wins, as Envoy refuses duplicates).
+fn merge_on_bind(
+    tcp: impl Iterator<Item = Listener>,
+    bind: &str,
+    bind_to_port: bool,
+) -> Vec<Listener> {
+    let mut by_port: std::collections::BTreeMap<u32, Listener> = Default::default();
+    for l in tcp {
+        let port = listener_port(&l);
+        let merged = by_port.entry(port).or_insert_with(|| Listener {
+            name: format!("{bind}_{port}"),
+            address: Some(socket(bind, port)),
+            bind_to_port: Some(BoolValue {
+                value: bind_to_port,
+            }),
+            traffic_direction: TrafficDirection::Outbound as i32,
+            ..Default::default()
+        });
+        for f in l.listener_filters {
+            if !merged.listener_filters.iter().any(|x| x.name == f.name) {
+                merged.listener_filters.push(f);
+            }
+        }
+        for c in l.filter_chains {
+            if !merged
+                .filter_chains
+                .iter()
+                .any(|x| x.filter_chain_match == c.filter_chain_match)
+            {
+                merged.filter_chains.push(c);
+            }
+        }
+    }
+    by_port.into_values().collect()
 }
 
 /// HTTP (as the HTTP inspector reports it) to the route table, the rest to its

@@ -5,8 +5,8 @@
 //! matches the proxy's labels, else the one in its namespace without a selector, else the
 //! one in the root namespace without a selector. Egress hosts are `<namespace>/<host>`
 //! with namespace `*` (any), `.` (the proxy's) or `~` (none), and host `*`, `*.suffix`
-//! or a hostname. Egress listeners' `port`, `bind` and `captureMode` are not applied yet:
-//! every listed host is visible on all of its ports.
+//! or a hostname. Egress listeners' `port`, `bind` and `captureMode` shape the outbound
+//! listeners, see [`crate::listener::sidecar`].
 
 use spar_model::istio::types::{OutboundTrafficPolicyMode, Sidecar};
 use spar_model::{Kind, Resource};

@@ -104,3 +104,73 @@ spec:
         .collect();
     assert_eq!(ports, [9080, 9443]);
 }
+
+#[test]
+fn egress_listener_with_port_bind_and_capture_none_really_listens() {
+    let yaml = format!(
+        r#"{OTHER_NS}---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: default}}
+spec:
+  egress:
+  - port: {{number: 9080, protocol: HTTP, name: http}}
+    captureMode: NONE
+    hosts: ["elsewhere/*"]
+  - port: {{number: 5432, protocol: TCP, name: tcp}}
+    bind: 127.0.0.2
+    hosts: ["./db.default.svc.cluster.local"]
+  - hosts: ["./*"]
+"#
+    );
+    let x = run(&yaml);
+    // The port-specific HTTP listener: bound on 127.0.0.1 (NONE's default), only `far`.
+    let l = listener(&x, "127.0.0.1_9080");
+    assert_eq!(
+        l.bind_to_port,
+        Some(envoy_types::pb::google::protobuf::BoolValue { value: true })
+    );
+    let rc = x
+        .routes
+        .iter()
+        .find(|r| r.name == "127.0.0.1:9080")
+        .unwrap();
+    let hosts: Vec<&str> = rc.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(hosts, ["far.elsewhere.svc.cluster.local:9080", "allow_any"]);
+    // TCP on a bind address: one listener there, captured (not bound).
+    let db = listener(&x, "127.0.0.2_5432");
+    assert_eq!(
+        db.bind_to_port,
+        Some(envoy_types::pb::google::protobuf::BoolValue { value: false })
+    );
+    // The catch-all (`./*`) still has its own captured listener for db on another address.
+    listener(&x, "10.96.0.20_5432");
+    // The catch-all still routes `web` on the usual captured 9080 listener, without `far`.
+    let rc = x.routes.iter().find(|r| r.name == "9080").unwrap();
+    let hosts: Vec<&str> = rc.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(hosts, ["web.default.svc.cluster.local:9080", "allow_any"]);
+    listener(&x, "0.0.0.0_9080");
+}
+
+#[test]
+fn a_captured_port_specific_egress_listener_owns_its_port() {
+    let yaml = format!(
+        r#"{OTHER_NS}---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: default}}
+spec:
+  egress:
+  - port: {{number: 9080, protocol: HTTP, name: http}}
+    hosts: ["elsewhere/*"]
+  - hosts: ["./*"]
+"#
+    );
+    let x = run(&yaml);
+    let rc = x.routes.iter().find(|r| r.name == "9080").unwrap();
+    let hosts: Vec<&str> = rc.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+    // Port 9080 shows only what the port-specific listener lists; `web` is not on it.
+    assert_eq!(hosts, ["far.elsewhere.svc.cluster.local:9080", "allow_any"]);
+    // `db` (another port) still comes through the catch-all.
+    listener(&x, "10.96.0.20_5432");
+}
