@@ -5,6 +5,11 @@
 //! holds (name → version, seeded from `initial_resource_versions` on reconnect, so nothing
 //! unchanged is resent after a control-plane restart), and the last nonce. A request with
 //! that nonce is an ACK, or a NACK when it carries `error_detail`.
+//!
+//! After a NACK the proxy may hold its old versions of what it was sent (Envoy rejects a
+//! response whole for some types and resource by resource for others), so the stream stops
+//! assuming: the rejected response's resources count as not held (the next push resends
+//! them) and the names it removed count as still held (the next push removes them again).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -45,6 +50,10 @@ struct TypeState {
     version: String,
     acked: String,
     changed_at: Option<Instant>,
+    /// The last response: the names it sent, and the names it removed with the versions
+    /// held before, to undo the bookkeeping when the proxy rejects it.
+    last_updated: Vec<String>,
+    last_removed: Vec<(String, String)>,
 }
 
 struct Conn<'a, S> {
@@ -118,6 +127,12 @@ impl<S: ResourceSource> Conn<'_, S> {
                     .status
                     .nacked(self.id, &type_url, &st.acked, &err.message);
                 st.changed_at = None;
+                for n in std::mem::take(&mut st.last_updated) {
+                    st.holds.remove(&n);
+                }
+                for (n, v) in std::mem::take(&mut st.last_removed) {
+                    st.holds.insert(n, v);
+                }
             } else {
                 st.acked = st.version.clone();
                 self.shared.status.acked(self.id, &type_url, &st.version);
@@ -247,6 +262,11 @@ impl<S: ResourceSource> Conn<'_, S> {
                 resource: Some(r.any.clone()),
                 ..Default::default()
             })
+            .collect();
+        st.last_updated = updated.iter().map(|(n, _)| (*n).clone()).collect();
+        st.last_removed = removed
+            .iter()
+            .filter_map(|n| Some((n.clone(), st.holds.get(n)?.clone())))
             .collect();
         for (n, r) in &updated {
             st.holds.insert((*n).clone(), r.version.clone());

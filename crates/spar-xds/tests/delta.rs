@@ -137,3 +137,35 @@ async fn reconnect_with_initial_versions_resends_nothing_unchanged() {
         "a is unchanged since the proxy last had it"
     );
 }
+
+#[tokio::test]
+async fn after_a_nack_the_rejected_resources_are_sent_again() {
+    let mut h = start(resources(&[("a", 1), ("b", 1), ("c", 1)], &[], &[])).await;
+    let mut d = h.delta().await;
+    d.send(sub(CLUSTER, &[])).await;
+    let r = d.recv().await;
+    d.send(ack(&r)).await;
+    // a and b change, c goes away; the proxy rejects that response.
+    h.source.set(&resources(&[("a", 2), ("b", 2)], &[], &[]));
+    let bad = d.recv().await;
+    assert_eq!(names(&bad), ["a", "b"]);
+    assert_eq!(bad.removed_resources, ["c"]);
+    let mut nack = ack(&bad);
+    nack.error_detail = Some(rpc::Status {
+        code: 3,
+        message: "b is invalid".to_string(),
+        details: vec![],
+    });
+    d.send(nack).await;
+    h.status_until("cds nacked", |p| {
+        p.types
+            .get("cds")
+            .is_some_and(|t| t.state == SyncState::Nacked)
+    })
+    .await;
+    // Only b is fixed; the proxy may still run the old a and c, so both are resent.
+    h.source.set(&resources(&[("a", 2), ("b", 3)], &[], &[]));
+    let next = d.recv().await;
+    assert_eq!(names(&next), ["a", "b"]);
+    assert_eq!(next.removed_resources, ["c"]);
+}
