@@ -9,6 +9,8 @@
 //! recomputes its proxy's output and pushes, in Envoy's warming order (CDS, EDS, LDS, RDS),
 //! only the types whose encoded bytes changed.
 
+pub mod client;
+mod canonical;
 mod delta;
 pub mod dump;
 pub mod metrics;

@@ -1,0 +1,451 @@
+//! For the xDS client tests: a control plane (the real `AdsServer` over a `StaticSource`) on
+//! its own thread and runtime, so a test can kill it the way a crashed process goes away and
+//! start it again on the same port; and a handler that keeps what it accepted, rejects
+//! clusters with a zero connect timeout, and wants what its clusters and listeners name.
+//! Included by the `client_*.rs` tests with `#[path]`; as its own test target it has no tests.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, EdsClusterConfig,
+};
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener};
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, Rds,
+};
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use prost::Message;
+use spar_translate::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
+use spar_translate::XdsResources;
+use spar_xds::client::{ClientConfig, ClientStats, Mode, TypeUpdate, XdsClient, XdsHandler};
+use spar_xds::{AdsServer, Metrics, ProxyStatus, StaticSource, StatusRegistry, SyncState};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+
+pub const NODE: &str = "sidecar~10.0.0.1~reviews-v1-abc.default~default.svc.cluster.local";
+pub const WAIT: Duration = Duration::from_secs(20);
+pub const BAD_TIMEOUT: &str = "connect_timeout must be positive";
+
+// === config builders ===
+
+pub fn eds_cluster(name: &str, timeout_s: i64) -> Cluster {
+    Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(PbDuration {
+            seconds: timeout_s,
+            nanos: 0,
+        }),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(EdsClusterConfig {
+            service_name: format!("{name}-eds"),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn http_listener(name: &str, route: &str) -> Listener {
+    let hcm = HttpConnectionManager {
+        stat_prefix: name.to_string(),
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            route_config_name: route.to_string(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    Listener {
+        name: name.to_string(),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".to_string(),
+                config_type: Some(ConfigType::TypedConfig(Any {
+                    type_url: "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager".to_string(),
+                    value: hcm.encode_to_vec(),
+                })),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Clusters (name, connect timeout) with their endpoints under `<name>-eds`, plus one
+/// unused assignment; listeners (name → route); routes by name.
+pub fn mesh(clusters: &[(&str, i64)], listeners: &[(&str, &str)], routes: &[&str]) -> XdsResources {
+    let mut endpoints: Vec<ClusterLoadAssignment> = clusters
+        .iter()
+        .map(|(n, _)| ClusterLoadAssignment {
+            cluster_name: format!("{n}-eds"),
+            ..Default::default()
+        })
+        .collect();
+    endpoints.push(ClusterLoadAssignment {
+        cluster_name: "unused-eds".to_string(),
+        ..Default::default()
+    });
+    XdsResources {
+        clusters: clusters.iter().map(|(n, t)| eds_cluster(n, *t)).collect(),
+        endpoints,
+        listeners: listeners.iter().map(|(l, r)| http_listener(l, r)).collect(),
+        routes: routes
+            .iter()
+            .map(|n| RouteConfiguration {
+                name: n.to_string(),
+                ..Default::default()
+            })
+            .collect(),
+        secrets: Vec::new(),
+    }
+}
+
+/// The usual starting point: two clusters, one listener using r1, and an unused route r2.
+pub fn typical() -> XdsResources {
+    mesh(&[("c1", 1), ("c2", 1)], &[("l1", "r1")], &["r1", "r2"])
+}
+
+// === the control plane ===
+
+/// Serves SotW from an inner `AdsServer` and refuses Delta, like an older control plane.
+pub struct SotwOnly(pub AdsServer<Arc<StaticSource>>);
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for SotwOnly {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, tonic::Status>>;
+    type DeltaAggregatedResourcesStream =
+        ReceiverStream<Result<DeltaDiscoveryResponse, tonic::Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
+    ) -> Result<tonic::Response<Self::StreamAggregatedResourcesStream>, tonic::Status> {
+        self.0.stream_aggregated_resources(request).await
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<tonic::Response<Self::DeltaAggregatedResourcesStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("delta xDS is not served here"))
+    }
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub source: Arc<StaticSource>,
+    pub status: Arc<StatusRegistry>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts on a free port.
+    pub fn start(source: Arc<StaticSource>) -> Server {
+        Server::start_at(source, "127.0.0.1:0".parse().unwrap(), false)
+    }
+
+    /// Starts on `addr` (a port a stopped server used); `sotw_only` refuses Delta.
+    pub fn start_at(source: Arc<StaticSource>, addr: SocketAddr, sotw_only: bool) -> Server {
+        // std sets SO_REUSEADDR, so the port of a stopped server can be bound again.
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let status = Arc::new(StatusRegistry::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (src, st) = (source.clone(), status.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let incoming = TcpListenerStream::new(listener);
+                let ads = AdsServer::new(src, st, Arc::new(Metrics::new()));
+                let router = if sotw_only {
+                    tonic::transport::Server::builder()
+                        .add_service(AggregatedDiscoveryServiceServer::new(SotwOnly(ads)))
+                } else {
+                    tonic::transport::Server::builder().add_service(ads.into_service())
+                };
+                tokio::select! {
+                    r = router.serve_with_incoming(incoming) => r.unwrap(),
+                    _ = stopped => {}
+                }
+            });
+            // Dropping the runtime drops every connection task: sockets close as if the
+            // process had died.
+            drop(rt);
+        });
+        Server {
+            addr,
+            source,
+            status,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Kills the server and its connections.
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+
+    /// Polls the status until `pred` holds for our proxy.
+    pub async fn status_until(
+        &self,
+        what: &str,
+        pred: impl Fn(&ProxyStatus) -> bool,
+    ) -> ProxyStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(p) = self
+                .status
+                .all()
+                .into_iter()
+                .find(|p| p.proxy == NODE && pred(p))
+            {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {:#?}",
+                self.status.all()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits until every type in `types` is SYNCED at the latest version sent.
+    pub async fn synced(&self, types: &[&str]) -> ProxyStatus {
+        self.status_until(&format!("{types:?} synced"), |p| {
+            types.iter().all(|t| {
+                p.types.get(t).is_some_and(|s| {
+                    s.state == SyncState::Synced && s.acked_version == s.sent_version
+                })
+            })
+        })
+        .await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// === the proxy side ===
+
+#[derive(Default)]
+struct Held {
+    /// type url → name → resource bytes.
+    types: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Every accepted update: (type url, names in it, names removed).
+    log: Vec<(String, Vec<String>, Vec<String>)>,
+    connected: bool,
+}
+
+/// Keeps what it accepted; rejects a whole update if any cluster has a zero timeout.
+#[derive(Default)]
+pub struct Recorder {
+    held: Mutex<Held>,
+}
+
+impl Recorder {
+    pub fn names(&self, type_url: &str) -> Vec<String> {
+        let held = self.held.lock().unwrap();
+        held.types
+            .get(type_url)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<Cluster> {
+        let held = self.held.lock().unwrap();
+        held.types
+            .get(CLUSTER)
+            .and_then(|m| m.get(name))
+            .map(|b| Cluster::decode(b.as_slice()).unwrap())
+    }
+
+    /// The accepted updates in order: (type url, names, removed).
+    pub fn log(&self) -> Vec<(String, Vec<String>, Vec<String>)> {
+        self.held.lock().unwrap().log.clone()
+    }
+
+    pub fn connected(&self) -> bool {
+        self.held.lock().unwrap().connected
+    }
+
+    /// Polls until `pred` holds.
+    pub async fn until(&self, what: &str, pred: impl Fn(&Recorder) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !pred(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; log: {:#?}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn route_names(listener: &[u8]) -> Vec<String> {
+        let l = Listener::decode(listener).unwrap();
+        l.filter_chains
+            .iter()
+            .flat_map(|c| &c.filters)
+            .filter_map(|f| match &f.config_type {
+                Some(ConfigType::TypedConfig(a)) => {
+                    HttpConnectionManager::decode(a.value.as_slice()).ok()
+                }
+                _ => None,
+            })
+            .filter_map(|h| match h.route_specifier {
+                Some(RouteSpecifier::Rds(r)) => Some(r.route_config_name),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl XdsHandler for Recorder {
+    fn apply(&self, update: &TypeUpdate) -> Result<(), String> {
+        if update.type_url == CLUSTER {
+            for r in &update.resources {
+                let c = Cluster::decode(r.resource.value.as_slice()).map_err(|e| e.to_string())?;
+                if c.connect_timeout
+                    .is_none_or(|t| t.seconds == 0 && t.nanos == 0)
+                {
+                    return Err(format!("cluster {}: {BAD_TIMEOUT}", c.name));
+                }
+            }
+        }
+        let mut held = self.held.lock().unwrap();
+        let m = held.types.entry(update.type_url.clone()).or_default();
+        if update.full_state {
+            m.clear();
+        }
+        for n in &update.removed {
+            m.remove(n);
+        }
+        for r in &update.resources {
+            m.insert(r.name.clone(), r.resource.value.clone());
+        }
+        let names = update.resources.iter().map(|r| r.name.clone()).collect();
+        held.log
+            .push((update.type_url.clone(), names, update.removed.clone()));
+        Ok(())
+    }
+
+    fn wanted(&self, type_url: &str) -> Option<BTreeSet<String>> {
+        let held = self.held.lock().unwrap();
+        let of = |t: &str| held.types.get(t).cloned().unwrap_or_default();
+        Some(match type_url {
+            ENDPOINT => of(CLUSTER)
+                .values()
+                .filter_map(|b| Cluster::decode(b.as_slice()).ok())
+                .filter_map(|c| c.eds_cluster_config.map(|e| e.service_name))
+                .collect(),
+            ROUTE => of(LISTENER)
+                .values()
+                .flat_map(|b| Recorder::route_names(b))
+                .collect(),
+            SECRET => BTreeSet::new(),
+            _ => return None,
+        })
+    }
+
+    fn on_connected(&self, connected: bool) {
+        self.held.lock().unwrap().connected = connected;
+    }
+}
+
+pub fn config(server: String, mode: Mode) -> ClientConfig {
+    ClientConfig {
+        server,
+        node: Node {
+            id: NODE.to_string(),
+            ..Default::default()
+        },
+        mode,
+        backoff_initial: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+    }
+}
+
+/// A running client: its handler, counters and the switch that stops it.
+pub struct Running {
+    pub handler: Arc<Recorder>,
+    pub stats: Arc<ClientStats>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn start(server: String, mode: Mode) -> Running {
+        let handler = Arc::new(Recorder::default());
+        let client = XdsClient::new(config(server, mode), handler.clone());
+        let stats = client.stats();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            client
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Running {
+            handler,
+            stats,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the client and waits for `run` to return.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(WAIT, self.task.take().unwrap())
+            .await
+            .expect("run returns after shutdown")
+            .unwrap();
+    }
+}
+
+/// The order in which types were first accepted.
+pub fn first_seen(log: &[(String, Vec<String>, Vec<String>)]) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for (t, _, _) in log {
+        let short = spar_xds::resources::short_name(t);
+        if !out.contains(&short) {
+            out.push(short);
+        }
+    }
+    out
+}
