@@ -28,8 +28,9 @@
 //!
 //! Determinism and maps: prost encodes protobuf maps in `HashMap` iteration order. Every
 //! map Spar fills holds one entry, except `typed_per_filter_config` of a route that has
-//! both `fault` and `corsPolicy` (two entries): such a route compares equal across runs
-//! but its bytes may differ.
+//! both `fault` and `corsPolicy`; [`canonical::route_configuration`] sorts those entries
+//! in the encoded bytes, and everything that encodes route configurations uses it.
+pub mod canonical;
 mod class;
 mod cluster;
 mod delegate;

@@ -14,8 +14,13 @@ use crate::XdsResources;
 
 /// 64-bit FNV-1a of a message's encoding: stable across runs and platforms.
 pub fn digest<M: Message>(m: &M) -> String {
+    digest_bytes(&m.encode_to_vec())
+}
+
+/// 64-bit FNV-1a of encoded bytes.
+pub fn digest_bytes(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in m.encode_to_vec() {
+    for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }

@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_pr
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
 use prost::Message;
 
-use crate::summary::{digest, duration_text};
+use crate::summary::{digest, digest_bytes, duration_text};
 use crate::XdsResources;
 
 fn addr(a: &Option<Address>) -> String {
@@ -212,7 +212,8 @@ fn route_text(r: &Route) -> String {
 pub(crate) fn routes(out: &mut String, x: &XdsResources) {
     let _ = writeln!(out, "routes:");
     for rc in &x.routes {
-        let _ = writeln!(out, "  {}  #{}", rc.name, digest(rc));
+        let bytes = crate::canonical::route_configuration(prost::Message::encode_to_vec(rc));
+        let _ = writeln!(out, "  {}  #{}", rc.name, digest_bytes(&bytes));
         for vh in &rc.virtual_hosts {
             let tls = if vh.require_tls != 0 {
                 " require_tls"

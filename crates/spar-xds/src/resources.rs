@@ -75,7 +75,10 @@ pub fn encode(res: &XdsResources) -> Encoded {
 }
 
 fn encode_one<M: Message>(type_url: &str, msg: &M) -> EncodedResource {
-    let value = msg.encode_to_vec();
+    let mut value = msg.encode_to_vec();
+    if type_url == type_url::ROUTE {
+        value = spar_translate::canonical::route_configuration(value);
+    }
     let version = format!("{:016x}", fnv1a(&value));
     EncodedResource {
         any: Any {
