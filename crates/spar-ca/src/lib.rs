@@ -1,0 +1,29 @@
+//! The mesh CA: signs SPIFFE X.509-SVIDs for workloads through Istio's CSR API
+//! (`istio.v1.auth.IstioCertificateService/CreateCertificate`).
+//!
+//! It exists so that every proxy in a Spar mesh gets a short-lived certificate for exactly
+//! the identity it proved, from a root that is generated on first start or plugged in from
+//! Istio's `cacerts` layout.
+//!
+//! - [`authority`]: the root/intermediate and key, and `sign_csr`.
+//! - [`store`]: the generated root persisted in the data directory with safe file modes.
+//! - [`csr`]: reading a CSR and checking its own signature.
+//! - [`spiffe`]: `spiffe://<td>/ns/<ns>/sa/<sa>` identities.
+//! - [`svid`]: verifying an X.509-SVID chain, with a typed error per refusal.
+//! - [`auth`]: who is calling (bearer tokens, client certificates; a trait for more).
+//! - [`proto`] and [`server`]: the gRPC service over TLS.
+
+pub mod auth;
+pub mod authority;
+pub mod csr;
+pub mod proto;
+pub mod server;
+pub mod spiffe;
+pub mod store;
+pub mod svid;
+
+pub use auth::{AnyOf, AuthError, Authenticator, Caller, PeerCertificate, StaticTokens};
+pub use authority::{Ca, CaError, CertChain};
+pub use server::{CaService, TtlPolicy};
+pub use spiffe::{SpiffeId, SpiffeIdError};
+pub use svid::{verify_svid, SvidError};
