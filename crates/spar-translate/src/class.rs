@@ -1,6 +1,7 @@
 //! [`NodeClass`]: the part of a [`ProxyNode`] that translation reads.
 //!
-//! `translate(config, registry, node)` reads the node's `kind`, `namespace` and `labels`,
+//! `translate(config, registry, node)` reads the node's `kind`, `namespace`, `labels` and
+//! `locality`,
 //! and (sidecars only, for named `targetPort`s of inbound clusters) the named container
 //! ports of the node's own workload, found by IP or labels. Nothing else: not the id, pod
 //! name, service account, workload name, cluster or mesh id. Two nodes of the same class get
@@ -22,6 +23,8 @@ pub struct NodeClass {
     pub labels: BTreeMap<String, String>,
     /// Named container ports of the node's own workload (sidecars; empty when none is found).
     pub own_named_ports: BTreeMap<String, u32>,
+    /// Locality load balancing ranks endpoints by the proxy's locality.
+    pub locality: String,
 }
 
 impl NodeClass {
@@ -39,6 +42,7 @@ impl NodeClass {
             namespace: node.namespace.clone(),
             labels: node.labels.clone(),
             own_named_ports,
+            locality: node.locality.clone(),
         }
     }
 }

@@ -73,13 +73,38 @@ pub fn outbound(ctx: &Ctx<'_>) -> (Vec<Cluster>, Vec<ClusterLoadAssignment>) {
                 let labels = labels.unwrap_or(&empty);
                 let c = service_cluster(ctx, svc, port, &name, &policy, labels);
                 if svc.resolution == Resolution::ClientSideLb {
-                    assignments.push(endpoint::assignment(&name, svc, port.port, labels));
+                    assignments.push(local_assignment(
+                        ctx, &name, svc, port.port, labels, &policy,
+                    ));
                 }
                 clusters.push(c);
             }
         }
     }
     (clusters, assignments)
+}
+
+/// The assignment as this proxy sees it: with the locality setting applied.
+fn local_assignment(
+    ctx: &Ctx<'_>,
+    name: &str,
+    svc: &Service,
+    port: u32,
+    labels: &std::collections::BTreeMap<String, String>,
+    policy: &Policy<'_>,
+) -> ClusterLoadAssignment {
+    let (mut la, endpoint_labels) = endpoint::with_labels(name, svc, port, labels);
+    if let Some(setting) = crate::locality::setting(ctx, policy.load_balancer) {
+        crate::locality::apply(
+            &mut la,
+            &endpoint_labels,
+            &crate::locality::parse(&ctx.node.locality),
+            &ctx.node.labels,
+            &setting,
+            policy.outlier_detection.is_some(),
+        );
+    }
+    la
 }
 
 fn discovery(t: DiscoveryType) -> Option<cluster::ClusterDiscoveryType> {
@@ -119,7 +144,7 @@ fn service_cluster(
             };
             c.cluster_discovery_type = discovery(t);
             c.dns_lookup_family = cluster::DnsLookupFamily::V4Only as i32;
-            let mut la = endpoint::assignment(name, svc, port.port, labels);
+            let mut la = local_assignment(ctx, name, svc, port.port, labels, policy);
             if t == DiscoveryType::LogicalDns {
                 // Envoy accepts exactly one host for LOGICAL_DNS.
                 la.endpoints.truncate(1);
@@ -150,6 +175,16 @@ fn service_cluster(
             }),
             ..Default::default()
         });
+    }
+    if crate::locality::setting(ctx, policy.load_balancer).is_some_and(|s| s.distributes()) {
+        // Envoy ignores locality weights unless the cluster asks for them.
+        c.common_lb_config
+            .get_or_insert_with(Default::default)
+            .locality_config_specifier = Some(
+            cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
+                Default::default(),
+            ),
+        );
     }
     if let Some(opts) = http_options(port, policy) {
         c.typed_extension_protocol_options

@@ -49,19 +49,24 @@ fn locality(l: &str) -> Option<Locality> {
     })
 }
 
-/// The assignment of `cluster`: `svc`'s endpoints on `port` with every `subset` label.
-pub fn assignment(
+/// The assignment of `cluster`: `svc`'s endpoints on `port` with every `subset` label, and
+/// each endpoint's labels (locality by locality, in the same order) for the locality rules
+/// that rank endpoints by label.
+type Labels = BTreeMap<String, String>;
+
+pub fn with_labels<'a>(
     cluster: &str,
-    svc: &Service,
+    svc: &'a Service,
     port: u32,
-    subset: &BTreeMap<String, String>,
-) -> ClusterLoadAssignment {
-    let mut by_locality: BTreeMap<&str, Vec<LbEndpoint>> = BTreeMap::new();
+    subset: &'a BTreeMap<String, String>,
+) -> (
+    ClusterLoadAssignment,
+    Vec<Vec<&'a BTreeMap<String, String>>>,
+) {
+    let mut by_locality: BTreeMap<&str, Vec<(LbEndpoint, &Labels)>> = BTreeMap::new();
     for (e, target) in svc.endpoints_for(port, subset) {
-        by_locality
-            .entry(e.locality.as_str())
-            .or_default()
-            .push(LbEndpoint {
+        by_locality.entry(e.locality.as_str()).or_default().push((
+            LbEndpoint {
                 host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
                     address: Some(socket(&e.address, target)),
                     ..Default::default()
@@ -69,27 +74,34 @@ pub fn assignment(
                 load_balancing_weight: Some(u32v(e.weight.max(1))),
                 metadata: e.has_sidecar.then(tls_mode_istio),
                 ..Default::default()
-            });
+            },
+            &e.labels,
+        ));
     }
-    ClusterLoadAssignment {
+    let mut labels = Vec::new();
+    let endpoints = by_locality
+        .into_iter()
+        .map(|(l, eps)| {
+            let weight: u32 = eps
+                .iter()
+                .map(|(e, _)| e.load_balancing_weight.as_ref().map_or(1, |w| w.value))
+                .sum();
+            let (eps, group_labels): (Vec<LbEndpoint>, Vec<_>) = eps.into_iter().unzip();
+            labels.push(group_labels);
+            LocalityLbEndpoints {
+                locality: locality(l),
+                load_balancing_weight: Some(u32v(weight)),
+                lb_endpoints: eps,
+                ..Default::default()
+            }
+        })
+        .collect();
+    let la = ClusterLoadAssignment {
         cluster_name: cluster.to_string(),
-        endpoints: by_locality
-            .into_iter()
-            .map(|(l, eps)| {
-                let weight: u32 = eps
-                    .iter()
-                    .map(|e| e.load_balancing_weight.as_ref().map_or(1, |w| w.value))
-                    .sum();
-                LocalityLbEndpoints {
-                    locality: locality(l),
-                    load_balancing_weight: Some(u32v(weight)),
-                    lb_endpoints: eps,
-                    ..Default::default()
-                }
-            })
-            .collect(),
+        endpoints,
         ..Default::default()
-    }
+    };
+    (la, labels)
 }
 
 /// A one-endpoint inline assignment (inbound clusters).

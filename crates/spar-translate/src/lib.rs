@@ -8,6 +8,7 @@
 //! | module | builds |
 //! | --- | --- |
 //! | `cluster`, `endpoint` | CDS (outbound per port and subset, passthrough, blackhole, inbound) and EDS |
+//! | `locality` | `localityLbSetting`: distribute weights and failover priorities per proxy locality |
 //! | `dr` | which DestinationRule applies, and the merged traffic policy per (port, subset) |
 //! | `listener`, `route` | sidecar LDS (15001, per-port outbound, 15006) and RDS (`<port>`) |
 //! | `http_route`, `delegate` | one VirtualService HTTP rule → Envoy routes; delegate merging |
@@ -40,6 +41,7 @@ mod gateway;
 mod grpc;
 mod http_route;
 mod listener;
+mod locality;
 mod node;
 mod route;
 mod scope;

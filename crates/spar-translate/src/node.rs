@@ -24,6 +24,9 @@ pub struct ProxyNode {
     pub workload_name: String,
     pub cluster_id: String,
     pub mesh_id: String,
+    /// `region/zone/subzone` (Envoy's node locality, else the topology labels); empty when
+    /// unknown.
+    pub locality: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,7 +63,27 @@ impl ProxyNode {
             workload_name: name.to_string(),
             cluster_id: "Kubernetes".to_string(),
             mesh_id: "cluster.local".to_string(),
+            locality: String::new(),
         })
+    }
+
+    /// The locality from Istio's labels when the node sent none: `istio-locality`
+    /// (`region.zone.subzone`), else `topology.kubernetes.io/region` / `zone` and
+    /// `topology.istio.io/subzone`.
+    pub fn locality_from_labels(&self) -> String {
+        if let Some(l) = self.labels.get("istio-locality") {
+            return l.replace('.', "/");
+        }
+        let get = |k: &str| self.labels.get(k).cloned().unwrap_or_default();
+        let parts = [
+            get("topology.kubernetes.io/region"),
+            get("topology.kubernetes.io/zone"),
+            get("topology.istio.io/subzone"),
+        ];
+        if parts.iter().all(String::is_empty) {
+            return String::new();
+        }
+        parts.join("/").trim_end_matches('/').to_string()
     }
 }
 
@@ -85,5 +108,18 @@ mod tests {
         assert_eq!(g.kind, ProxyKind::Router);
         assert!(ProxyNode::parse_id("nonsense").is_err());
         assert!(ProxyNode::parse_id("waypoint~1~a.b~c").is_err());
+    }
+
+    #[test]
+    fn locality_comes_from_istio_or_topology_labels() {
+        let mut n = ProxyNode::parse_id("sidecar~1~a.b~b.svc.cluster.local").unwrap();
+        assert_eq!(n.locality_from_labels(), "");
+        n.labels
+            .insert("topology.kubernetes.io/region".into(), "us-east".into());
+        n.labels
+            .insert("topology.kubernetes.io/zone".into(), "us-east-1a".into());
+        assert_eq!(n.locality_from_labels(), "us-east/us-east-1a");
+        n.labels.insert("istio-locality".into(), "eu.w.r1".into());
+        assert_eq!(n.locality_from_labels(), "eu/w/r1");
     }
 }

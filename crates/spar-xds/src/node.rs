@@ -12,6 +12,12 @@ use crate::XdsError;
 pub fn proxy_node(node: Option<&Node>) -> Result<ProxyNode, XdsError> {
     let node = node.ok_or(XdsError::NoNode)?;
     let mut proxy = ProxyNode::parse_id(&node.id)?;
+    if let Some(l) = &node.locality {
+        proxy.locality = [l.region.as_str(), l.zone.as_str(), l.sub_zone.as_str()]
+            .join("/")
+            .trim_end_matches('/')
+            .to_string();
+    }
     let Some(meta) = node.metadata.as_ref() else {
         return Ok(proxy);
     };
@@ -38,6 +44,9 @@ pub fn proxy_node(node: Option<&Node>) -> Result<ProxyNode, XdsError> {
                 proxy.labels.insert(k.clone(), v.clone());
             }
         }
+    }
+    if proxy.locality.is_empty() {
+        proxy.locality = proxy.locality_from_labels();
     }
     Ok(proxy)
 }

@@ -174,6 +174,7 @@ fn node(
             workload_name: name.to_string(),
             cluster_id: "Kubernetes".to_string(),
             mesh_id: "cluster.local".to_string(),
+            locality: String::new(),
         })
     }
 }
