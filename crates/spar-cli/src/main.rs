@@ -37,6 +37,7 @@ Examples:
   spar ctl proxy-config app-1.default clusters      what that proxy was sent
   spar ctl diff --config-dir cfg/ --new next/       what applying next/ would change, per proxy
   spar bootstrap envoy --node-id app-1.default      an Envoy bootstrap pointing at the control plane
+  spar iptables --netns pod-1                       capture a namespace's TCP for its sidecar (root)
 
 Exit codes: 0 valid, 1 invalid input or analysis errors, 2 the command could not run.";
 
@@ -47,6 +48,7 @@ enum Command {
     ControlPlane(cmd::control_plane::Args),
     Ctl(cmd::ctl::Args),
     Bootstrap(cmd::bootstrap::Args),
+    Iptables(cmd::iptables::Args),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Command::ControlPlane(args) => cmd::control_plane::run(&args),
         Command::Ctl(args) => cmd::ctl::run(&args),
         Command::Bootstrap(args) => cmd::bootstrap::run(&args),
+        Command::Iptables(args) => cmd::iptables::run(&args),
     };
     match result {
         Ok(code) => code,

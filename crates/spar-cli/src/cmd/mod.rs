@@ -6,6 +6,7 @@ pub mod control_plane;
 pub mod ctl;
 pub mod diff;
 pub mod input;
+pub mod iptables;
 pub mod line_diff;
 pub mod proxy_config;
 pub mod validate;
