@@ -28,6 +28,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher}
 use spar_model::istio::types::{ClientTLSMode, ClientTLSSettings, SimpleLB};
 use spar_registry::{Resolution, Service, ServicePort};
 
+use crate::cluster_policy;
 use crate::dr::{self, Policy};
 use crate::endpoint;
 use crate::util::{self, any, parse_duration, u32v, u32v_i};
@@ -193,6 +194,11 @@ fn service_cluster(
     c.transport_socket = policy
         .tls
         .and_then(|tls| upstream_tls(tls, port.port, name, svc));
+    cluster_policy::retry_budget(&mut c, policy.retry_budget);
+    if svc.resolution != Resolution::Passthrough {
+        cluster_policy::warmup(&mut c, policy.load_balancer);
+    }
+    cluster_policy::proxy_protocol(&mut c, policy.proxy_protocol);
     c
 }
 

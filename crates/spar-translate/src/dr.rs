@@ -4,7 +4,7 @@
 
 use spar_model::istio::types::{
     ClientTLSSettings, ConnectionPoolSettings, DestinationRule, LoadBalancerSettings,
-    OutlierDetection, TrafficPolicy,
+    OutlierDetection, ProxyProtocol, RetryBudget, TrafficPolicy,
 };
 use std::collections::BTreeMap;
 
@@ -25,6 +25,9 @@ pub struct Policy<'a> {
     pub load_balancer: Option<&'a LoadBalancerSettings>,
     pub outlier_detection: Option<&'a OutlierDetection>,
     pub tls: Option<&'a ClientTLSSettings>,
+    /// Whole-rule or subset level only (port-level settings have none of these).
+    pub retry_budget: Option<&'a RetryBudget>,
+    pub proxy_protocol: Option<&'a ProxyProtocol>,
 }
 
 impl<'a> Policy<'a> {
@@ -33,6 +36,8 @@ impl<'a> Policy<'a> {
         self.load_balancer = tp.load_balancer.as_ref().or(self.load_balancer);
         self.outlier_detection = tp.outlier_detection.as_ref().or(self.outlier_detection);
         self.tls = tp.tls.as_ref().or(self.tls);
+        self.retry_budget = tp.retry_budget.as_ref().or(self.retry_budget);
+        self.proxy_protocol = tp.proxy_protocol.as_ref().or(self.proxy_protocol);
         let level = tp
             .port_level_settings
             .iter()

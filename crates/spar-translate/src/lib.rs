@@ -7,6 +7,7 @@
 //!
 //! | module | builds |
 //! | --- | --- |
+//! | `cluster_policy` | DestinationRule retryBudget, warmup (slow start), proxyProtocol on a built cluster |
 //! | `cluster`, `endpoint` | CDS (outbound per port and subset, passthrough, blackhole, inbound) and EDS |
 //! | `locality` | `localityLbSetting`: distribute weights and failover priorities per proxy locality |
 //! | `dr` | which DestinationRule applies, and the merged traffic policy per (port, subset) |
@@ -34,6 +35,7 @@
 pub mod canonical;
 mod class;
 mod cluster;
+mod cluster_policy;
 mod delegate;
 mod dr;
 mod endpoint;

@@ -402,3 +402,59 @@ spec:
     );
     vhost(&x, "7070", "plain.default.svc.cluster.local:7070");
 }
+
+#[test]
+fn retry_budget_warmup_and_proxy_protocol() {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::LbConfig;
+    use envoy_types::pb::envoy::extensions::transport_sockets::proxy_protocol::v3::ProxyProtocolUpstreamTransport;
+    let x = run(r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: default}
+spec:
+  host: web
+  trafficPolicy:
+    retryBudget: {percent: 25, minRetryConcurrency: 5}
+    proxyProtocol: {version: V2}
+    loadBalancer:
+      simple: ROUND_ROBIN
+      warmup: {duration: 30s, aggression: 2, minimumPercent: 5}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      loadBalancer: {simple: RANDOM, warmupDurationSecs: 10s}
+"#);
+    let c = cluster(&x, "outbound|9080|v1|web.default.svc.cluster.local");
+    let budget = c.circuit_breakers.as_ref().unwrap().thresholds[0]
+        .retry_budget
+        .as_ref()
+        .unwrap();
+    assert_eq!(budget.budget_percent.as_ref().unwrap().value, 25.0);
+    assert_eq!(budget.min_retry_concurrency.as_ref().unwrap().value, 5);
+    let Some(LbConfig::RoundRobinLbConfig(rr)) = &c.lb_config else {
+        panic!("{:?}", c.lb_config)
+    };
+    let ss = rr.slow_start_config.as_ref().unwrap();
+    assert_eq!(ss.slow_start_window.as_ref().unwrap().seconds, 30);
+    assert_eq!(ss.aggression.as_ref().unwrap().default_value, 2.0);
+    assert_eq!(ss.min_weight_percent.as_ref().unwrap().value, 5.0);
+    let ts = c.transport_socket.as_ref().unwrap();
+    assert_eq!(ts.name, "envoy.transport_sockets.upstream_proxy_protocol");
+    let Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+        a,
+    )) = &ts.config_type
+    else {
+        panic!()
+    };
+    let pp: ProxyProtocolUpstreamTransport = unpack(a);
+    assert_eq!(pp.config.unwrap().version, 1, "V2");
+    assert_eq!(
+        pp.transport_socket.unwrap().name,
+        "envoy.transport_sockets.raw_buffer"
+    );
+    // RANDOM has no slow start in Envoy: the subset's warmup is not applied.
+    let v2 = cluster(&x, "outbound|9080|v2|web.default.svc.cluster.local");
+    assert!(v2.lb_config.is_none(), "{:?}", v2.lb_config);
+}
