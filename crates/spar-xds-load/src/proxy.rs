@@ -1,0 +1,300 @@
+//! One simulated sidecar: who it is (an Istio node), what it has been sent, and the events
+//! the bench collects from it (full config received, endpoint change seen). The wire side
+//! lives in `sotw` and `delta`; this module is what both share.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Instant, SystemTime};
+
+use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+
+use crate::scan;
+
+pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot connect to the control plane at {addr}: {source} (is `spar control-plane` running there?)")]
+    Connect {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+    #[error("the ADS stream failed: {0}")]
+    Stream(#[from] tonic::Status),
+    #[error("the control plane closed the ADS stream")]
+    Closed,
+    #[error("cannot read a {type_url} resource: {detail}")]
+    Decode { type_url: String, detail: String },
+}
+
+impl From<scan::ScanError> for ProxyError {
+    fn from(e: scan::ScanError) -> Self {
+        ProxyError::Decode {
+            type_url: CLUSTER.into(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl From<prost::DecodeError> for ProxyError {
+    fn from(e: prost::DecodeError) -> Self {
+        ProxyError::Decode {
+            type_url: "protobuf".into(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// An endpoint change the bench is about to write: which ClusterLoadAssignment will carry
+/// which new address.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub id: u64,
+    pub cluster: String,
+    pub ip: String,
+}
+
+/// What a simulated proxy reports to the collector.
+#[derive(Debug)]
+pub enum Event {
+    /// Every type received and ACKed (CDS, EDS for every EDS cluster, LDS, RDS for every
+    /// route name); counts of clusters, assignments, listeners, routes.
+    Full {
+        at: Instant,
+        counts: [usize; 4],
+    },
+    /// Whether the proxy subscribes to the target's cluster.
+    Affected {
+        change: u64,
+        proxy: usize,
+        affected: bool,
+    },
+    /// The proxy ACKed an assignment carrying the target's address.
+    Converged {
+        change: u64,
+        proxy: usize,
+        at: SystemTime,
+    },
+    Failed {
+        proxy: usize,
+        error: String,
+    },
+}
+
+/// Shared by every simulated proxy.
+pub struct Shared {
+    pub addr: String,
+    pub events: mpsc::UnboundedSender<Event>,
+    pub target: watch::Receiver<Option<Arc<Target>>>,
+    pub connect_gate: tokio::sync::Semaphore,
+    /// Distinct EDS subscriptions seen, so 2,000 proxies of 20 workloads hold 20 lists.
+    interned: Mutex<Vec<Arc<Vec<String>>>>,
+}
+
+impl Shared {
+    pub fn new(
+        addr: String,
+        events: mpsc::UnboundedSender<Event>,
+        target: watch::Receiver<Option<Arc<Target>>>,
+        connect_concurrency: usize,
+    ) -> Shared {
+        Shared {
+            addr,
+            events,
+            target,
+            connect_gate: tokio::sync::Semaphore::new(connect_concurrency.max(1)),
+            interned: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// One shared copy of an equal name list.
+    pub fn intern(&self, names: Vec<String>) -> Arc<Vec<String>> {
+        let mut all = self.interned.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = all.iter().find(|n| ***n == names) {
+            return found.clone();
+        }
+        let names = Arc::new(names);
+        all.push(names.clone());
+        names
+    }
+}
+
+/// Who a simulated proxy is.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub index: usize,
+    pub workload: String,
+    pub namespace: String,
+}
+
+impl Identity {
+    /// Istio's sidecar node: `sidecar~IP~POD.NS~NS.svc.cluster.local`, with the metadata
+    /// Istio's agent sends (labels, namespace, workload, service account).
+    pub fn node(&self) -> Node {
+        let i = self.index;
+        let ip = format!("10.{}.{}.{}", 128 + (i >> 16) % 64, (i >> 8) & 255, i & 255);
+        let s = |v: &str| Value {
+            kind: Some(Kind::StringValue(v.to_string())),
+        };
+        let labels = Struct {
+            fields: [("app", &self.workload), ("version", &"v1".to_string())]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), s(v)))
+                .collect(),
+        };
+        let mut fields: std::collections::BTreeMap<String, Value> = [
+            ("NAMESPACE", self.namespace.as_str()),
+            ("WORKLOAD_NAME", self.workload.as_str()),
+            ("SERVICE_ACCOUNT", self.workload.as_str()),
+            ("CLUSTER_ID", "Kubernetes"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), s(v)))
+        .collect();
+        fields.insert(
+            "LABELS".into(),
+            Value {
+                kind: Some(Kind::StructValue(labels)),
+            },
+        );
+        Node {
+            id: format!(
+                "sidecar~{ip}~{}-{i}.{ns}~{ns}.svc.cluster.local",
+                self.workload,
+                ns = self.namespace
+            ),
+            cluster: self.workload.clone(),
+            metadata: Some(Struct {
+                fields: fields.into_iter().collect(),
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// What one proxy holds, type by type, and whether its first full config is complete.
+#[derive(Default)]
+pub struct Holdings {
+    pub clusters: usize,
+    /// EDS names the clusters call for (what the proxy subscribes to).
+    pub eds_wanted: Arc<Vec<String>>,
+    pub eds_held: HashSet<String>,
+    pub listeners: usize,
+    pub rds_wanted: Vec<String>,
+    pub rds_held: HashSet<String>,
+    pub got_cds: bool,
+    pub got_lds: bool,
+    pub full_reported: bool,
+    /// The change whose address this proxy already reported.
+    pub converged: Option<u64>,
+}
+
+impl Holdings {
+    fn complete(&self) -> bool {
+        self.got_cds
+            && self.got_lds
+            && self.eds_wanted.iter().all(|n| self.eds_held.contains(n))
+            && self.rds_wanted.iter().all(|n| self.rds_held.contains(n))
+    }
+
+    /// Reports the first complete config once.
+    pub fn check_full(&mut self, shared: &Shared) {
+        if !self.full_reported && self.complete() {
+            self.full_reported = true;
+            let _ = shared.events.send(Event::Full {
+                at: Instant::now(),
+                counts: [
+                    self.clusters,
+                    self.eds_held.len(),
+                    self.listeners,
+                    self.rds_held.len(),
+                ],
+            });
+        }
+    }
+}
+
+/// The route configuration names a listener's HTTP connection managers ask for over RDS.
+pub fn rds_names(listener: &[u8], out: &mut Vec<String>) -> Result<(), ProxyError> {
+    let l = Listener::decode(listener)?;
+    let chains = l.filter_chains.iter().chain(l.default_filter_chain.iter());
+    for f in chains.flat_map(|c| c.filters.iter()) {
+        let Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+            any,
+        )) = &f.config_type
+        else {
+            continue;
+        };
+        if !any.type_url.ends_with(".HttpConnectionManager") {
+            continue;
+        }
+        let hcm = HttpConnectionManager::decode(any.value.as_slice())?;
+        if let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier {
+            out.push(rds.route_config_name);
+        }
+    }
+    Ok(())
+}
+
+/// Whether an encoded ClusterLoadAssignment lists an endpoint at `ip`.
+pub fn assignment_has(cla: &[u8], ip: &str) -> Result<bool, ProxyError> {
+    let cla = ClusterLoadAssignment::decode(cla)?;
+    Ok(cla
+        .endpoints
+        .iter()
+        .flat_map(|l| l.lb_endpoints.iter())
+        .filter_map(|e| match &e.host_identifier {
+            Some(HostIdentifier::Endpoint(ep)) => ep.address.as_ref(),
+            _ => None,
+        })
+        .any(|a| match &a.address {
+            Some(AddressKind::SocketAddress(s)) => s.address == ip,
+            _ => false,
+        }))
+}
+
+/// Checks an EDS resource against the pending target; reports convergence once per change.
+/// Call after the ACK went out.
+pub fn check_target(
+    shared: &Shared,
+    held: &mut Holdings,
+    proxy: usize,
+    target: Option<&Target>,
+    name: &str,
+    cla: &[u8],
+) -> Result<(), ProxyError> {
+    let Some(t) = target else { return Ok(()) };
+    if held.converged == Some(t.id) || name != t.cluster || !assignment_has(cla, &t.ip)? {
+        return Ok(());
+    }
+    held.converged = Some(t.id);
+    let _ = shared.events.send(Event::Converged {
+        change: t.id,
+        proxy,
+        at: SystemTime::now(),
+    });
+    Ok(())
+}
+
+/// Tells the collector whether this proxy is affected by a newly announced target.
+pub fn announce(shared: &Shared, held: &Holdings, proxy: usize, target: Option<&Target>) {
+    if let Some(t) = target {
+        let _ = shared.events.send(Event::Affected {
+            change: t.id,
+            proxy,
+            affected: held.eds_wanted.contains(&t.cluster),
+        });
+    }
+}
