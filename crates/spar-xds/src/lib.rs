@@ -10,7 +10,6 @@
 //! only the types whose encoded bytes changed.
 
 pub mod client;
-mod canonical;
 mod delta;
 pub mod dump;
 pub mod metrics;
