@@ -28,7 +28,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     TlsCertificate,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
-use spar_model::istio::types::{Server, ServerTLSMode};
+use spar_model::istio::types::{Server, ServerTLSMode, ServerTLSSettings};
 use spar_model::{Kind, Resource};
 
 use crate::cluster::{sds, TLS_SOCKET};
@@ -134,7 +134,8 @@ pub fn listeners(ctx: &Ctx<'_>) -> (Vec<Listener>, Vec<RouteConfiguration>, Vec<
     let mut credentials: Vec<String> = by_port
         .values()
         .flatten()
-        .filter_map(|b| b.server.tls.as_ref()?.credential_name.clone())
+        .filter_map(|b| b.server.tls.as_ref())
+        .flat_map(credential_names)
         .collect();
     credentials.sort();
     credentials.dedup();
@@ -250,31 +251,58 @@ fn file(path: &Option<String>) -> Option<DataSource> {
     })
 }
 
-/// TLS termination: certificate files, or the `credentialName` secret over SDS.
+/// Every secret a server names: `credentialName`, then `credentialNames` (several
+/// certificates, e.g. RSA and ECDSA, served by SNI and key type).
+fn credential_names(tls: &ServerTLSSettings) -> Vec<String> {
+    tls.credential_name
+        .iter()
+        .chain(tls.credential_names.iter())
+        .cloned()
+        .collect()
+}
+
+/// TLS termination: certificate files (`serverCertificate`/`privateKey`, or each of
+/// `tlsCertificates`), or the `credentialName(s)` secrets over SDS.
 fn downstream_tls(b: &Bound<'_>) -> Option<TransportSocket> {
     let tls = b.server.tls.as_ref()?;
     let mutual = tls.mode == Some(ServerTLSMode::Mutual);
     let mut common = CommonTlsContext::default();
-    if let Some(cred) = &tls.credential_name {
-        common.tls_certificate_sds_secret_configs = vec![sds(cred)];
+    let creds = credential_names(tls);
+    if let Some(first) = creds.first() {
+        common.tls_certificate_sds_secret_configs = creds.iter().map(|c| sds(c)).collect();
         if mutual {
             common.validation_context_type = Some(
                 common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(sds(
-                    &format!("{cred}-cacert"),
+                    &format!("{first}-cacert"),
                 )),
             );
         }
     } else {
-        common.tls_certificates = vec![TlsCertificate {
-            certificate_chain: file(&tls.server_certificate),
-            private_key: file(&tls.private_key),
-            ..Default::default()
-        }];
-        if mutual || tls.ca_certificates.is_some() {
+        let mut files: Vec<(&Option<String>, &Option<String>, &Option<String>)> = vec![];
+        if tls.server_certificate.is_some() {
+            files.push((
+                &tls.server_certificate,
+                &tls.private_key,
+                &tls.ca_certificates,
+            ));
+        }
+        for c in &tls.tls_certificates {
+            files.push((&c.server_certificate, &c.private_key, &c.ca_certificates));
+        }
+        common.tls_certificates = files
+            .iter()
+            .map(|(cert, key, _)| TlsCertificate {
+                certificate_chain: file(cert),
+                private_key: file(key),
+                ..Default::default()
+            })
+            .collect();
+        let ca = files.iter().find_map(|(_, _, ca)| ca.as_ref());
+        if mutual || ca.is_some() {
             common.validation_context_type = Some(
                 common_tls_context::ValidationContextType::ValidationContext(
                     CertificateValidationContext {
-                        trusted_ca: file(&tls.ca_certificates),
+                        trusted_ca: file(&ca.cloned()),
                         ..Default::default()
                     },
                 ),

@@ -273,3 +273,71 @@ spec:
     // shop's catch-all `/` came first in config, but must not shadow shop-api's `/api`.
     assert_eq!(paths, ["/api", "/"]);
 }
+
+#[test]
+fn several_certificates_by_credential_names_or_files() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: multi, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["a.example.com"]
+    tls: {mode: SIMPLE, credentialNames: [rsa-cert, ecdsa-cert]}
+  - port: {number: 8443, name: https-files, protocol: HTTPS}
+    hosts: ["b.example.com"]
+    tls:
+      mode: SIMPLE
+      tlsCertificates:
+      - {serverCertificate: /certs/rsa.pem, privateKey: /certs/rsa.key}
+      - {serverCertificate: /certs/ec.pem, privateKey: /certs/ec.key}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: rsa-cert, namespace: istio-system}
+type: kubernetes.io/tls
+data: {tls.crt: Q0VSVA==, tls.key: S0VZ}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: ecdsa-cert, namespace: istio-system}
+type: kubernetes.io/tls
+data: {tls.crt: Q0VSVA==, tls.key: S0VZ}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ab, namespace: istio-system}
+spec:
+  hosts: [a.example.com, b.example.com]
+  gateways: [multi]
+  http: [{route: [{destination: {host: web.default.svc.cluster.local}}]}]
+"#;
+    let x = run_for(yaml, &gateway_node(&[("istio", "ingressgateway")]));
+    let names: Vec<&str> = x.secrets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["ecdsa-cert", "rsa-cert"]);
+    let tls = |listener_name: &str| -> DownstreamTlsContext {
+        let chain = &listener(&x, listener_name).filter_chains[0];
+        let Some(ConfigType::TypedConfig(any)) =
+            &chain.transport_socket.as_ref().unwrap().config_type
+        else {
+            panic!()
+        };
+        unpack(any)
+    };
+    let sds: Vec<String> = tls("0.0.0.0_443")
+        .common_tls_context
+        .unwrap()
+        .tls_certificate_sds_secret_configs
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(sds, ["rsa-cert", "ecdsa-cert"]);
+    let files = tls("0.0.0.0_8443")
+        .common_tls_context
+        .unwrap()
+        .tls_certificates;
+    assert_eq!(files.len(), 2);
+    assert!(format!("{:?}", files[1].certificate_chain).contains("/certs/ec.pem"));
+}
