@@ -9,7 +9,8 @@ mod support;
 
 use std::sync::Arc;
 
-use spar_translate::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+use spar_translate::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 use spar_xds::client::Mode;
 use spar_xds::{StaticSource, SyncState};
 use support::*;
@@ -170,6 +171,44 @@ async fn reconnects_after_a_restart_and_resyncs(mode: Mode) {
     client.shutdown().await;
 }
 
+async fn secrets_are_asked_for_by_name(mode: Mode) {
+    let mut res = typical();
+    res.secrets = ["default", "ROOTCA", "other"]
+        .iter()
+        .map(|n| Secret {
+            name: n.to_string(),
+            ..Default::default()
+        })
+        .collect();
+    let server = Server::start(Arc::new(StaticSource::new(&res)));
+    let client = Running::with(
+        server.url(),
+        mode,
+        Recorder::wanting_secrets(&["ROOTCA", "default"]),
+    );
+    server.synced(&["cds", "eds", "lds", "rds", "sds"]).await;
+    assert_eq!(client.handler.names(SECRET), ["ROOTCA", "default"]);
+    client.shutdown().await;
+}
+
+async fn rejected_clusters_do_not_hold_back_listeners(mode: Mode) {
+    let server = Server::start(Arc::new(StaticSource::new(&mesh(
+        &[("c1", 0)],
+        &[("l1", "r1")],
+        &["r1"],
+    ))));
+    let client = Running::start(server.url(), mode);
+    let p = server.synced(&["lds", "rds"]).await;
+    assert_eq!(p.types["cds"].state, SyncState::Nacked);
+    assert!(
+        !p.types.contains_key("eds"),
+        "no clusters, no endpoints to ask for"
+    );
+    assert!(client.handler.names(CLUSTER).is_empty());
+    assert_eq!(client.handler.names(ROUTE), ["r1"]);
+    client.shutdown().await;
+}
+
 mod delta {
     use super::*;
 
@@ -191,6 +230,16 @@ mod delta {
     #[tokio::test]
     async fn reconnects_after_a_restart_and_resyncs() {
         super::reconnects_after_a_restart_and_resyncs(Mode::Delta).await;
+    }
+
+    #[tokio::test]
+    async fn secrets_are_asked_for_by_name() {
+        super::secrets_are_asked_for_by_name(Mode::Delta).await;
+    }
+
+    #[tokio::test]
+    async fn rejected_clusters_do_not_hold_back_listeners() {
+        super::rejected_clusters_do_not_hold_back_listeners(Mode::Delta).await;
     }
 }
 
@@ -215,6 +264,16 @@ mod sotw {
     #[tokio::test]
     async fn reconnects_after_a_restart_and_resyncs() {
         super::reconnects_after_a_restart_and_resyncs(Mode::Sotw).await;
+    }
+
+    #[tokio::test]
+    async fn secrets_are_asked_for_by_name() {
+        super::secrets_are_asked_for_by_name(Mode::Sotw).await;
+    }
+
+    #[tokio::test]
+    async fn rejected_clusters_do_not_hold_back_listeners() {
+        super::rejected_clusters_do_not_hold_back_listeners(Mode::Sotw).await;
     }
 }
 

@@ -273,9 +273,18 @@ struct Held {
 #[derive(Default)]
 pub struct Recorder {
     held: Mutex<Held>,
+    secrets: Mutex<BTreeSet<String>>,
 }
 
 impl Recorder {
+    /// A handler that wants these SDS secrets.
+    pub fn wanting_secrets(names: &[&str]) -> Recorder {
+        Recorder {
+            secrets: Mutex::new(names.iter().map(|n| n.to_string()).collect()),
+            ..Recorder::default()
+        }
+    }
+
     pub fn names(&self, type_url: &str) -> Vec<String> {
         let held = self.held.lock().unwrap();
         held.types
@@ -375,7 +384,7 @@ impl XdsHandler for Recorder {
                 .values()
                 .flat_map(|b| Recorder::route_names(b))
                 .collect(),
-            SECRET => BTreeSet::new(),
+            SECRET => self.secrets.lock().unwrap().clone(),
             _ => return None,
         })
     }
@@ -408,7 +417,11 @@ pub struct Running {
 
 impl Running {
     pub fn start(server: String, mode: Mode) -> Running {
-        let handler = Arc::new(Recorder::default());
+        Running::with(server, mode, Recorder::default())
+    }
+
+    pub fn with(server: String, mode: Mode, handler: Recorder) -> Running {
+        let handler = Arc::new(handler);
         let client = XdsClient::new(config(server, mode), handler.clone());
         let stats = client.stats();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
