@@ -1,0 +1,336 @@
+//! Listeners as the proxy uses them: address, listener filters, filter chains with their
+//! match, and the one terminal network filter each chain runs (HTTP connection manager or
+//! TCP proxy). Filters the proxy does not know are skipped when optional and refused when
+//! required, naming the filter.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, CidrRange};
+use envoy_types::pb::envoy::config::listener::v3 as lpb;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+
+use super::matcher::duration;
+use super::route::RouteConfig;
+use super::ConfigError;
+
+pub const HCM: &str = "envoy.filters.network.http_connection_manager";
+pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+pub const ORIGINAL_DST: &str = "envoy.filters.listener.original_dst";
+pub const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
+pub const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
+const ROUTER: &str = "envoy.filters.http.router";
+const KNOWN_HTTP_FILTERS: [&str; 3] = [
+    ROUTER,
+    super::route::FAULT_FILTER,
+    super::route::CORS_FILTER,
+];
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    pub address: SocketAddr,
+    pub bind_to_port: bool,
+    pub use_original_dst: bool,
+    pub tls_inspector: bool,
+    pub http_inspector: bool,
+    pub chains: Vec<FilterChain>,
+    pub default_chain: Option<FilterChain>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ChainMatch {
+    pub destination_port: Option<u16>,
+    pub prefix_ranges: Vec<(IpAddr, u8)>,
+    pub server_names: Vec<String>,
+    pub transport_protocol: Option<String>,
+    pub application_protocols: Vec<String>,
+    pub source_prefix_ranges: Vec<(IpAddr, u8)>,
+    pub source_ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FilterChain {
+    pub name: String,
+    pub matcher: ChainMatch,
+    pub filter: NetworkFilter,
+}
+
+#[derive(Debug, Clone)]
+pub enum NetworkFilter {
+    Http(Arc<HttpManager>),
+    Tcp(Arc<TcpRoute>),
+}
+
+#[derive(Debug, Clone)]
+pub enum Routes {
+    Rds(String),
+    Inline(Arc<RouteConfig>),
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpManager {
+    pub stat_prefix: String,
+    pub routes: Routes,
+    pub use_remote_address: bool,
+    pub skip_xff_append: bool,
+    pub xff_num_trusted_hops: u32,
+    pub fault: bool,
+    pub cors: bool,
+    pub max_request_headers_kb: u32,
+    pub stream_idle_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TcpRoute {
+    pub stat_prefix: String,
+    /// (cluster, weight); one entry with weight 1 for a single cluster.
+    pub clusters: Vec<(String, u32)>,
+    pub idle_timeout: Option<Duration>,
+}
+
+pub fn socket_addr(a: Option<&Address>) -> Option<SocketAddr> {
+    match a?.address.as_ref()? {
+        address::Address::SocketAddress(s) => {
+            let port = match s.port_specifier {
+                Some(socket_address::PortSpecifier::PortValue(p)) => u16::try_from(p).ok()?,
+                _ => return None,
+            };
+            let ip: IpAddr = s.address.parse().ok()?;
+            Some(SocketAddr::new(ip, port))
+        }
+        _ => None,
+    }
+}
+
+fn cidr(c: &CidrRange, what: &dyn Fn() -> String) -> Result<(IpAddr, u8), ConfigError> {
+    let ip: IpAddr = c.address_prefix.parse().map_err(|_| ConfigError::Invalid {
+        what: what(),
+        why: format!("prefix range {:?} is not an IP address", c.address_prefix),
+    })?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = c
+        .prefix_len
+        .as_ref()
+        .map_or(max, |v| v.value.min(u32::from(max)) as u8);
+    Ok((ip, len))
+}
+
+fn decode<M: Message + Default>(
+    any: Option<&Any>,
+    what: &dyn Fn() -> String,
+) -> Result<M, ConfigError> {
+    let Some(any) = any else {
+        return Ok(M::default());
+    };
+    M::decode(any.value.as_slice()).map_err(|e| ConfigError::Invalid {
+        what: what(),
+        why: format!("{} does not decode: {e}", any.type_url),
+    })
+}
+
+impl Listener {
+    pub fn from_proto(l: &lpb::Listener) -> Result<Self, ConfigError> {
+        let what = || format!("listener {:?}", l.name);
+        let address = socket_addr(l.address.as_ref()).ok_or_else(|| ConfigError::Invalid {
+            what: what(),
+            why: "address is not an IP socket address".into(),
+        })?;
+        let (mut tls_inspector, mut http_inspector) = (false, false);
+        for f in &l.listener_filters {
+            match f.name.as_str() {
+                ORIGINAL_DST => {}
+                TLS_INSPECTOR => tls_inspector = true,
+                HTTP_INSPECTOR => http_inspector = true,
+                other => {
+                    return Err(ConfigError::Unsupported {
+                        what: what(),
+                        feature: format!("listener filter {other:?} is required and not supported"),
+                    })
+                }
+            }
+        }
+        let chains = l
+            .filter_chains
+            .iter()
+            .enumerate()
+            .map(|(i, c)| FilterChain::from_proto(c, &|| format!("{}: filter chain {i}", what())))
+            .collect::<Result<_, _>>()?;
+        let default_chain = l
+            .default_filter_chain
+            .as_ref()
+            .map(|c| FilterChain::from_proto(c, &|| format!("{}: default filter chain", what())))
+            .transpose()?;
+        Ok(Listener {
+            name: l.name.clone(),
+            address,
+            bind_to_port: l.bind_to_port.as_ref().is_none_or(|b| b.value),
+            use_original_dst: l.use_original_dst.as_ref().is_some_and(|b| b.value),
+            tls_inspector,
+            http_inspector,
+            chains,
+            default_chain,
+        })
+    }
+
+    /// The RDS names this listener's chains ask for.
+    pub fn rds_names(&self) -> impl Iterator<Item = &str> {
+        self.chains
+            .iter()
+            .chain(self.default_chain.iter())
+            .filter_map(|c| match &c.filter {
+                NetworkFilter::Http(h) => match &h.routes {
+                    Routes::Rds(n) => Some(n.as_str()),
+                    Routes::Inline(_) => None,
+                },
+                NetworkFilter::Tcp(_) => None,
+            })
+    }
+}
+
+impl FilterChain {
+    fn from_proto(c: &lpb::FilterChain, what: &dyn Fn() -> String) -> Result<Self, ConfigError> {
+        if c.transport_socket.is_some() {
+            return Err(ConfigError::Unsupported {
+                what: what(),
+                feature: "TLS termination (transport_socket) is not supported by spar proxy yet"
+                    .into(),
+            });
+        }
+        let m = c.filter_chain_match.clone().unwrap_or_default();
+        let matcher = ChainMatch {
+            destination_port: m.destination_port.and_then(|p| u16::try_from(p.value).ok()),
+            prefix_ranges: m
+                .prefix_ranges
+                .iter()
+                .map(|r| cidr(r, what))
+                .collect::<Result<_, _>>()?,
+            server_names: m
+                .server_names
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
+            transport_protocol: (!m.transport_protocol.is_empty())
+                .then(|| m.transport_protocol.clone()),
+            application_protocols: m.application_protocols.clone(),
+            source_prefix_ranges: m
+                .source_prefix_ranges
+                .iter()
+                .map(|r| cidr(r, what))
+                .collect::<Result<_, _>>()?,
+            source_ports: m
+                .source_ports
+                .iter()
+                .filter_map(|p| u16::try_from(*p).ok())
+                .collect(),
+        };
+        let mut terminal = None;
+        for f in &c.filters {
+            let fwhat = || format!("{}: network filter {:?}", what(), f.name);
+            let any = match &f.config_type {
+                Some(lpb::filter::ConfigType::TypedConfig(a)) => Some(a),
+                _ => None,
+            };
+            let filter = match f.name.as_str() {
+                HCM => NetworkFilter::Http(Arc::new(http_manager(&decode(any, &fwhat)?, &fwhat)?)),
+                TCP_PROXY => {
+                    NetworkFilter::Tcp(Arc::new(tcp_route(&decode(any, &fwhat)?, &fwhat)?))
+                }
+                other => {
+                    return Err(ConfigError::Unsupported {
+                        what: what(),
+                        feature: format!("network filter {other:?} is not supported"),
+                    })
+                }
+            };
+            terminal = Some(filter);
+        }
+        let filter = terminal.ok_or_else(|| ConfigError::Invalid {
+            what: what(),
+            why: "no http_connection_manager or tcp_proxy filter".into(),
+        })?;
+        Ok(FilterChain {
+            name: c.name.clone(),
+            matcher,
+            filter,
+        })
+    }
+}
+
+fn http_manager(
+    h: &HttpConnectionManager,
+    what: &dyn Fn() -> String,
+) -> Result<HttpManager, ConfigError> {
+    let routes = match &h.route_specifier {
+        Some(RouteSpecifier::Rds(r)) => Routes::Rds(r.route_config_name.clone()),
+        Some(RouteSpecifier::RouteConfig(rc)) => {
+            Routes::Inline(Arc::new(RouteConfig::from_proto(rc)?))
+        }
+        _ => {
+            return Err(ConfigError::Unsupported {
+                what: what(),
+                feature: "route specifier other than rds or route_config".into(),
+            })
+        }
+    };
+    let (mut fault, mut cors) = (false, false);
+    for f in &h.http_filters {
+        let optional = f.is_optional
+            || matches!(f.config_type, Some(http_filter::ConfigType::ConfigDiscovery(_)) if false);
+        match f.name.as_str() {
+            n if n == super::route::FAULT_FILTER => fault = true,
+            n if n == super::route::CORS_FILTER => cors = true,
+            n if KNOWN_HTTP_FILTERS.contains(&n) => {}
+            _ if optional => {}
+            other => {
+                return Err(ConfigError::Unsupported {
+                    what: what(),
+                    feature: format!("http filter {other:?} is required and not supported"),
+                })
+            }
+        }
+    }
+    Ok(HttpManager {
+        stat_prefix: h.stat_prefix.clone(),
+        routes,
+        use_remote_address: h.use_remote_address.as_ref().is_some_and(|b| b.value),
+        skip_xff_append: h.skip_xff_append,
+        xff_num_trusted_hops: h.xff_num_trusted_hops,
+        fault,
+        cors,
+        max_request_headers_kb: h.max_request_headers_kb.as_ref().map_or(60, |v| v.value),
+        stream_idle_timeout: h.stream_idle_timeout.as_ref().and_then(duration),
+    })
+}
+
+fn tcp_route(t: &TcpProxy, what: &dyn Fn() -> String) -> Result<TcpRoute, ConfigError> {
+    let clusters = match &t.cluster_specifier {
+        Some(tcp_proxy::ClusterSpecifier::Cluster(c)) => vec![(c.clone(), 1)],
+        Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => w
+            .clusters
+            .iter()
+            .map(|c| (c.name.clone(), c.weight))
+            .collect(),
+        None => {
+            return Err(ConfigError::Invalid {
+                what: what(),
+                why: "tcp_proxy names no cluster".into(),
+            })
+        }
+    };
+    Ok(TcpRoute {
+        stat_prefix: t.stat_prefix.clone(),
+        clusters,
+        idle_timeout: t
+            .idle_timeout
+            .as_ref()
+            .and_then(duration)
+            .filter(|d| !d.is_zero()),
+    })
+}

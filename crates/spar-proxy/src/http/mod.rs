@@ -1,0 +1,256 @@
+//! The HTTP connection manager: serves HTTP/1.1 and HTTP/2 on a connection (hyper, auto
+//! detected), and for each request selects a route, runs the route's filters (CORS,
+//! fault) and its action: forward (see [`router`]), redirect or direct response.
+//!
+//! Request headers set here, as Envoy does: `x-request-id` when absent,
+//! `x-forwarded-proto`, `x-forwarded-for` (appended when the manager says
+//! `use_remote_address`).
+
+pub mod body;
+pub mod filters;
+pub mod router;
+pub mod upstream;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+use crate::config::listener::{HttpManager, Routes};
+use crate::config::route::{Abort, Action, RouteConfig};
+use crate::config::Snapshot;
+use crate::proxy::Shared;
+use crate::route::{self, RequestHead};
+use body::{local_reply, reply, Body, Flag, Flags};
+
+/// What every request on one downstream connection shares. The connection keeps the
+/// listener's HTTP settings it was accepted with; each request reads the current
+/// snapshot once for routes and clusters (as Envoy applies RDS, CDS and EDS updates to
+/// new requests on existing connections) and finishes on it.
+pub struct Conn {
+    pub shared: Arc<Shared>,
+    pub hcm: Arc<HttpManager>,
+    pub peer: SocketAddr,
+    pub dst: SocketAddr,
+    pub scheme: &'static str,
+}
+
+/// Serves one downstream connection until it closes or the proxy drains.
+pub async fn serve(
+    shared: Arc<Shared>,
+    snapshot: Arc<Snapshot>,
+    hcm: Arc<HttpManager>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    dst: SocketAddr,
+) {
+    drop(snapshot);
+    let conn = Arc::new(Conn {
+        shared: shared.clone(),
+        hcm: hcm.clone(),
+        peer,
+        dst,
+        scheme: "http",
+    });
+    let svc = service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(handle(conn, req).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_buf_size((hcm.max_request_headers_kb as usize * 1024).max(8192))
+        .header_read_timeout(std::time::Duration::from_secs(30));
+    let serving = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    tokio::pin!(serving);
+    let mut drain = shared.drain.clone();
+    tokio::select! {
+        r = serving.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, "downstream connection ended: {e}");
+            }
+        }
+        _ = async { let _ = drain.wait_for(|d| *d).await; } => {
+            serving.as_mut().graceful_shutdown();
+            let _ = serving.await;
+        }
+    }
+}
+
+fn route_config<'a>(conn: &'a Conn, snap: &'a Snapshot) -> Option<&'a RouteConfig> {
+    match &conn.hcm.routes {
+        Routes::Inline(rc) => Some(rc),
+        Routes::Rds(name) => snap.routes.get(name).map(|r| &**r),
+    }
+}
+
+async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Body> {
+    let stats = &conn.shared.stats;
+    stats.downstream_rq_total.fetch_add(1, Ordering::Relaxed);
+    prepare_headers(&conn, &mut req);
+    let resp = route_request(&conn, req).await;
+    stats.record(&resp);
+    resp
+}
+
+/// `x-request-id`, `x-forwarded-proto`, `x-forwarded-for`, `host` for HTTP/2 requests.
+fn prepare_headers(conn: &Conn, req: &mut Request<Incoming>) {
+    let authority = req.uri().authority().map(|a| a.as_str().to_string());
+    let h = req.headers_mut();
+    if !h.contains_key(http::header::HOST) {
+        if let Some(a) = authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            h.insert(http::header::HOST, a);
+        }
+    }
+    if !h.contains_key("x-request-id") {
+        h.insert("x-request-id", filters::request_id());
+    }
+    if conn.hcm.use_remote_address || !h.contains_key("x-forwarded-proto") {
+        h.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
+    }
+    if conn.hcm.use_remote_address && !conn.hcm.skip_xff_append {
+        let ip = conn.peer.ip().to_string();
+        let v = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev},{ip}"),
+            None => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert("x-forwarded-for", v);
+        }
+    }
+}
+
+async fn route_request(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
+    let snap = conn.shared.store.load();
+    let Some(rc) = route_config(conn, &snap) else {
+        return local_reply(Flag::NR);
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let authority = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let head = RequestHead {
+        method: req.method().as_str(),
+        scheme: conn.scheme,
+        authority: &authority,
+        path: &path,
+        headers: req.headers(),
+        random: fastrand::u64(..),
+    };
+    let Some(sel) = route::select(rc, &head) else {
+        return local_reply(Flag::NR);
+    };
+    let route = sel.route;
+    if sel.virtual_host.require_tls && conn.scheme == "http" {
+        let mut r = reply(301, "");
+        if let Ok(v) = HeaderValue::from_str(&format!("https://{authority}{path}")) {
+            r.headers_mut().insert(http::header::LOCATION, v);
+        }
+        return r;
+    }
+    // CORS (only where the manager runs the filter and the route configures it).
+    let cors = route.cors.as_ref().filter(|_| conn.hcm.cors);
+    let origin = cors.and_then(|c| filters::cors_origin(c, req.headers()).cloned());
+    if let (Some(c), Some(o)) = (cors, &origin) {
+        if req.method() == http::Method::OPTIONS
+            && req
+                .headers()
+                .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            let mut r = reply(200, "");
+            for (k, v) in filters::cors_preflight(c, o) {
+                r.headers_mut().insert(k, v);
+            }
+            return r;
+        }
+    }
+    let mut flags = Vec::new();
+    // Fault: delay first, then abort.
+    if let Some(f) = route.fault.as_ref().filter(|_| conn.hcm.fault) {
+        if let Some((delay, pct)) = f.delay {
+            if pct.sample() {
+                flags.push(Flag::DI);
+                tokio::time::sleep(delay).await;
+            }
+        }
+        if let Some((abort, pct)) = &f.abort {
+            if pct.sample() {
+                let mut r = match abort {
+                    Abort::Http(code) => reply(*code, "fault filter abort"),
+                    Abort::Grpc(status) => {
+                        let mut r = reply(200, "");
+                        r.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/grpc"),
+                        );
+                        r.headers_mut()
+                            .insert("grpc-status", HeaderValue::from(*status));
+                        r.headers_mut().insert(
+                            "grpc-message",
+                            HeaderValue::from_static("fault filter abort"),
+                        );
+                        r
+                    }
+                };
+                flags.push(Flag::FI);
+                r.extensions_mut().insert(Flags(flags));
+                return r;
+            }
+        }
+    }
+    let mut resp = match &route.action {
+        Action::Direct { status, body } => {
+            let mut r = Response::new(body::full(body.clone()));
+            *r.status_mut() = http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::OK);
+            r.headers_mut().insert(
+                http::header::CONTENT_LENGTH,
+                HeaderValue::from(body.len() as u64),
+            );
+            if !body.is_empty() {
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain"),
+                );
+            }
+            r
+        }
+        Action::Redirect(rd) => {
+            let loc =
+                filters::redirect_location(rd, conn.scheme, &authority, &path, &route.matcher.path);
+            let mut r = reply(rd.status, "");
+            if let Ok(v) = HeaderValue::from_str(&loc) {
+                r.headers_mut().insert(http::header::LOCATION, v);
+            }
+            r
+        }
+        Action::Forward(fwd) => router::forward(conn, &snap, route, fwd.clone(), req, &path).await,
+    };
+    filters::apply_ops(
+        resp.headers_mut(),
+        &route.headers.response_add,
+        &route.headers.response_remove,
+    );
+    if let (Some(c), Some(o)) = (cors, &origin) {
+        filters::cors_response(c, o, resp.headers_mut());
+    }
+    if !flags.is_empty() {
+        let mut all = resp.extensions_mut().remove::<Flags>().unwrap_or_default();
+        all.0.extend(flags);
+        resp.extensions_mut().insert(all);
+    }
+    resp
+}

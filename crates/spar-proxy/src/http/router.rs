@@ -1,0 +1,280 @@
+//! The router filter: picks the cluster (single, weighted, or named by a header), applies
+//! rewrites and header edits, then sends the request upstream through the cluster's
+//! balancer with retries (only on the configured conditions), per-try and route
+//! timeouts, circuit breaking and outlier reporting. Failures become Envoy's local
+//! replies and flags: 503 UH / UF / UC / UO / NC, 504 UT, URX when retries ran out.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, Uri};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body as _, Incoming};
+
+use super::body::{local_reply, Body, Flag, Flags};
+use super::{filters, Conn};
+use crate::config::route::{Forward, HeaderOps, RetryPolicy, Route, Target};
+use crate::lb::{ClusterLb, Host, Outcome, PickCtx};
+
+/// Request bodies up to this size are buffered so that a retry can resend them; larger
+/// (or unknown-length) bodies stream and are not retried.
+const RETRY_BUFFER: u64 = 64 * 1024;
+
+/// How one attempt ended.
+enum Attempt {
+    Response(Response<Incoming>),
+    ConnectFailure,
+    Reset,
+    Timeout,
+}
+
+fn weighted_pick(
+    targets: &[crate::config::route::WeightedTarget],
+) -> Option<&crate::config::route::WeightedTarget> {
+    let total: u64 = targets.iter().map(|t| u64::from(t.weight)).sum();
+    if total == 0 {
+        return targets.first();
+    }
+    let mut r = fastrand::u64(0..total);
+    for t in targets {
+        if r < u64::from(t.weight) {
+            return Some(t);
+        }
+        r -= u64::from(t.weight);
+    }
+    targets.last()
+}
+
+pub async fn forward(
+    conn: &Conn,
+    snap: &crate::config::Snapshot,
+    route: &Route,
+    fwd: Arc<Forward>,
+    req: Request<Incoming>,
+    path: &str,
+) -> Response<Body> {
+    let (cluster, extra_ops): (String, Option<&HeaderOps>) = match &fwd.target {
+        Target::Cluster(c) => (c.clone(), None),
+        Target::Weighted(ts) => match weighted_pick(ts) {
+            Some(t) => (t.cluster.clone(), Some(&t.headers)),
+            None => return local_reply(Flag::NC),
+        },
+        Target::Header(h) => match req.headers().get(h).and_then(|v| v.to_str().ok()) {
+            Some(c) => (c.to_string(), None),
+            None => return local_reply(Flag::NC),
+        },
+    };
+    let Some(lb) = snap.balancers.get(&cluster).cloned() else {
+        return local_reply(Flag::NC);
+    };
+    let (mut parts, body) = req.into_parts();
+    // Rewrites.
+    let mut new_path = path.to_string();
+    if let Some(pr) = &fwd.prefix_rewrite {
+        new_path = filters::prefix_rewrite(&new_path, &route.matcher.path, pr);
+    } else if let Some((re, sub)) = &fwd.regex_rewrite {
+        new_path = filters::regex_rewrite(&new_path, re, sub);
+    }
+    if let Some(host) = &fwd.host_rewrite {
+        if let Ok(v) = HeaderValue::from_str(host) {
+            parts.headers.insert(http::header::HOST, v);
+        }
+    }
+    let hash = filters::request_hash(&fwd.hash_policy, &parts.headers, path, conn.peer);
+    filters::strip_hop_by_hop(&mut parts.headers);
+    if let Some(ops) = extra_ops {
+        filters::apply_ops(&mut parts.headers, &ops.request_add, &ops.request_remove);
+    }
+    filters::apply_ops(
+        &mut parts.headers,
+        &route.headers.request_add,
+        &route.headers.request_remove,
+    );
+
+    // Bodies small enough are kept for retries.
+    let retry = fwd.retry.as_ref().filter(|r| r.num_retries > 0);
+    let size = body.size_hint();
+    let (buffered, stream): (Option<Bytes>, Option<Incoming>) = if body.is_end_stream() {
+        (Some(Bytes::new()), None)
+    } else if retry.is_some() && size.upper().is_some_and(|u| u <= RETRY_BUFFER) {
+        match Limited::new(body, RETRY_BUFFER as usize).collect().await {
+            Ok(c) => (Some(c.to_bytes()), None),
+            Err(_) => return local_reply(Flag::DC),
+        }
+    } else {
+        (None, Some(body))
+    };
+
+    let attempt_all = attempts(conn, &lb, &parts, &new_path, buffered, stream, retry, hash);
+    let mut resp = match fwd.timeout {
+        Some(t) => match tokio::time::timeout(t, attempt_all).await {
+            Ok(r) => r,
+            Err(_) => local_reply(Flag::UT),
+        },
+        None => attempt_all.await,
+    };
+    if let Some(ops) = extra_ops {
+        filters::apply_ops(resp.headers_mut(), &ops.response_add, &ops.response_remove);
+    }
+    resp
+}
+
+/// Envoy's backoff: a random wait in `[0, min(base * (2^n - 1), max)]`.
+fn backoff(policy: &RetryPolicy, n: u32) -> Duration {
+    let factor = (1u64 << n.min(20)) - 1;
+    let ceiling = policy
+        .base_interval
+        .saturating_mul(factor as u32)
+        .min(policy.max_interval);
+    let ms = ceiling.as_millis() as u64;
+    Duration::from_millis(fastrand::u64(0..=ms.max(1)))
+}
+
+fn retriable(policy: &RetryPolicy, a: &Attempt) -> bool {
+    let on = &policy.on;
+    match a {
+        Attempt::ConnectFailure => on.connect_failure || on.five_xx || on.gateway_error || on.reset,
+        Attempt::Reset => on.reset || on.five_xx,
+        Attempt::Timeout => on.five_xx || on.gateway_error,
+        Attempt::Response(r) => {
+            let s = r.status().as_u16();
+            (on.five_xx && s >= 500)
+                || (on.gateway_error && matches!(s, 502..=504))
+                || (on.retriable_4xx && s == 409)
+                || (on.retriable_status_codes && policy.status_codes.contains(&s))
+                || (!on.grpc.is_empty()
+                    && r.headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .is_some_and(|g| on.grpc.contains(&g)))
+        }
+    }
+}
+
+fn upstream_request(
+    parts: &http::request::Parts,
+    host: &Host,
+    path: &str,
+    body: Body,
+) -> Option<Request<Body>> {
+    let uri: Uri = format!("http://{}{}", host.authority, path).parse().ok()?;
+    let mut b = Request::builder().method(parts.method.clone()).uri(uri);
+    if let Some(h) = b.headers_mut() {
+        *h = parts.headers.clone();
+    }
+    b.body(body).ok()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attempts(
+    conn: &Conn,
+    lb: &Arc<ClusterLb>,
+    parts: &http::request::Parts,
+    path: &str,
+    buffered: Option<Bytes>,
+    mut stream: Option<Incoming>,
+    retry: Option<&RetryPolicy>,
+    hash: Option<u64>,
+) -> Response<Body> {
+    let cluster = &lb.cluster;
+    let limits = cluster.limits;
+    if lb.active_requests.load(Ordering::Relaxed) >= limits.max_requests {
+        return local_reply(Flag::UO);
+    }
+    lb.active_requests.fetch_add(1, Ordering::Relaxed);
+    let _guard = Decrement(&lb.active_requests);
+    let client = conn
+        .shared
+        .upstream
+        .client(cluster.http2, cluster.connect_timeout);
+    let max_attempts = 1 + retry.map_or(0, |r| if buffered.is_some() { r.num_retries } else { 0 });
+    let mut n = 0u32;
+    loop {
+        let ctx = PickCtx {
+            hash,
+            original_dst: Some(conn.dst),
+            attempt: n,
+        };
+        let Some(host) = lb.pick(&ctx) else {
+            return local_reply(Flag::UH);
+        };
+        let body = match (&buffered, stream.take()) {
+            (Some(b), _) => super::body::full(b.clone()),
+            (None, Some(s)) => s.map_err(|e| Box::new(e) as _).boxed_unsync(),
+            (None, None) => super::body::empty(),
+        };
+        let Some(up) = upstream_request(parts, &host, path, body) else {
+            return local_reply(Flag::UF);
+        };
+        host.active.fetch_add(1, Ordering::Relaxed);
+        let send = client.request(up);
+        let per_try = retry.and_then(|r| r.per_try_timeout);
+        let result = match per_try {
+            Some(t) => tokio::time::timeout(t, send).await.ok(),
+            None => Some(send.await),
+        };
+        host.active.fetch_sub(1, Ordering::Relaxed);
+        let outcome = match result {
+            None => Attempt::Timeout,
+            Some(Ok(r)) => Attempt::Response(r),
+            Some(Err(e)) if e.is_connect() => Attempt::ConnectFailure,
+            Some(Err(e)) => {
+                tracing::debug!(cluster = %cluster.name, "upstream reset: {e}");
+                Attempt::Reset
+            }
+        };
+        lb.report(
+            &host,
+            match &outcome {
+                Attempt::Response(r) => {
+                    if r.status().is_server_error() {
+                        Outcome::Status(r.status().as_u16())
+                    } else {
+                        Outcome::Success
+                    }
+                }
+                _ => Outcome::LocalFailure,
+            },
+        );
+        n += 1;
+        let can_retry = retry.is_some_and(|p| retriable(p, &outcome));
+        let budget = lb.active_retries.load(Ordering::Relaxed) < limits.max_retries;
+        if can_retry && n < max_attempts && budget {
+            if let Some(p) = retry {
+                lb.active_retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(backoff(p, n)).await;
+                lb.active_retries.fetch_sub(1, Ordering::Relaxed);
+            }
+            conn.shared
+                .stats
+                .upstream_rq_retry
+                .fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let exhausted = can_retry;
+        let mut resp = match outcome {
+            Attempt::Response(r) => r.map(|b| b.map_err(|e| Box::new(e) as _).boxed_unsync()),
+            Attempt::ConnectFailure => local_reply(Flag::UF),
+            Attempt::Reset => local_reply(Flag::UC),
+            Attempt::Timeout => local_reply(Flag::UT),
+        };
+        filters::strip_hop_by_hop(resp.headers_mut());
+        if exhausted {
+            let mut f = resp.extensions_mut().remove::<Flags>().unwrap_or_default();
+            f.0.push(Flag::URX);
+            resp.extensions_mut().insert(f);
+        }
+        return resp;
+    }
+}
+
+struct Decrement<'a>(&'a std::sync::atomic::AtomicU32);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

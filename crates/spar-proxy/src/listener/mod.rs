@@ -1,0 +1,121 @@
+//! Listeners: accept loops for bound listeners, and per connection the listener that
+//! owns it (virtual listeners with `use_original_dst` hand the connection to the
+//! listener of its original destination), the listener filters, the filter chain, and
+//! then the chain's HTTP connection manager or TCP proxy.
+//!
+//! Original destination: `crates/spar-capture` (SO_ORIGINAL_DST) has not landed yet.
+//! FALLBACK until it does: the accepted socket's local address is taken as the original
+//! destination, which is right for connections that reach a port directly (tests,
+//! explicit mode) and wrong for iptables-redirected ones.
+
+pub mod chain;
+pub mod inspect;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::listener::{Listener, NetworkFilter};
+use crate::config::Snapshot;
+use crate::proxy::Shared;
+use chain::ConnInfo;
+
+/// How long listener filters may wait for the first bytes.
+const INSPECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Accepts connections for the listener named `name` until the task is aborted.
+pub async fn accept_loop(shared: Arc<Shared>, name: Arc<str>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                shared
+                    .stats
+                    .downstream_cx_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::spawn(handle(shared.clone(), name.clone(), stream, peer));
+            }
+            Err(e) => {
+                tracing::warn!(listener = %name, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The original destination of `stream` (see the module doc for the fallback).
+fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
+    stream.local_addr().ok()
+}
+
+/// The listener a virtual listener hands a connection to: the one bound to exactly
+/// `dst`, else the wildcard one on its port.
+fn listener_for<'a>(snap: &'a Snapshot, dst: SocketAddr, own: &str) -> Option<&'a Arc<Listener>> {
+    let others = || snap.listeners.values().filter(|l| l.name != own);
+    others().find(|l| l.address == dst).or_else(|| {
+        others().find(|l| l.address.ip().is_unspecified() && l.address.port() == dst.port())
+    })
+}
+
+struct Active<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+async fn handle(shared: Arc<Shared>, name: Arc<str>, stream: TcpStream, peer: SocketAddr) {
+    shared
+        .stats
+        .active_cx
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _active = Active(&shared.stats.active_cx);
+    let snap = shared.store.load();
+    let Some(own) = snap.listeners.get(&*name) else {
+        return;
+    };
+    let local = stream.local_addr().unwrap_or(own.address);
+    let mut listener = own;
+    let mut dst = local;
+    if own.use_original_dst {
+        dst = original_dst(&stream).unwrap_or(local);
+        if let Some(other) = listener_for(&snap, dst, &own.name) {
+            listener = other;
+        }
+    }
+    let (tls, http) = chain::needs_inspection(listener);
+    let detected = if tls || http {
+        inspect::inspect(&stream, tls, http, INSPECT_TIMEOUT).await
+    } else {
+        inspect::Detected {
+            transport: "raw_buffer",
+            ..Default::default()
+        }
+    };
+    let info = ConnInfo {
+        dst,
+        src: peer,
+        sni: detected.sni,
+        transport: detected.transport,
+        alpn: detected.alpn,
+    };
+    let Some(chain) = chain::select(listener, &info) else {
+        tracing::debug!(listener = %listener.name, ?info, "no filter chain matches; closing");
+        shared
+            .stats
+            .no_filter_chain_match
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return;
+    };
+    match &chain.filter {
+        NetworkFilter::Http(hcm) => {
+            crate::http::serve(shared.clone(), snap.clone(), hcm.clone(), stream, peer, dst).await
+        }
+        NetworkFilter::Tcp(t) => {
+            crate::tcp::proxy(shared.clone(), snap.clone(), t.clone(), stream, dst).await
+        }
+    }
+}

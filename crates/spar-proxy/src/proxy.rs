@@ -1,0 +1,242 @@
+//! The running proxy: binds the listeners the snapshot asks for (re-binding as LDS
+//! changes), serves the admin endpoints, and drains on request. Everything long-lived
+//! shares one [`Shared`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Store;
+use crate::http::upstream::Pools;
+use crate::stats::Stats;
+
+/// Sets the log level (`/logging?level=`); the binary owns the subscriber.
+pub type LogLevelFn = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+#[derive(Clone, Default)]
+pub struct ProxyOptions {
+    /// Admin server address (loopback); `None`: no admin server.
+    pub admin: Option<SocketAddr>,
+    /// Where to bind a listener instead of its xDS address, by listener name (every
+    /// port is a flag: `virtualOutbound` → `--outbound-port`, ...).
+    pub bind: BTreeMap<String, SocketAddr>,
+    /// How long draining waits for connections to finish.
+    pub drain_time: Duration,
+    pub log_level: Option<LogLevelFn>,
+}
+
+impl std::fmt::Debug for ProxyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyOptions")
+            .field("admin", &self.admin)
+            .field("bind", &self.bind)
+            .field("drain_time", &self.drain_time)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot bind the admin server on {addr}: {source} (is another proxy using this --admin-port?)")]
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What every connection and task shares.
+pub struct Shared {
+    pub store: Arc<Store>,
+    pub upstream: Pools,
+    pub stats: Stats,
+    /// `true` once draining started.
+    pub drain: watch::Receiver<bool>,
+    drain_tx: watch::Sender<bool>,
+    /// `true` once the proxy should exit.
+    quit: watch::Sender<bool>,
+    pub options: ProxyOptions,
+    bound: Mutex<HashMap<String, (SocketAddr, JoinHandle<()>)>>,
+}
+
+impl Shared {
+    pub fn start_drain(&self) {
+        self.drain_tx.send_replace(true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.drain.borrow()
+    }
+
+    pub fn quit(&self) {
+        self.quit.send_replace(true);
+    }
+
+    /// Where each bound listener listens, by name.
+    pub fn bound(&self) -> BTreeMap<String, SocketAddr> {
+        let map = match self.bound.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.iter().map(|(k, (a, _))| (k.clone(), *a)).collect()
+    }
+
+    /// Binds listeners the snapshot has and unbinds those it dropped. A listener whose
+    /// port cannot be bound is logged and retried at the next change.
+    async fn reconcile(self: &Arc<Self>) {
+        if self.is_draining() {
+            return;
+        }
+        let snap = self.store.load();
+        let wanted: BTreeMap<String, SocketAddr> = snap
+            .listeners
+            .values()
+            .filter(|l| l.bind_to_port)
+            .map(|l| {
+                let addr = self.options.bind.get(&l.name).copied().unwrap_or(l.address);
+                (l.name.clone(), addr)
+            })
+            .collect();
+        let mut to_bind = Vec::new();
+        {
+            let mut map = match self.bound.lock() {
+                Ok(m) => m,
+                Err(p) => p.into_inner(),
+            };
+            map.retain(|name, (addr, task)| {
+                // Ephemeral binds (port 0) keep their real address.
+                let keep = wanted
+                    .get(name)
+                    .is_some_and(|w| w == addr || (w.port() == 0 && w.ip() == addr.ip()));
+                if !keep {
+                    task.abort();
+                    tracing::info!(listener = %name, %addr, "listener removed");
+                }
+                keep
+            });
+            for (name, addr) in &wanted {
+                if !map.contains_key(name) {
+                    to_bind.push((name.clone(), *addr));
+                }
+            }
+        }
+        for (name, addr) in to_bind {
+            match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    let real = l.local_addr().unwrap_or(addr);
+                    tracing::info!(listener = %name, addr = %real, "listening");
+                    let task = tokio::spawn(crate::listener::accept_loop(
+                        self.clone(),
+                        Arc::from(name.as_str()),
+                        l,
+                    ));
+                    let mut map = match self.bound.lock() {
+                        Ok(m) => m,
+                        Err(p) => p.into_inner(),
+                    };
+                    map.insert(name, (real, task));
+                }
+                Err(e) => tracing::error!(listener = %name, %addr, "cannot bind: {e}"),
+            }
+        }
+    }
+
+    fn stop_listeners(&self) {
+        let mut map = match self.bound.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        for (_, (_, task)) in map.drain() {
+            task.abort();
+        }
+    }
+}
+
+/// A running proxy.
+pub struct Proxy {
+    pub shared: Arc<Shared>,
+    pub admin_addr: Option<SocketAddr>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Binds the admin server and the snapshot's listeners, then follows the store.
+    pub async fn start(store: Arc<Store>, options: ProxyOptions) -> Result<Proxy, ProxyError> {
+        let (drain_tx, drain) = watch::channel(false);
+        let (quit, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            store: store.clone(),
+            upstream: Pools::default(),
+            stats: Stats::default(),
+            drain,
+            drain_tx,
+            quit,
+            options: options.clone(),
+            bound: Mutex::new(HashMap::new()),
+        });
+        let admin_addr = match options.admin {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ProxyError::Admin { addr, source })?;
+                let real = l.local_addr().unwrap_or(addr);
+                tokio::spawn(crate::admin::serve(shared.clone(), l));
+                Some(real)
+            }
+            None => None,
+        };
+        shared.reconcile().await;
+        let mut changes = store.subscribe();
+        let s = shared.clone();
+        let task = tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                s.reconcile().await;
+            }
+        });
+        Ok(Proxy {
+            shared,
+            admin_addr,
+            task,
+        })
+    }
+
+    /// The address a listener is bound to.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.shared.bound().get(name).copied()
+    }
+
+    /// Stops accepting, lets connections finish (up to `drain_time`), then returns.
+    pub async fn drain(&self) {
+        self.shared.start_drain();
+        self.shared.stop_listeners();
+        self.task.abort();
+        let deadline = tokio::time::Instant::now() + self.shared.options.drain_time;
+        while self
+            .shared
+            .stats
+            .active_cx
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Resolves when `/quitquitquit` was called.
+    pub async fn quit_requested(&self) {
+        let mut rx = self.shared.quit.subscribe();
+        let _ = rx.wait_for(|q| *q).await;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.shared.stop_listeners();
+    }
+}

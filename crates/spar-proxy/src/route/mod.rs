@@ -1,0 +1,223 @@
+//! Route selection, pure: which virtual host and route of a route configuration a request
+//! head selects, exactly as Envoy decides it. Used by the proxy on every request and by
+//! `spar ctl explain` to say why a request goes where it goes.
+//!
+//! Virtual hosts: the `:authority` (lower-cased; the port stripped only when the route
+//! configuration says `ignore_port_in_host_matching`) is matched against exact domains
+//! first, then `*.suffix` wildcards (longest suffix first), then `prefix*` wildcards
+//! (longest first), then `*`. Routes: first match wins, in order.
+
+use http::HeaderMap;
+
+use crate::config::matcher::StringMatch;
+use crate::config::route::{
+    HeaderMatch, HeaderMatcher, PathMatch, QueryMatcher, Route, RouteConfig, RouteMatch,
+    VirtualHost,
+};
+
+/// What route selection reads from a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    pub method: &'a str,
+    pub scheme: &'a str,
+    pub authority: &'a str,
+    /// Path with its query string, as in `:path`.
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    /// The request's random value for `runtime_fraction` (Envoy draws one per request).
+    pub random: u64,
+}
+
+/// The outcome of route selection.
+#[derive(Debug, Clone, Copy)]
+pub struct Selected<'a> {
+    pub virtual_host: &'a VirtualHost,
+    pub index: usize,
+    pub route: &'a Route,
+}
+
+impl Selected<'_> {
+    pub fn route_name(&self) -> &str {
+        &self.route.name
+    }
+}
+
+/// The virtual host for `authority`, as Envoy picks it.
+pub fn virtual_host<'a>(rc: &'a RouteConfig, authority: &str) -> Option<&'a VirtualHost> {
+    let mut host = authority.to_ascii_lowercase();
+    if rc.ignore_port_in_host_matching {
+        if let Some(i) = host.rfind(':') {
+            let port = &host[i + 1..];
+            // Only a trailing `:digits` is a port (`[::1]` has none).
+            if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+                host.truncate(i);
+            }
+        }
+    }
+    let mut best_suffix: Option<(usize, &VirtualHost)> = None;
+    let mut best_prefix: Option<(usize, &VirtualHost)> = None;
+    let mut default = None;
+    for vh in &rc.virtual_hosts {
+        for d in &vh.domains {
+            if d == "*" {
+                default.get_or_insert(vh);
+            } else if let Some(suffix) = d.strip_prefix('*') {
+                // The wildcard must stand for at least one character.
+                if host.len() > suffix.len()
+                    && host.ends_with(suffix)
+                    && best_suffix.is_none_or(|(l, _)| suffix.len() > l)
+                {
+                    best_suffix = Some((suffix.len(), vh));
+                }
+            } else if let Some(prefix) = d.strip_suffix('*') {
+                if host.len() > prefix.len()
+                    && host.starts_with(prefix)
+                    && best_prefix.is_none_or(|(l, _)| prefix.len() > l)
+                {
+                    best_prefix = Some((prefix.len(), vh));
+                }
+            } else if *d == host {
+                return Some(vh);
+            }
+        }
+    }
+    best_suffix.or(best_prefix).map(|(_, vh)| vh).or(default)
+}
+
+/// Route selection: the virtual host, then its first matching route.
+pub fn select<'a>(rc: &'a RouteConfig, req: &RequestHead<'_>) -> Option<Selected<'a>> {
+    let vh = virtual_host(rc, req.authority)?;
+    vh.routes
+        .iter()
+        .enumerate()
+        .find(|(_, r)| route_matches(&r.matcher, req))
+        .map(|(index, route)| Selected {
+            virtual_host: vh,
+            index,
+            route,
+        })
+}
+
+fn path_only(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or(path)
+}
+
+pub fn route_matches(m: &RouteMatch, req: &RequestHead<'_>) -> bool {
+    let lowered;
+    let (full, bare) = if m.case_sensitive || matches!(m.path, PathMatch::Regex(_)) {
+        (req.path, path_only(req.path))
+    } else {
+        lowered = req.path.to_ascii_lowercase();
+        (lowered.as_str(), path_only(&lowered))
+    };
+    let path_ok = match &m.path {
+        // Envoy compares prefixes against the whole `:path`, query string included.
+        PathMatch::Prefix(p) => full.starts_with(p.as_str()),
+        PathMatch::Exact(p) => bare == p,
+        PathMatch::Regex(re) => re.is_match(bare),
+        PathMatch::SeparatedPrefix(p) => {
+            bare.starts_with(p.as_str())
+                && (bare.len() == p.len() || bare.as_bytes().get(p.len()) == Some(&b'/'))
+        }
+    };
+    path_ok
+        && m.headers.iter().all(|h| header_matches(h, req))
+        && query_matches(&m.query, req.path)
+        && m.runtime_fraction.is_none_or(|f| f.contains(req.random))
+}
+
+/// The header's value as Envoy sees it: pseudo-headers from the request line, repeated
+/// headers joined with `,`.
+fn header_value<'a>(name: &str, req: &RequestHead<'a>) -> Option<std::borrow::Cow<'a, str>> {
+    use std::borrow::Cow;
+    match name {
+        ":method" => return Some(Cow::Borrowed(req.method)),
+        ":authority" | "host" => return Some(Cow::Borrowed(req.authority)),
+        ":scheme" => return Some(Cow::Borrowed(req.scheme)),
+        ":path" => return Some(Cow::Borrowed(req.path)),
+        _ => {}
+    }
+    let mut values = req.headers.get_all(name).iter();
+    let first = values.next()?;
+    let first = String::from_utf8_lossy(first.as_bytes());
+    let rest: Vec<_> = values.collect();
+    if rest.is_empty() {
+        return Some(first);
+    }
+    let mut joined = first.into_owned();
+    for v in rest {
+        joined.push(',');
+        joined.push_str(&String::from_utf8_lossy(v.as_bytes()));
+    }
+    Some(Cow::Owned(joined))
+}
+
+/// Envoy's `HeaderUtility::matchHeaders`, including its treatment of absent headers: an
+/// absent header matches only `present_match: false`, or an inverted `present_match: true`.
+pub fn header_matches(h: &HeaderMatcher, req: &RequestHead<'_>) -> bool {
+    let value = header_value(&h.name, req);
+    let value = match value {
+        Some(v) => v,
+        None if h.treat_missing_as_empty => std::borrow::Cow::Borrowed(""),
+        None => {
+            return match h.matcher {
+                HeaderMatch::Present(p) => p == h.invert,
+                _ => false,
+            }
+        }
+    };
+    let hit = match &h.matcher {
+        HeaderMatch::Present(p) => *p,
+        HeaderMatch::String(s) => s.matches(&value),
+        HeaderMatch::Range(start, end) => {
+            value.parse::<i64>().is_ok_and(|v| v >= *start && v < *end)
+        }
+    };
+    hit != h.invert
+}
+
+fn query_matches(matchers: &[QueryMatcher], path: &str) -> bool {
+    if matchers.is_empty() {
+        return true;
+    }
+    let query = path.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split('#').next().unwrap_or("");
+    matchers.iter().all(|m| {
+        let first = query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k) == m.name).then(|| percent_decode(v))
+        });
+        match (&m.matcher, first) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(s), Some(v)) => string_match(s, &v),
+        }
+    })
+}
+
+fn string_match(s: &StringMatch, v: &str) -> bool {
+    s.matches(v)
+}
+
+/// `%XX` decoding (and `+` left as is, as Envoy does for query matching).
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,90 @@
+//! The TCP proxy: picks a cluster (weighted when several), a host from its balancer (the
+//! original destination for ORIGINAL_DST clusters such as `PassthroughCluster`), connects
+//! within the cluster's connect timeout and copies bytes both ways until either side
+//! closes. `BlackHoleCluster` (no hosts) closes the connection.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+
+use crate::config::listener::TcpRoute;
+use crate::config::Snapshot;
+use crate::lb::{Outcome, PickCtx};
+use crate::proxy::Shared;
+
+fn pick_cluster(t: &TcpRoute) -> Option<&str> {
+    let total: u64 = t.clusters.iter().map(|(_, w)| u64::from(*w)).sum();
+    if total == 0 {
+        return t.clusters.first().map(|(c, _)| c.as_str());
+    }
+    let mut r = fastrand::u64(0..total);
+    for (c, w) in &t.clusters {
+        if r < u64::from(*w) {
+            return Some(c);
+        }
+        r -= u64::from(*w);
+    }
+    None
+}
+
+pub async fn proxy(
+    shared: Arc<Shared>,
+    snap: Arc<Snapshot>,
+    route: Arc<TcpRoute>,
+    mut downstream: TcpStream,
+    dst: SocketAddr,
+) {
+    let Some(cluster) = pick_cluster(&route) else {
+        return;
+    };
+    let Some(lb) = snap.balancers.get(cluster).cloned() else {
+        tracing::debug!(cluster, "tcp proxy: no such cluster; closing");
+        return;
+    };
+    let ctx = PickCtx {
+        original_dst: Some(dst),
+        ..Default::default()
+    };
+    let Some(host) = lb.pick(&ctx) else {
+        tracing::debug!(cluster, "tcp proxy: no healthy upstream; closing");
+        return;
+    };
+    if lb.active_requests.load(Ordering::Relaxed) >= lb.cluster.limits.max_connections {
+        return;
+    }
+    let connect = TcpStream::connect(host.authority.as_str());
+    let mut upstream = match tokio::time::timeout(lb.cluster.connect_timeout, connect).await {
+        Ok(Ok(s)) => s,
+        _ => {
+            lb.report(&host, Outcome::LocalFailure);
+            tracing::debug!(cluster, host = %host.authority, "tcp proxy: upstream connect failed");
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    lb.active_requests.fetch_add(1, Ordering::Relaxed);
+    host.active.fetch_add(1, Ordering::Relaxed);
+    shared.stats.tcp_connections.fetch_add(1, Ordering::Relaxed);
+    let copied = match route.idle_timeout {
+        // The idle timeout bounds the whole copy only when set; Istio leaves it at 1h.
+        Some(t) => tokio::time::timeout(
+            t,
+            tokio::io::copy_bidirectional(&mut downstream, &mut upstream),
+        )
+        .await
+        .unwrap_or(Ok((0, 0))),
+        None => tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await,
+    };
+    if let Ok((up, down)) = copied {
+        shared.stats.tcp_bytes_sent.fetch_add(up, Ordering::Relaxed);
+        shared
+            .stats
+            .tcp_bytes_received
+            .fetch_add(down, Ordering::Relaxed);
+    }
+    host.active.fetch_sub(1, Ordering::Relaxed);
+    lb.active_requests.fetch_sub(1, Ordering::Relaxed);
+    lb.report(&host, Outcome::Success);
+}

@@ -1,0 +1,255 @@
+//! Shared by the proxy's in-process tests: echo backends on free ports, a client, and
+//! config from Istio YAML through the real translator.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use spar_model::{ConfigSet, LoadOptions};
+use spar_registry::Registry;
+use spar_translate::{translate, ProxyNode, XdsResources};
+
+/// An echo backend: answers `backend=<name> version=<HTTP version> path=<path>` and the
+/// request headers it was asked to echo (`x-echo: a,b`). `/slow*` answers after a second;
+/// `/flaky*` answers 503 the first time it sees an `x-test-id`; `/status/<n>` answers n.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub requests: Arc<AtomicUsize>,
+    pub failures: Arc<AtomicUsize>,
+}
+
+impl Backend {
+    pub async fn start(name: &'static str) -> Backend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(AtomicUsize::new(0));
+        let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let (r, f) = (requests.clone(), failures.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (r, f, seen) = (r.clone(), f.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let (r, f, seen) = (r.clone(), f.clone(), seen.clone());
+                        async move { Ok::<_, Infallible>(echo(name, req, &r, &f, &seen).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Backend {
+            addr,
+            requests,
+            failures,
+        }
+    }
+}
+
+async fn echo(
+    name: &'static str,
+    req: Request<Incoming>,
+    requests: &AtomicUsize,
+    failures: &AtomicUsize,
+    seen: &Mutex<HashSet<String>>,
+) -> Response<Full<Bytes>> {
+    requests.fetch_add(1, Ordering::SeqCst);
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let version = format!("{:?}", req.version());
+    let mut text = format!("backend={name} version={version} path={path}\n");
+    let wanted: Vec<String> = req
+        .headers()
+        .get("x-echo")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_default();
+    for h in wanted {
+        let v = req
+            .headers()
+            .get(&h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        text.push_str(&format!("{h}={v}\n"));
+    }
+    let id = req
+        .headers()
+        .get("x-test-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    if !body.is_empty() {
+        text.push_str(&format!("body={}\n", String::from_utf8_lossy(&body)));
+    }
+    let mut status = 200;
+    if path.starts_with("/slow") {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    if path.starts_with("/flaky") && seen.lock().unwrap().insert(id) {
+        failures.fetch_add(1, Ordering::SeqCst);
+        status = 503;
+    }
+    if let Some(code) = path.strip_prefix("/status/") {
+        status = code.parse().unwrap_or(500);
+    }
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+    r.headers_mut()
+        .insert("x-backend", http::HeaderValue::from_static(name));
+    r
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn backend(&self) -> Option<&str> {
+        self.body
+            .strip_prefix("backend=")
+            .and_then(|b| b.split_whitespace().next())
+    }
+
+    /// `name=value` lines the backend echoed.
+    pub fn echoed(&self, name: &str) -> Option<&str> {
+        self.body
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+    }
+}
+
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client(http2: bool) -> TestClient {
+    let mut b = Client::builder(TokioExecutor::new());
+    if http2 {
+        b.http2_only(true);
+    }
+    b.build(HttpConnector::new())
+}
+
+pub async fn send(
+    c: &TestClient,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), c.request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+pub async fn get(c: &TestClient, port: u16, path: &str, headers: &[(&str, &str)]) -> Reply {
+    send(c, port, "GET", path, headers, "").await
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What a gateway proxy (`istio: ingressgateway`) is sent for `yaml`.
+pub fn gateway_resources(yaml: &str) -> XdsResources {
+    let set = ConfigSet::load([("test.yaml", yaml)], &LoadOptions::default());
+    assert!(!set.has_errors(), "{:#?}", set.diagnostics());
+    let reg = Registry::build(&set);
+    let mut node =
+        ProxyNode::parse_id("router~127.0.0.1~gw-1.istio-system~istio-system.svc.cluster.local")
+            .unwrap();
+    node.labels.insert("istio".into(), "ingressgateway".into());
+    translate(&set, &reg, &node)
+}
+
+/// A Service `name` in `default` on `port` with one pod per (version, address), found
+/// through EndpointSlices and Pods as in Kubernetes.
+pub fn service(name: &str, port: u16, port_name: &str, pods: &[(&str, SocketAddr)]) -> String {
+    let mut y = format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: {port_name}, port: {port}}}]
+"#
+    );
+    for (v, addr) in pods {
+        y.push_str(&format!(
+            r#"---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-{v}
+  namespace: default
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: {port_name}, port: {p}}}]
+endpoints:
+- addresses: [{ip}]
+  targetRef: {{kind: Pod, name: {name}-{v}}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}-{v}
+  namespace: default
+  labels: {{app: {name}, version: {v}}}
+  annotations: {{sidecar.istio.io/inject: "false"}}
+spec:
+  containers: [{{name: {name}}}]
+status: {{podIP: {ip}}}
+"#,
+            p = addr.port(),
+            ip = addr.ip()
+        ));
+    }
+    y
+}
