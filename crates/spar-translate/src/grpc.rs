@@ -6,12 +6,17 @@
 //! Clusters are the EDS and LOGICAL_DNS ones (gRPC has no STRICT_DNS or ORIGINAL_DST), with
 //! load balancing gRPC implements (ROUND_ROBIN, RING_HASH); HTTP filters are fault and
 //! router only, since gRPC refuses filters it does not know.
+//!
+//! gRPC reads a route's deadline from `max_stream_duration`, not from `timeout` (gRFC A31),
+//! so a VirtualService `timeout` is written to both, as istiod does for proxyless clients.
 
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, DiscoveryType, LbPolicy,
 };
 use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Listener};
-use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use envoy_types::pb::envoy::config::route::v3::{
+    route::Action, route_action, Route, RouteConfiguration, VirtualHost,
+};
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -23,6 +28,21 @@ use crate::http_route::{FAULT_FILTER, ROUTER_FILTER};
 use crate::route::{self, VsIndex};
 use crate::util::{self, any, outbound};
 use crate::{cluster, context, ProxyNode, XdsResources};
+
+/// A route's non-zero `timeout` as its `max_stream_duration`, the deadline gRPC applies to
+/// each call on the route (a zero timeout stays "no deadline": the field is left unset).
+fn grpc_deadline(r: &mut Route) {
+    let Some(Action::Route(a)) = r.action.as_mut() else {
+        return;
+    };
+    let Some(t) = a.timeout.as_ref().filter(|t| t.seconds > 0 || t.nanos > 0) else {
+        return;
+    };
+    a.max_stream_duration = Some(route_action::MaxStreamDuration {
+        max_stream_duration: Some(*t),
+        ..Default::default()
+    });
+}
 
 fn filter<M: prost::Message + prost::Name>(name: &str, m: &M) -> HttpFilter {
     HttpFilter {
@@ -100,6 +120,7 @@ pub fn translate_grpc(
         if routes.is_empty() {
             routes.push(route::default_route(outbound(port, "", &svc.hostname)));
         }
+        routes.iter_mut().for_each(grpc_deadline);
         out.routes.push(RouteConfiguration {
             name: name.clone(),
             virtual_hosts: vec![VirtualHost {

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
+use envoy_types::pb::envoy::config::route::v3::route;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 
 #[test]
@@ -57,4 +58,44 @@ spec:
         .clusters
         .iter()
         .any(|c| c.name == "outbound|9080|v1|web.default.svc.cluster.local"));
+}
+
+#[test]
+fn route_timeouts_are_grpc_deadlines() {
+    let set = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [web]
+  http:
+  - match: [{uri: {prefix: /pkg.Svc/Slow}}]
+    timeout: 1.5s
+    route: [{destination: {host: web, subset: v1}}]
+  - route: [{destination: {host: web, subset: v2}}]
+"#,
+    );
+    let reg = spar_registry::Registry::build(&set);
+    let names = vec!["web:9080".to_string()];
+    let x = spar_translate::translate_grpc(&set, &reg, &client(), &names);
+    let routes = &x.routes[0].virtual_hosts[0].routes;
+    let action = |i: usize| match routes[i].action.as_ref().unwrap() {
+        route::Action::Route(a) => a.clone(),
+        other => panic!("{other:?}"),
+    };
+    let slow = action(0);
+    let msd = slow
+        .max_stream_duration
+        .unwrap()
+        .max_stream_duration
+        .unwrap();
+    assert_eq!((msd.seconds, msd.nanos), (1, 500_000_000));
+    assert_eq!(
+        slow.timeout.unwrap(),
+        msd,
+        "Envoy's field stays as istiod writes it"
+    );
+    // No timeout: no deadline (gRPC reads an absent max_stream_duration as none).
+    assert_eq!(action(1).max_stream_duration, None);
 }
