@@ -68,6 +68,7 @@ fn missing() -> Option<String> {
         ("ip", "-V"),
         ("iptables", "--version"),
         ("iptables-restore", "--version"),
+        ("ip6tables-restore", "--version"),
         ("setpriv", "--version"),
         ("bash", "--version"),
         ("timeout", "--version"),
@@ -112,8 +113,13 @@ impl Net {
             "ip", "link", "add", &va, "netns", &net.a, "type", "veth", "peer", "name", &vb,
             "netns", &net.b,
         ]);
-        for (ns, dev, addr) in [(&net.a, &va, "10.99.0.1/24"), (&net.b, &vb, "10.99.0.5/24")] {
-            sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+        for (ns, dev, v4, v6) in [
+            (&net.a, &va, "10.99.0.1/24", "fd99::1/64"),
+            (&net.b, &vb, "10.99.0.5/24", "fd99::5/64"),
+        ] {
+            sh(&["ip", "-n", ns, "addr", "add", v4, "dev", dev]);
+            // nodad: usable at once, without waiting for duplicate address detection.
+            sh(&["ip", "-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
             sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
@@ -169,12 +175,17 @@ impl Net {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// `iptables -t nat -S` and `ip6tables -t nat -S` in A.
     fn nat_rules(&self) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.a, "iptables", "-t", "nat", "-S"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
+        let mut all = String::new();
+        for tool in ["iptables", "ip6tables"] {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &self.a, tool, "-t", "nat", "-S"])
+                .output()
+                .unwrap();
+            all.push_str(&String::from_utf8_lossy(&out.stdout));
+        }
+        all
     }
 }
 
@@ -205,6 +216,7 @@ fn captured_connections_reach_the_proxy_with_their_original_destination() {
     let cfg = CaptureConfig {
         proxy_uids: vec![PROXY_UID],
         proxy_gids: vec![PROXY_UID],
+        ipv6: true,
         ..CaptureConfig::default()
     };
     let (a, b) = (net.a.clone(), net.b.clone());
@@ -214,14 +226,19 @@ fn captured_connections_reach_the_proxy_with_their_original_destination() {
     let rules = net.nat_rules();
     assert_eq!(
         rules.matches("-A OUTPUT -p tcp -j ISTIO_OUTPUT").count(),
-        1,
+        2,
+        "one per family: {rules}"
+    );
+    assert!(
+        rules.contains("-A ISTIO_OUTPUT -s ::6/128 -o lo -j RETURN"),
         "{rules}"
     );
 
-    net.listen(&a, "OUTBOUND", "0.0.0.0:15001");
-    net.listen(&a, "INBOUND", "0.0.0.0:15006");
-    net.listen(&a, "DIRECT", "0.0.0.0:15020");
-    net.listen(&b, "REMOTE", "0.0.0.0:9080");
+    // Dual-stack listeners, as a proxy binds them: IPv4 connections arrive v4-mapped.
+    net.listen(&a, "OUTBOUND", "[::]:15001");
+    net.listen(&a, "INBOUND", "[::]:15006");
+    net.listen(&a, "DIRECT", "[::]:15020");
+    net.listen(&b, "REMOTE", "[::]:9080");
 
     // The application (not the proxy's uid) calling out: captured by 15001.
     assert_eq!(
@@ -240,10 +257,24 @@ fn captured_connections_reach_the_proxy_with_their_original_destination() {
     let excluded = net.connect(&b, NOBODY, "10.99.0.1", 15020);
     assert!(excluded.starts_with("DIRECT "), "{excluded:?}");
 
+    // The same over IPv6 (ip6tables).
+    assert_eq!(
+        net.connect(&a, NOBODY, "fd99::5", 9080),
+        "OUTBOUND dst=[fd99::5]:9080"
+    );
+    let direct = net.connect(&a, PROXY_UID, "fd99::5", 9080);
+    assert!(direct.starts_with("REMOTE "), "{direct:?}");
+    assert_eq!(
+        net.connect(&b, NOBODY, "fd99::1", 9080),
+        "INBOUND dst=[fd99::1]:9080"
+    );
+
     spar_capture::clean(&cfg, Some(&a)).unwrap();
     let rules = net.nat_rules();
     assert!(!rules.contains("ISTIO"), "{rules}");
     // Without the rules the application reaches the remote server directly.
-    let after = net.connect(&a, NOBODY, "10.99.0.5", 9080);
-    assert!(after.starts_with("REMOTE "), "{after:?}");
+    for ip in ["10.99.0.5", "fd99::5"] {
+        let after = net.connect(&a, NOBODY, ip, 9080);
+        assert!(after.starts_with("REMOTE "), "{ip}: {after:?}");
+    }
 }
