@@ -293,6 +293,12 @@ impl Recorder {
             .unwrap_or_default()
     }
 
+    /// The bytes of a held resource.
+    pub fn resource(&self, type_url: &str, name: &str) -> Option<Vec<u8>> {
+        let held = self.held.lock().unwrap();
+        held.types.get(type_url).and_then(|m| m.get(name)).cloned()
+    }
+
     pub fn cluster(&self, name: &str) -> Option<Cluster> {
         let held = self.held.lock().unwrap();
         held.types
@@ -378,7 +384,15 @@ impl XdsHandler for Recorder {
             ENDPOINT => of(CLUSTER)
                 .values()
                 .filter_map(|b| Cluster::decode(b.as_slice()).ok())
-                .filter_map(|c| c.eds_cluster_config.map(|e| e.service_name))
+                .filter(|c| {
+                    c.cluster_discovery_type
+                        == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
+                })
+                // Envoy's rule: the EDS name is service_name, or else the cluster's name.
+                .map(|c| match c.eds_cluster_config {
+                    Some(e) if !e.service_name.is_empty() => e.service_name,
+                    _ => c.name,
+                })
                 .collect(),
             ROUTE => of(LISTENER)
                 .values()

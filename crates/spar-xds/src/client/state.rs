@@ -303,6 +303,128 @@ mod tests {
         }
     }
 
+    /// Wants fixed names per type.
+    struct Wants(Vec<(&'static str, Option<Vec<&'static str>>)>);
+
+    impl XdsHandler for Wants {
+        fn apply(&self, _update: &TypeUpdate) -> Result<(), String> {
+            Ok(())
+        }
+        fn wanted(&self, type_url: &str) -> Option<BTreeSet<String>> {
+            self.0
+                .iter()
+                .find(|(t, _)| *t == type_url)
+                .and_then(|(_, n)| n.clone())
+                .map(|n| n.iter().map(|s| s.to_string()).collect())
+        }
+    }
+
+    fn update(type_url: &str) -> TypeUpdate {
+        TypeUpdate {
+            type_url: type_url.to_string(),
+            version: "1".to_string(),
+            resources: Vec::new(),
+            removed: Vec::new(),
+            full_state: false,
+        }
+    }
+
+    fn types(changes: &[(&'static str, Option<Interest>, Interest)]) -> Vec<&'static str> {
+        changes.iter().map(|(t, _, _)| *t).collect()
+    }
+
+    fn mark_sent(st: &mut State, h: &dyn XdsHandler) {
+        for (t, _, new) in st.changes(h) {
+            st.get(t).sent = Some(new);
+        }
+    }
+
+    #[test]
+    fn warming_order_cds_then_eds_then_lds_then_rds() {
+        let h = Wants(vec![
+            (ENDPOINT, Some(vec!["c1"])),
+            (ROUTE, Some(vec!["r1"])),
+            (SECRET, Some(vec![])),
+        ]);
+        let mut st = State::default();
+        assert_eq!(
+            types(&st.changes(&h)),
+            [CLUSTER],
+            "no SDS: no secrets wanted"
+        );
+        mark_sent(&mut st, &h);
+        st.apply(&h, &update(CLUSTER)).expect("applies");
+        st.after_response(CLUSTER, true, &h);
+        assert!(!st.listeners_open, "EDS first");
+        assert_eq!(types(&st.changes(&h)), [ENDPOINT]);
+        mark_sent(&mut st, &h);
+        st.apply(&h, &update(ENDPOINT)).expect("applies");
+        st.after_response(ENDPOINT, true, &h);
+        assert_eq!(types(&st.changes(&h)), [LISTENER]);
+        mark_sent(&mut st, &h);
+        st.apply(&h, &update(LISTENER)).expect("applies");
+        assert_eq!(types(&st.changes(&h)), [ROUTE]);
+        mark_sent(&mut st, &h);
+        assert!(st.changes(&h).is_empty());
+        // A new stream asks for everything again at once.
+        st.begin_stream();
+        assert_eq!(types(&st.changes(&h)), [CLUSTER, ENDPOINT, LISTENER, ROUTE]);
+    }
+
+    #[test]
+    fn wildcard_and_secret_interest() {
+        let h = Wants(vec![(ENDPOINT, None), (SECRET, Some(vec!["default"]))]);
+        let mut st = State::default();
+        let c = st.changes(&h);
+        assert_eq!(types(&c), [CLUSTER, SECRET]);
+        assert_eq!(c[1].2.resource_names(SECRET), ["default"]);
+        mark_sent(&mut st, &h);
+        st.apply(&h, &update(CLUSTER)).expect("applies");
+        let c = st.changes(&h);
+        assert_eq!(c[0].2, Interest::Wildcard);
+        assert_eq!(
+            c[0].2.resource_names(ENDPOINT),
+            ["*"],
+            "explicit wildcard for EDS"
+        );
+        assert!(
+            Interest::Wildcard.resource_names(CLUSTER).is_empty(),
+            "legacy wildcard"
+        );
+    }
+
+    #[test]
+    fn a_rejected_response_is_applied_resource_by_resource() {
+        struct RejectB;
+        impl XdsHandler for RejectB {
+            fn apply(&self, u: &TypeUpdate) -> Result<(), String> {
+                match u.resources.iter().find(|r| r.name == "b") {
+                    Some(_) => Err("b is bad".to_string()),
+                    None => Ok(()),
+                }
+            }
+            fn wanted(&self, _: &str) -> Option<BTreeSet<String>> {
+                None
+            }
+        }
+        let r = |n: &str| NamedResource {
+            name: n.to_string(),
+            version: format!("v-{n}"),
+            resource: prost_types::Any::default(),
+        };
+        let mut st = State::default();
+        let mut u = update(CLUSTER);
+        u.resources = vec![r("a"), r("b"), r("c")];
+        let err = st.apply(&RejectB, &u).expect_err("b is rejected");
+        assert_eq!(err, "b is bad");
+        let held: Vec<&String> = st.types[CLUSTER].held.keys().collect();
+        assert_eq!(held, ["a", "c"]);
+        assert!(
+            st.types[CLUSTER].version.is_empty(),
+            "the version is not accepted"
+        );
+    }
+
     #[test]
     fn sotw_names_resources_and_reports_what_went_away() {
         let held: BTreeMap<String, String> = [
