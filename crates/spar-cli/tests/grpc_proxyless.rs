@@ -309,7 +309,8 @@ status: {{podIP: 127.0.0.1}}
 }
 
 /// The VirtualService: each rule matches one method of `spar.test.Echo`; `Live` goes to
-/// `live`.
+/// `live`. The catch-all's `corsPolicy` means nothing to gRPC, and must not make it reject
+/// the routes.
 fn virtual_service(live: &str) -> String {
     let to = |subset: &str| format!("{{destination: {{host: {HOST}, subset: {subset}}}}}");
     let exact = |m: &str| format!("[{{uri: {{exact: /spar.test.Echo/{m}}}}}]");
@@ -341,6 +342,7 @@ spec:
   - match: [{{headers: {{x-user: {{exact: jason}}}}}}]
     route: [{v2}]
   - route: [{v1}]
+    corsPolicy: {{allowOrigins: [{{exact: "https://app.example"}}]}}
 "#,
         live_m = exact("Live"),
         live = to(live),

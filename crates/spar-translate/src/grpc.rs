@@ -9,6 +9,8 @@
 //!
 //! gRPC reads a route's deadline from `max_stream_duration`, not from `timeout` (gRFC A31),
 //! so a VirtualService `timeout` is written to both, as istiod does for proxyless clients.
+//! Per-route filter configs are kept for the fault filter only: gRPC rejects the whole
+//! route configuration over one for a filter it does not run (CORS, say).
 
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, DiscoveryType, LbPolicy,
@@ -29,12 +31,20 @@ use crate::route::{self, VsIndex};
 use crate::util::{self, any, outbound};
 use crate::{cluster, context, ProxyNode, XdsResources};
 
-/// A route's non-zero `timeout` as its `max_stream_duration`, the deadline gRPC applies to
-/// each call on the route (a zero timeout stays "no deadline": the field is left unset).
-fn grpc_deadline(r: &mut Route) {
+/// A route as gRPC takes it: per-filter configs for the fault filter only, and a non-zero
+/// `timeout` also as `max_stream_duration`, the deadline gRPC applies to each call on the
+/// route (a zero timeout stays "no deadline": the field is left unset).
+fn grpc_route(r: &mut Route) {
+    r.typed_per_filter_config.retain(|k, _| k == FAULT_FILTER);
     let Some(Action::Route(a)) = r.action.as_mut() else {
         return;
     };
+    if let Some(route_action::ClusterSpecifier::WeightedClusters(w)) = a.cluster_specifier.as_mut()
+    {
+        for c in &mut w.clusters {
+            c.typed_per_filter_config.retain(|k, _| k == FAULT_FILTER);
+        }
+    }
     let Some(t) = a.timeout.as_ref().filter(|t| t.seconds > 0 || t.nanos > 0) else {
         return;
     };
@@ -120,7 +130,7 @@ pub fn translate_grpc(
         if routes.is_empty() {
             routes.push(route::default_route(outbound(port, "", &svc.hostname)));
         }
-        routes.iter_mut().for_each(grpc_deadline);
+        routes.iter_mut().for_each(grpc_route);
         out.routes.push(RouteConfiguration {
             name: name.clone(),
             virtual_hosts: vec![VirtualHost {

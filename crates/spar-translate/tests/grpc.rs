@@ -99,3 +99,48 @@ spec:
     // No timeout: no deadline (gRPC reads an absent max_stream_duration as none).
     assert_eq!(action(1).max_stream_duration, None);
 }
+
+#[test]
+fn only_fault_filter_configs_reach_grpc() {
+    let set = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [web]
+  http:
+  - fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 50}}}
+    corsPolicy: {allowOrigins: [{exact: "https://a.example"}]}
+    route: [{destination: {host: web, subset: v1}}]
+"#,
+    );
+    let reg = spar_registry::Registry::build(&set);
+    let names = vec!["web.default:9080".to_string()];
+    let x = spar_translate::translate_grpc(&set, &reg, &client(), &names);
+    let r = &x.routes[0].virtual_hosts[0].routes[0];
+    let keys: Vec<&str> = r
+        .typed_per_filter_config
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        ["envoy.filters.http.fault"],
+        "gRPC NACKs a CORS config"
+    );
+    // The same rule for an Envoy sidecar keeps both.
+    let envoy = run(r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [web]
+  http:
+  - fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 50}}}
+    corsPolicy: {allowOrigins: [{exact: "https://a.example"}]}
+    route: [{destination: {host: web, subset: v1}}]
+"#);
+    let sidecar = format!("{:?}", envoy.routes);
+    assert!(sidecar.contains("envoy.filters.http.cors"));
+}
