@@ -13,6 +13,7 @@
 //! | [`http`] | the HTTP connection manager: route, filters, upstream with retries and timeouts |
 //! | [`tcp`] | the TCP proxy |
 //! | [`admin`] | the admin server (`/ready`, `/config_dump`, `/stats/prometheus`, ...) |
+//! | [`xds_handler`] | applies the xDS client's updates to the store (NACK text on refusal) |
 
 pub mod admin;
 pub mod config;
@@ -25,6 +26,8 @@ pub mod stats;
 pub mod tcp;
 #[cfg(test)]
 mod testutil;
+pub mod xds_handler;
 
 pub use config::{Snapshot, Store};
 pub use proxy::{Proxy, ProxyOptions};
+pub use xds_handler::ProxyHandler;

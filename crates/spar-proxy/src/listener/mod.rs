@@ -3,10 +3,9 @@
 //! listener of its original destination), the listener filters, the filter chain, and
 //! then the chain's HTTP connection manager or TCP proxy.
 //!
-//! Original destination: `crates/spar-capture` (SO_ORIGINAL_DST) has not landed yet.
-//! FALLBACK until it does: the accepted socket's local address is taken as the original
-//! destination, which is right for connections that reach a port directly (tests,
-//! explicit mode) and wrong for iptables-redirected ones.
+//! Original destination: `SO_ORIGINAL_DST` (through `spar-capture`) for connections
+//! iptables redirected; for connections that reached the port directly (tests, explicit
+//! mode: no conntrack NAT entry) the accepted socket's local address.
 
 pub mod chain;
 pub mod inspect;
@@ -45,9 +44,11 @@ pub async fn accept_loop(shared: Arc<Shared>, name: Arc<str>, listener: TcpListe
     }
 }
 
-/// The original destination of `stream` (see the module doc for the fallback).
+/// The original destination of `stream` (see the module doc).
 fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
-    stream.local_addr().ok()
+    spar_capture::original_dst(stream)
+        .ok()
+        .or_else(|| stream.local_addr().ok())
 }
 
 /// The listener a virtual listener hands a connection to: the one bound to exactly
