@@ -25,7 +25,9 @@ pub use metrics::Metrics;
 pub use node::{is_proxyless, proxy_node};
 pub use resources::{encode, Encoded, EncodedResource};
 pub use server::AdsServer;
-pub use source::{Overlay, ResourceSource, Snapshot, SnapshotStore, StaticSource};
+pub use source::{
+    Overlay, PushDebounce, ResourceSource, Snapshot, SnapshotStore, SourceError, StaticSource,
+};
 pub use status::{ProxyStatus, StatusRegistry, SyncState, TypeStatus};
 
 #[derive(Debug, thiserror::Error)]

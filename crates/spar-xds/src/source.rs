@@ -5,13 +5,20 @@
 //! translation reads: kind, namespace, labels, own workload) until the next snapshot, so
 //! 2,000 sidecars of 20 workloads cost 20 translations per snapshot. [`StaticSource`] serves fixed resources (tests, tools). Either way, a
 //! `tokio::sync::watch` of the generation wakes every connection when something changed.
+//!
+//! Pushes are debounced ([`PushDebounce`], Istio's `PILOT_DEBOUNCE_AFTER` and
+//! `PILOT_DEBOUNCE_MAX`): a published snapshot is in force at once (a proxy that connects or
+//! subscribes gets it), but connections are woken only after a quiet time, so a burst of
+//! changes costs one push. A burst that touched nothing but endpoints uses its own, shorter
+//! quiet time, since endpoint changes are frequent, small and latency-sensitive.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use spar_model::ConfigSet;
+use spar_model::{ConfigSet, Kind};
 use spar_registry::Registry;
 use spar_translate::{NodeClass, ProxyNode, XdsResources};
 use tokio::sync::watch;
@@ -41,10 +48,51 @@ pub struct Snapshot {
     pub version: u64,
 }
 
+/// When connections are woken after a config change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushDebounce {
+    /// Quiet time after the last change before proxies are pushed to; zero pushes at once.
+    pub after: Duration,
+    /// The quiet time when every change since the last push touched only endpoints
+    /// (`Endpoints`, `EndpointSlice`).
+    pub endpoints_after: Duration,
+    /// However steady the stream of changes, a push goes out this long after the first.
+    pub max: Duration,
+}
+
+impl PushDebounce {
+    /// Every publish wakes connections at once (tests, tools).
+    pub const NONE: PushDebounce = PushDebounce {
+        after: Duration::ZERO,
+        endpoints_after: Duration::ZERO,
+        max: Duration::ZERO,
+    };
+
+    fn is_none(&self) -> bool {
+        self.after.is_zero() && self.endpoints_after.is_zero()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(
+        "cannot start the push-debounce thread: {0} (is the process out of threads or memory?)"
+    )]
+    Thread(std::io::Error),
+}
+
+/// A published generation waiting for its push.
+struct Pending {
+    version: u64,
+    endpoints_only: bool,
+}
+
 /// The control plane's source: snapshots published by the config store.
 pub struct SnapshotStore {
     current: ArcSwap<Snapshot>,
-    tx: watch::Sender<u64>,
+    tx: Arc<watch::Sender<u64>>,
+    /// To the debounce thread; `None` wakes connections on every publish.
+    debounce: Option<Mutex<mpsc::Sender<Pending>>>,
     // Per node class: the generation the entry belongs to and its output. The map lock is
     // only held to find or add an entry; translation runs in the entry's `OnceLock`, outside
     // it, and concurrent askers of one class wait for that one translation instead of
@@ -56,6 +104,7 @@ pub struct SnapshotStore {
 type CacheEntry = (u64, Arc<OnceLock<Arc<Encoded>>>);
 
 impl SnapshotStore {
+    /// A store whose every publish wakes connections at once.
     pub fn new(config: ConfigSet) -> SnapshotStore {
         let registry = Registry::build(&config);
         let (tx, _) = watch::channel(1);
@@ -65,10 +114,31 @@ impl SnapshotStore {
                 registry,
                 version: 1,
             }),
-            tx,
+            tx: Arc::new(tx),
+            debounce: None,
             cache: Mutex::new(HashMap::new()),
             translations: AtomicU64::new(0),
         }
+    }
+
+    /// A store that wakes connections as `debounce` says, from a thread of its own (which
+    /// ends when the store is dropped).
+    pub fn with_debounce(
+        config: ConfigSet,
+        debounce: PushDebounce,
+    ) -> Result<SnapshotStore, SourceError> {
+        let mut store = SnapshotStore::new(config);
+        if debounce.is_none() {
+            return Ok(store);
+        }
+        let (tx, rx) = mpsc::channel();
+        let wake = store.tx.clone();
+        std::thread::Builder::new()
+            .name("spar-push-debounce".to_string())
+            .spawn(move || run_debounce(&rx, &wake, debounce))
+            .map_err(SourceError::Thread)?;
+        store.debounce = Some(Mutex::new(tx));
+        Ok(store)
     }
 
     /// How many sidecar/gateway translations ran since start (cache misses).
@@ -78,16 +148,33 @@ impl SnapshotStore {
 
     /// Publishes a new config: builds the registry off to the side, swaps the snapshot in
     /// once, then wakes the connections.
+    /// The snapshot is in force at once; connections are woken now or, with a debounce,
+    /// once the burst of changes it belongs to is over.
     pub fn publish(&self, config: ConfigSet) -> u64 {
         let registry = Registry::build(&config);
-        let version = self.current.load().version + 1;
+        let previous = self.current.load_full();
+        let version = previous.version + 1;
+        let endpoints_only = self.debounce.is_some() && endpoints_only(&previous.config, &config);
+        drop(previous);
         self.current.store(Arc::new(Snapshot {
             config,
             registry,
             version,
         }));
         self.lock_cache().retain(|_, (v, _)| *v == version);
-        self.tx.send_replace(version);
+        let pending = Pending {
+            version,
+            endpoints_only,
+        };
+        let queued = self.debounce.as_ref().is_some_and(|d| {
+            d.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .send(pending)
+                .is_ok()
+        });
+        if !queued {
+            self.tx.send_replace(version);
+        }
         version
     }
 
@@ -99,6 +186,63 @@ impl SnapshotStore {
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<NodeClass, CacheEntry>> {
         // A panic while holding this lock cannot leave the map inconsistent (one insert).
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Whether `new` differs from `old` in endpoints only: every other resource (kind,
+/// metadata, body, in order) and the mesh config are equal.
+fn endpoints_only(old: &ConfigSet, new: &ConfigSet) -> bool {
+    fn rest(
+        c: &ConfigSet,
+    ) -> impl Iterator<Item = (Kind, &spar_model::ObjectMeta, &spar_model::Body)> {
+        c.resources()
+            .iter()
+            .filter(|r| !matches!(r.kind, Kind::Endpoints | Kind::EndpointSlice))
+            .map(|r| (r.kind, &r.meta, &r.body))
+    }
+    old.mesh() == new.mesh() && rest(old).eq(rest(new))
+}
+
+/// The debounce loop: the first change of a burst starts it; it ends after a quiet time
+/// (the endpoints-only one while every change was endpoints-only) or at `max` after the
+/// first change, and then wakes the connections with the newest generation.
+fn run_debounce(rx: &mpsc::Receiver<Pending>, wake: &watch::Sender<u64>, d: PushDebounce) {
+    while let Ok(first) = rx.recv() {
+        let start = Instant::now();
+        let (mut version, mut endpoints_only, mut last, mut merged) =
+            (first.version, first.endpoints_only, start, 0u32);
+        loop {
+            let quiet = if endpoints_only {
+                d.endpoints_after
+            } else {
+                d.after
+            };
+            let due = (last + quiet).min(start + d.max.max(quiet));
+            let Some(wait) = due.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            match rx.recv_timeout(wait) {
+                Ok(p) => {
+                    version = p.version;
+                    endpoints_only &= p.endpoints_only;
+                    last = Instant::now();
+                    merged += 1;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    wake.send_replace(version);
+                    return;
+                }
+            }
+        }
+        tracing::debug!(
+            version,
+            merged,
+            endpoints_only,
+            waited_ms = start.elapsed().as_millis(),
+            "push"
+        );
+        wake.send_replace(version);
     }
 }
 
@@ -285,5 +429,82 @@ mod tests {
         store.resources(&node);
         store.resources(&node);
         assert_eq!(store.translations(), 21);
+    }
+
+    fn mesh_text(ip: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: a, namespace: default}}\n\
+             spec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: a-1, namespace: default, labels: {{kubernetes.io/service-name: a}}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: 80}}]\nendpoints: [{{addresses: [\"{ip}\"]}}]\n"
+        )
+    }
+
+    fn load(text: &str) -> ConfigSet {
+        let c = ConfigSet::load([("a.yaml", text)], &Default::default());
+        assert!(!c.has_errors(), "{:?}", c.diagnostics());
+        c
+    }
+
+    fn slice(ip: &str) -> ConfigSet {
+        load(&mesh_text(ip))
+    }
+
+    fn with_route(ip: &str) -> ConfigSet {
+        load(&format!(
+            "{}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+             metadata: {{name: a, namespace: default}}\n\
+             spec: {{hosts: [a], http: [{{route: [{{destination: {{host: a}}}}]}}]}}\n",
+            mesh_text(ip)
+        ))
+    }
+
+    /// Polls until the store wakes its watchers; returns the generation and how long it took.
+    fn wait_woken(rx: &mut watch::Receiver<u64>) -> (u64, Duration) {
+        let start = Instant::now();
+        while !rx.has_changed().expect("sender alive") {
+            assert!(start.elapsed() < Duration::from_secs(10), "never woken");
+            std::thread::yield_now();
+        }
+        (*rx.borrow_and_update(), start.elapsed())
+    }
+
+    #[test]
+    fn a_burst_of_changes_is_one_push_of_the_newest() {
+        let debounce = PushDebounce {
+            after: Duration::from_millis(50),
+            endpoints_after: Duration::from_millis(50),
+            max: Duration::from_secs(10),
+        };
+        let store = SnapshotStore::with_debounce(slice("10.0.0.1"), debounce).expect("store");
+        let mut rx = store.changes();
+        let last = (2..=6)
+            .map(|i| store.publish(slice(&format!("10.0.0.{i}"))))
+            .last()
+            .expect("published");
+        // In force at once, pushed later.
+        assert_eq!(store.load().version, last);
+        let (woken, _) = wait_woken(&mut rx);
+        assert_eq!(woken, last, "one wake-up, for the newest snapshot");
+        assert!(!rx.has_changed().expect("sender alive"));
+    }
+
+    #[test]
+    fn endpoint_only_changes_use_their_own_quiet_time() {
+        let debounce = PushDebounce {
+            after: Duration::from_secs(3600),
+            endpoints_after: Duration::from_millis(1),
+            max: Duration::from_secs(3600),
+        };
+        let store = SnapshotStore::with_debounce(slice("10.0.0.1"), debounce).expect("store");
+        let mut rx = store.changes();
+        let v = store.publish(slice("10.0.0.2"));
+        assert_eq!(wait_woken(&mut rx).0, v);
+        // A routing change waits for the (here: hour-long) quiet time.
+        store.publish(with_route("10.0.0.2"));
+        assert!(!rx.has_changed().expect("sender alive"));
+        assert!(endpoints_only(&slice("10.0.0.1"), &slice("10.0.0.9")));
+        assert!(!endpoints_only(&slice("10.0.0.1"), &with_route("10.0.0.1")));
     }
 }

@@ -13,7 +13,8 @@ use spar_model::LoadOptions;
 use spar_translate::type_url;
 use spar_xds::monitoring::{self, ConfigErrors, Monitoring};
 use spar_xds::{
-    AdsServer, Encoded, Metrics, Overlay, ResourceSource, SnapshotStore, StatusRegistry,
+    AdsServer, Encoded, Metrics, Overlay, PushDebounce, ResourceSource, SnapshotStore,
+    StatusRegistry,
 };
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -27,6 +28,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 /// and `/debug/config_dump?proxyID=<id>`. Port 0 picks a free port; the addresses in use
 /// are printed on standard error as `xds listening on ADDR` and
 /// `monitoring listening on ADDR`.
+///
+/// Two debounces apply: `--debounce` (file watch) before the directory is read again, then
+/// `--push-debounce` (or `--push-debounce-endpoints` for endpoint-only changes, at most
+/// `--push-debounce-max`) before connected proxies are pushed the new config.
 #[derive(clap::Args)]
 pub struct Args {
     /// Directory of Istio and Kubernetes YAML/JSON, watched recursively.
@@ -41,9 +46,28 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:15014")]
     pub monitoring_addr: SocketAddr,
 
-    /// Quiet time after a file change before the directory is read again (Go syntax: 100ms, 1s).
-    #[arg(long, default_value = "100ms", value_parser = parse_debounce)]
+    /// File-watch debounce: quiet time after a file change before the directory is read
+    /// again (Go syntax: 10ms, 1s). Kept short: it only lets a multi-file write settle;
+    /// bursts of changes are merged by the push debounce below.
+    #[arg(long, default_value = "10ms", value_parser = parse_debounce)]
     pub debounce: Duration,
+
+    /// Push debounce (Istio's PILOT_DEBOUNCE_AFTER): a new config is in force at once for
+    /// proxies that connect, but connected proxies are pushed to only after this quiet time
+    /// with no further change, so a burst of changes is one push. 0 pushes every change.
+    #[arg(long, default_value = "100ms", value_parser = parse_debounce)]
+    pub push_debounce: Duration,
+
+    /// The push debounce when every change since the last push touched only endpoints
+    /// (Endpoints, EndpointSlice): short, because endpoint changes are frequent, small and
+    /// must reach proxies fast.
+    #[arg(long, default_value = "10ms", value_parser = parse_debounce)]
+    pub push_debounce_endpoints: Duration,
+
+    /// The longest a push waits under a steady stream of changes (Istio's
+    /// PILOT_DEBOUNCE_MAX).
+    #[arg(long, default_value = "10s", value_parser = parse_debounce)]
+    pub push_debounce_max: Duration,
 
     /// Namespace for resources that do not set `metadata.namespace`.
     #[arg(short = 'n', long, default_value = "default")]
@@ -78,7 +102,15 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     let status = Arc::new(StatusRegistry::default());
     let config_errors = Arc::new(ConfigErrors::default());
     // Start empty, then publish what the directory holds; the watcher publishes later changes.
-    let store = Arc::new(SnapshotStore::new(Default::default()));
+    let debounce = PushDebounce {
+        after: args.push_debounce,
+        endpoints_after: args.push_debounce_endpoints,
+        max: args.push_debounce_max,
+    };
+    let store = Arc::new(
+        SnapshotStore::with_debounce(Default::default(), debounce)
+            .context("starting the config store")?,
+    );
     let opts = WatchOptions {
         debounce: args.debounce,
         load: LoadOptions {
