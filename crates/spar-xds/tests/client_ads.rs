@@ -288,3 +288,39 @@ async fn delta_falls_back_to_sotw_when_the_server_lacks_it() {
     assert_eq!(client.handler.names(ROUTE), ["r1"]);
     client.shutdown().await;
 }
+
+#[tokio::test]
+async fn waits_for_a_control_plane_that_starts_later() {
+    // A free port nobody listens on yet.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let client = Running::start(format!("http://{addr}"), Mode::Delta);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(client.stats.connects(), 0);
+    assert!(!client.handler.connected());
+    let server = Server::start_at(Arc::new(StaticSource::new(&typical())), addr, false);
+    server.synced(&ALL).await;
+    assert_eq!(client.stats.connects(), 1);
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_settings_are_reported_not_retried() {
+    use spar_xds::client::{ClientError, XdsClient};
+    let run = |cfg| async move {
+        XdsClient::new(cfg, Arc::new(Recorder::default()))
+            .run(std::future::pending())
+            .await
+    };
+    let err = run(config("not a uri".to_string(), Mode::Delta))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::InvalidServer { .. }), "{err}");
+    assert!(err.to_string().contains("http://host:port"), "{err}");
+    let mut cfg = config("http://127.0.0.1:15010".to_string(), Mode::Delta);
+    cfg.node.id.clear();
+    let err = run(cfg).await.unwrap_err();
+    assert!(matches!(err, ClientError::NoNodeId), "{err}");
+}

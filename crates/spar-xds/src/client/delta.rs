@@ -2,8 +2,6 @@
 //! handler's held versions in `initial_resource_versions` on a new stream, and an ACK or
 //! NACK (same nonce, `error_detail`) for every response.
 
-use std::collections::BTreeMap;
-
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -167,13 +165,7 @@ impl Stream {
             }
             if old.is_none() {
                 // What the handler still holds, so the server resends only what changed.
-                req.initial_resource_versions = st
-                    .held
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect::<BTreeMap<_, _>>()
-                    .into_iter()
-                    .collect();
+                req.initial_resource_versions = st.held.clone().into_iter().collect();
             }
             // The client drops what it unsubscribes from; the server will not say so.
             let dropped: Vec<String> = before
