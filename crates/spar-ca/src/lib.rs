@@ -10,7 +10,8 @@
 //! - [`csr`]: reading a CSR and checking its own signature.
 //! - [`spiffe`]: `spiffe://<td>/ns/<ns>/sa/<sa>` identities.
 //! - [`svid`]: verifying an X.509-SVID chain, with a typed error per refusal.
-//! - [`auth`]: who is calling (bearer tokens, client certificates; a trait for more).
+//! - [`auth`]: who is calling (bearer tokens, client certificates; a trait for more);
+//!   [`token_file`] keeps tokens in step with a file.
 //! - [`proto`] and [`server`]: the gRPC service over TLS.
 
 pub mod auth;
@@ -21,9 +22,11 @@ pub mod server;
 pub mod spiffe;
 pub mod store;
 pub mod svid;
+pub mod token_file;
 
 pub use auth::{AnyOf, AuthError, Authenticator, Caller, PeerCertificate, StaticTokens};
 pub use authority::{Ca, CaError, CertChain};
 pub use server::{CaService, TtlPolicy};
 pub use spiffe::{SpiffeId, SpiffeIdError};
 pub use svid::{verify_svid, SvidError};
+pub use token_file::TokenFile;

@@ -38,12 +38,13 @@ pub const SERVING_DNS_NAMES: &[&str] = &[
 pub const SERVING_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request accepted: a CSR is a few hundred bytes (a few KiB with RSA-4096), so
+/// anything near this is not a CSR, and parsing it would only cost CPU.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
-/// Why the CA server could not start.
+/// Why the CA server stopped.
 #[derive(Debug, Error)]
 pub enum ServeError {
-    #[error("issuing the CA's TLS serving certificate: {0}")]
-    ServingCert(#[from] CaError),
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -175,7 +176,8 @@ impl Service<http::Request<Body>> for CaService {
         }
         let method = CreateCertificate(self.clone());
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
+                .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), None);
             Ok(grpc.unary(method, req).await)
         })
     }
@@ -196,14 +198,13 @@ pub fn tls_config(ca: &Ca) -> Result<ServerTlsConfig, CaError> {
         .timeout(HANDSHAKE_TIMEOUT))
 }
 
-/// Serves `service` over TLS on `listener` until `shutdown` completes.
+/// Serves `service` over TLS (see [`tls_config`]) on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    ca: &Ca,
+    tls: ServerTlsConfig,
     service: CaService,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let tls = tls_config(ca)?;
     Server::builder()
         .tls_config(tls)?
         .add_service(service)

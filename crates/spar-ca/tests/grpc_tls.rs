@@ -47,9 +47,9 @@ async fn start() -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving_ca = ca.clone();
+    let tls = spar_ca::server::tls_config(&ca).unwrap();
     tokio::spawn(async move {
-        spar_ca::server::serve(listener, &serving_ca, svc, async {
+        spar_ca::server::serve(listener, tls, svc, async {
             let _ = stopped.await;
         })
         .await
@@ -209,6 +209,25 @@ async fn unauthenticated_and_unknown_callers_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+}
+
+#[tokio::test]
+async fn oversized_and_garbage_requests_are_refused() {
+    let run = start().await;
+    let huge = "A".repeat(spar_ca::server::MAX_REQUEST_BYTES + 1);
+    let err = create(connect(&run, None).await, huge, 0, Some(TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err}");
+    let err = create(
+        connect(&run, None).await,
+        "not a csr".into(),
+        0,
+        Some(TOKEN),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
 }
 
 #[tokio::test]

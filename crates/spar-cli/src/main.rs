@@ -49,6 +49,7 @@ enum Command {
     Ctl(cmd::ctl::Args),
     Bootstrap(cmd::bootstrap::Args),
     Iptables(cmd::iptables::Args),
+    Proxy(cmd::proxy::Args),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +70,7 @@ fn main() -> ExitCode {
         Command::Ctl(args) => cmd::ctl::run(&args),
         Command::Bootstrap(args) => cmd::bootstrap::run(&args),
         Command::Iptables(args) => cmd::iptables::run(&args),
+        Command::Proxy(args) => cmd::proxy::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -8,5 +8,6 @@ pub mod diff;
 pub mod input;
 pub mod iptables;
 pub mod line_diff;
+pub mod proxy;
 pub mod proxy_config;
 pub mod validate;

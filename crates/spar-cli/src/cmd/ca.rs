@@ -1,0 +1,196 @@
+//! The CA inside `spar control-plane`: its flags, where the root comes from (plugged-in
+//! directory, persisted data directory, or generated for this run), who may ask for
+//! certificates, and serving Istio's CSR API over TLS.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use spar_ca::{AnyOf, Authenticator, Ca, CaService, PeerCertificate, TokenFile, TtlPolicy};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// CA flags of `spar control-plane`.
+///
+/// The CA starts when it has a root to sign with or callers to check: any of `--ca-dir`,
+/// `--data-dir` or `--ca-tokens`. Workloads call
+/// `istio.v1.auth.IstioCertificateService/CreateCertificate` on `--ca-addr` over TLS (the
+/// serving certificate names `istiod.istio-system.svc` and `localhost`), authenticated by
+/// `authorization: Bearer <token>` from `--ca-tokens`, or by presenting their current
+/// certificate to renew it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CaArgs {
+    /// Where workloads request certificates (TLS gRPC).
+    #[arg(long, default_value = "127.0.0.1:15012")]
+    pub ca_addr: SocketAddr,
+
+    /// State kept across restarts: the generated root and its key go to DIR/ca (mode 0700,
+    /// key 0600) and are reused on the next start.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// A plugged-in CA in Istio's layout (ca-cert.pem, ca-key.pem, root-cert.pem,
+    /// cert-chain.pem), e.g. an intermediate under an existing root. Wins over --data-dir.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+
+    /// Trust domain of the SPIFFE IDs the CA signs.
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+
+    /// Lifetime of a workload certificate when the request asks for none (Go syntax: 24h, 10m).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub workload_cert_ttl: Duration,
+
+    /// Longest lifetime a workload may request; longer requests are refused.
+    #[arg(long, default_value = "2160h", value_parser = parse_duration)]
+    pub max_workload_cert_ttl: Duration,
+
+    /// Bearer tokens, one `<token> <namespace>/<service-account>` per line; re-read when
+    /// the file changes.
+    #[arg(long, value_name = "FILE")]
+    pub ca_tokens: Option<PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = spar_model::duration::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(d)
+}
+
+impl CaArgs {
+    /// Whether the control plane runs a CA at all.
+    pub fn enabled(&self) -> bool {
+        self.ca_dir.is_some() || self.data_dir.is_some() || self.ca_tokens.is_some()
+    }
+}
+
+/// Loads or creates the CA named by the flags.
+pub fn load(args: &CaArgs) -> anyhow::Result<Ca> {
+    if let Some(dir) = &args.ca_dir {
+        let ca = Ca::load_plugged(dir, &args.trust_domain)
+            .with_context(|| format!("loading the plugged-in CA from {}", dir.display()))?;
+        eprintln!(
+            "ca root certificate {}",
+            dir.join("root-cert.pem").display()
+        );
+        return Ok(ca);
+    }
+    if let Some(dir) = &args.data_dir {
+        let ca = spar_ca::store::load_or_create(dir, &args.trust_domain)
+            .with_context(|| format!("loading the CA from the data directory {}", dir.display()))?;
+        eprintln!(
+            "ca root certificate {}",
+            dir.join(spar_ca::store::CA_SUBDIR)
+                .join("root-cert.pem")
+                .display()
+        );
+        return Ok(ca);
+    }
+    eprintln!(
+        "spar: ca: no --data-dir or --ca-dir: using a root generated for this run only; \
+         certificates it signs stop verifying after a restart"
+    );
+    Ok(Ca::generate(&args.trust_domain)?)
+}
+
+/// Starts the CA when the flags ask for one; returns the serving task.
+pub async fn start(args: &CaArgs) -> anyhow::Result<Option<JoinHandle<()>>> {
+    if !args.enabled() {
+        return Ok(None);
+    }
+    if args.workload_cert_ttl > args.max_workload_cert_ttl {
+        anyhow::bail!(
+            "--workload-cert-ttl {:?} is above --max-workload-cert-ttl {:?}",
+            args.workload_cert_ttl,
+            args.max_workload_cert_ttl
+        );
+    }
+    let ca = Arc::new(load(args)?);
+    let mut auths: Vec<Box<dyn Authenticator>> = Vec::new();
+    if let Some(path) = &args.ca_tokens {
+        let tokens = TokenFile::load(path, &args.trust_domain)
+            .with_context(|| format!("reading the CA token file {}", path.display()))?;
+        tracing::info!(tokens = tokens.len(), "CA tokens loaded");
+        auths.push(Box::new(tokens));
+    }
+    auths.push(Box::new(PeerCertificate::new(
+        vec![ca.root().clone()],
+        &args.trust_domain,
+    )));
+    let ttl = TtlPolicy {
+        default: args.workload_cert_ttl,
+        max: args.max_workload_cert_ttl,
+    };
+    let service = CaService::new(ca.clone(), Box::new(AnyOf(auths)), ttl);
+    let tls =
+        spar_ca::server::tls_config(&ca).context("issuing the CA's TLS serving certificate")?;
+    let listener = TcpListener::bind(args.ca_addr).await.with_context(|| {
+        format!(
+            "binding the CA address {} (is the port in use?)",
+            args.ca_addr
+        )
+    })?;
+    eprintln!("ca listening on {}", listener.local_addr()?);
+    Ok(Some(tokio::spawn(async move {
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        if let Err(e) = spar_ca::server::serve(listener, tls, service, shutdown).await {
+            eprintln!("spar: ca: {e}");
+        }
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        ca: CaArgs,
+    }
+
+    #[test]
+    fn flags_and_defaults() {
+        let cli = Cli::parse_from(["t"]);
+        assert!(!cli.ca.enabled());
+        assert_eq!(cli.ca.ca_addr.port(), 15012);
+        assert_eq!(cli.ca.trust_domain, "cluster.local");
+        assert_eq!(cli.ca.workload_cert_ttl, Duration::from_secs(24 * 3600));
+        let cli = Cli::parse_from(["t", "--ca-tokens", "/x", "--workload-cert-ttl", "5m"]);
+        assert!(cli.ca.enabled());
+        assert_eq!(cli.ca.workload_cert_ttl, Duration::from_secs(300));
+        assert!(Cli::try_parse_from(["t", "--workload-cert-ttl", "0s"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn serves_on_a_free_port_with_a_persisted_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, "t default/reviews\n").unwrap();
+        let cli = Cli::parse_from([
+            "t",
+            "--ca-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--ca-tokens",
+            tokens.to_str().unwrap(),
+        ]);
+        let task = start(&cli.ca).await.unwrap().unwrap();
+        assert!(dir.path().join("ca/root-cert.pem").exists());
+        assert!(dir.path().join("ca/ca-key.pem").exists());
+        task.abort();
+        // The same root comes back.
+        let a = load(&cli.ca).unwrap();
+        let b = load(&cli.ca).unwrap();
+        assert_eq!(a.root(), b.root());
+    }
+}

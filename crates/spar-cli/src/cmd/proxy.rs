@@ -1,0 +1,239 @@
+//! `spar proxy`: the data plane. Connects to the control plane over ADS (Delta by default),
+//! applies what it is sent to an immutable snapshot, and carries traffic on the listeners
+//! the snapshot holds. Drains on SIGTERM, Ctrl-C or `POST /quitquitquit`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+use spar_proxy::{Proxy, ProxyHandler, ProxyOptions, Store};
+use spar_xds::client::{ClientConfig, Mode, XdsClient};
+
+/// Run the data plane (sidecar or gateway) against a control plane.
+///
+/// The node is given as Istio's id (`--node-id sidecar~10.0.0.5~web-1.default~default.svc.cluster.local`)
+/// or built from `--role`, `--workload`, `--namespace`, `--ip`. Listeners come from xDS:
+/// a gateway listens on its Gateway servers' ports; a sidecar on `--outbound-port` (15001)
+/// and `--inbound-port` (15006). The admin server (`/ready`, `/config_dump`,
+/// `/stats/prometheus`, `POST /drain`, `POST /quitquitquit`) listens on 127.0.0.1
+/// `--admin-port`; the address in use is printed on standard error as
+/// `admin listening on ADDR`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The control plane's plaintext xDS address.
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    pub xds_addr: String,
+
+    /// Istio's node id; overrides --role, --workload, --namespace and --ip.
+    #[arg(long)]
+    pub node_id: Option<String>,
+
+    #[arg(long, value_enum, default_value_t = Role::Sidecar)]
+    pub role: Role,
+
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+
+    /// The workload (pod) name; default `<role>-<process id>`.
+    #[arg(long)]
+    pub workload: Option<String>,
+
+    /// Workload labels (LABELS metadata), `key=value`, repeatable or comma-separated.
+    #[arg(long = "labels", alias = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+
+    #[arg(long, default_value = "127.0.0.1")]
+    pub ip: IpAddr,
+
+    #[arg(long, default_value = "default")]
+    pub service_account: String,
+
+    /// Admin server port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 15000)]
+    pub admin_port: u16,
+
+    /// Where the sidecar's `virtualOutbound` listener binds.
+    #[arg(long, default_value_t = 15001)]
+    pub outbound_port: u16,
+
+    /// Where the sidecar's `virtualInbound` listener binds.
+    #[arg(long, default_value_t = 15006)]
+    pub inbound_port: u16,
+
+    /// How long draining waits for open connections (Go syntax: 5s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drain_time: Duration,
+
+    #[arg(long, value_enum, default_value_t = Ads::Delta)]
+    pub ads: Ads,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum Role {
+    Sidecar,
+    Gateway,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum Ads {
+    Delta,
+    Sotw,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    spar_model::duration::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn string(s: &str) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(s.to_string())),
+    }
+}
+
+fn labels(list: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for l in list.iter().flat_map(|l| l.split(',')).filter(|l| !l.is_empty()) {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("--labels {l:?}: want KEY=VALUE"))?;
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// The node sent on every stream: Istio's id and the metadata istiod reads.
+fn node(args: &Args) -> anyhow::Result<Node> {
+    let id = match &args.node_id {
+        Some(id) => id.clone(),
+        None => {
+            let kind = match args.role {
+                Role::Sidecar => "sidecar",
+                Role::Gateway => "router",
+            };
+            let default_name = format!("{kind}-{}", std::process::id());
+            let workload = args.workload.as_deref().unwrap_or(&default_name);
+            format!(
+                "{kind}~{}~{workload}.{ns}~{ns}.svc.cluster.local",
+                args.ip,
+                ns = args.namespace
+            )
+        }
+    };
+    let parsed = spar_translate::ProxyNode::parse_id(&id).context("--node-id")?;
+    if args.node_id.is_some() && args.role == Role::Gateway && !id.starts_with("router~") {
+        bail!("--node-id {id:?} is not a gateway id (router~...) but --role is gateway");
+    }
+    let label_struct = Struct {
+        fields: labels(&args.labels)?
+            .iter()
+            .map(|(k, v)| (k.clone(), string(v)))
+            .collect(),
+    };
+    let mut fields: std::collections::HashMap<String, Value> = [
+        ("NAMESPACE", parsed.namespace.as_str()),
+        ("SERVICE_ACCOUNT", args.service_account.as_str()),
+        ("WORKLOAD_NAME", parsed.workload_name.as_str()),
+        ("NAME", parsed.name.as_str()),
+        ("CLUSTER_ID", "Kubernetes"),
+        ("MESH_ID", "cluster.local"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), string(v)))
+    .collect();
+    fields.insert(
+        "LABELS".to_string(),
+        Value {
+            kind: Some(Kind::StructValue(label_struct)),
+        },
+    );
+    Ok(Node {
+        id,
+        cluster: format!("{}.{}", parsed.workload_name, parsed.namespace),
+        metadata: Some(Struct { fields }),
+        ..Default::default()
+    })
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(args: &Args) -> anyhow::Result<()> {
+    let node = node(args)?;
+    let store = Arc::new(Store::default());
+    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let mut bind = BTreeMap::new();
+    bind.insert(
+        "virtualOutbound".to_string(),
+        SocketAddr::new(any, args.outbound_port),
+    );
+    bind.insert(
+        "virtualInbound".to_string(),
+        SocketAddr::new(any, args.inbound_port),
+    );
+    let options = ProxyOptions {
+        admin: Some(SocketAddr::from(([127, 0, 0, 1], args.admin_port))),
+        bind,
+        drain_time: args.drain_time,
+        log_level: None,
+    };
+    let proxy = Proxy::start(store.clone(), options)
+        .await
+        .context("starting the proxy")?;
+    if let Some(a) = proxy.admin_addr {
+        eprintln!("admin listening on {a}");
+    }
+    let server = if args.xds_addr.contains("://") {
+        args.xds_addr.clone()
+    } else {
+        format!("http://{}", args.xds_addr)
+    };
+    tracing::info!(node = %node.id, %server, "connecting to the control plane");
+    let client = XdsClient::new(
+        ClientConfig {
+            server,
+            node,
+            mode: match args.ads {
+                Ads::Delta => Mode::Delta,
+                Ads::Sotw => Mode::Sotw,
+            },
+            ..Default::default()
+        },
+        Arc::new(ProxyHandler::new(store)),
+    );
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let xds = tokio::spawn(async move {
+        client
+            .run(async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; draining"),
+        _ = term.recv() => tracing::info!("SIGTERM; draining"),
+        _ = proxy.quit_requested() => tracing::info!("/quitquitquit; draining"),
+        r = &mut Box::pin(async { xds.await }) => {
+            match r {
+                Ok(Err(e)) => bail!("xDS client: {e}"),
+                Ok(Ok(())) => {}
+                Err(e) => bail!("xDS client task: {e}"),
+            }
+        }
+    }
+    proxy.drain().await;
+    let _ = stop_tx.send(true);
+    Ok(())
+}
