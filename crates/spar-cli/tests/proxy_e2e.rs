@@ -179,10 +179,17 @@ impl Drop for ProxyChild {
     }
 }
 
+// The child is waited for by `ProxyChild`'s Drop; a panic before that ends the test run.
+#[allow(clippy::zombie_processes)]
 fn start_proxy(xds: &str) -> ProxyChild {
     let mut child = Command::new(env!("CARGO_BIN_EXE_spar"))
         .args(["proxy", "--role", "gateway", "--workload", "gw-1"])
-        .args(["--namespace", "istio-system", "--labels", "istio=ingressgateway"])
+        .args([
+            "--namespace",
+            "istio-system",
+            "--labels",
+            "istio=ingressgateway",
+        ])
         .args(["--xds-addr", xds, "--admin-port", "0", "--drain-time", "1s"])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -202,7 +209,9 @@ fn start_proxy(xds: &str) -> ProxyChild {
     let deadline = Instant::now() + WAIT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).expect("spar proxy did not print its admin address");
+        let line = rx
+            .recv_timeout(left)
+            .expect("spar proxy did not print its admin address");
         if let Some(a) = line.strip_prefix("admin listening on ") {
             return ProxyChild {
                 child,
@@ -218,7 +227,10 @@ fn wait_for(what: &str, p: &ProxyChild, f: impl Fn() -> bool) {
     while !f() {
         if Instant::now() > deadline {
             let log: Vec<String> = p.log.try_iter().collect();
-            panic!("timed out waiting for {what}; proxy log:\n{}", log.join("\n"));
+            panic!(
+                "timed out waiting for {what}; proxy log:\n{}",
+                log.join("\n")
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -233,7 +245,9 @@ fn gateway_routes_splits_and_follows_a_live_change() {
     let cp = ControlPlane::start(dir.path(), &[]);
     let proxy = start_proxy(&cp.xds);
 
-    wait_for("/ready", &proxy, || http_get(&proxy.admin, "/ready").0 == 200);
+    wait_for("/ready", &proxy, || {
+        http_get(&proxy.admin, "/ready").0 == 200
+    });
     wait_for("the gateway route", &proxy, || get(gw, "/live").1 == "v1");
     let (_, dump) = http_get(&proxy.admin, "/config_dump");
     assert!(dump.contains(&format!("0.0.0.0_{gw}")), "{dump}");
@@ -244,7 +258,10 @@ fn gateway_routes_splits_and_follows_a_live_change() {
         assert_eq!(code, 200);
         v1_hits += usize::from(name == "v1");
     }
-    assert!((60..=140).contains(&v1_hits), "50/50 split: v1 got {v1_hits} of 200");
+    assert!(
+        (60..=140).contains(&v1_hits),
+        "50/50 split: v1 got {v1_hits} of 200"
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicUsize::new(0));
@@ -265,14 +282,19 @@ fn gateway_routes_splits_and_follows_a_live_change() {
         .collect();
     write_atomic(dir.path(), "vs.yaml", &virtual_service("v2"));
     let changed = Instant::now();
-    wait_for("the change to reach the proxy", &proxy, || get(gw, "/live").1 == "v2");
+    wait_for("the change to reach the proxy", &proxy, || {
+        get(gw, "/live").1 == "v2"
+    });
     let took = changed.elapsed();
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::SeqCst);
     for t in traffic {
         t.join().unwrap();
     }
-    eprintln!("change took effect in {took:?}; {} requests during it", sent.load(Ordering::SeqCst));
+    eprintln!(
+        "change took effect in {took:?}; {} requests during it",
+        sent.load(Ordering::SeqCst)
+    );
     assert_eq!(failed.load(Ordering::SeqCst), 0, "no failed request");
 
     // SIGTERM: drain and exit 0.
@@ -286,7 +308,10 @@ fn gateway_routes_splits_and_follows_a_live_change() {
             assert!(s.success(), "exit status {s}");
             break;
         }
-        assert!(Instant::now() < deadline, "spar proxy did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "spar proxy did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -97,7 +97,11 @@ fn string(s: &str) -> Value {
 
 fn labels(list: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
-    for l in list.iter().flat_map(|l| l.split(',')).filter(|l| !l.is_empty()) {
+    for l in list
+        .iter()
+        .flat_map(|l| l.split(','))
+        .filter(|l| !l.is_empty())
+    {
         let (k, v) = l
             .split_once('=')
             .with_context(|| format!("--labels {l:?}: want KEY=VALUE"))?;
@@ -225,7 +229,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; draining"),
         _ = term.recv() => tracing::info!("SIGTERM; draining"),
         _ = proxy.quit_requested() => tracing::info!("/quitquitquit; draining"),
-        r = &mut Box::pin(async { xds.await }) => {
+        r = xds => {
             match r {
                 Ok(Err(e)) => bail!("xDS client: {e}"),
                 Ok(Ok(())) => {}
