@@ -20,6 +20,7 @@ pub enum Command {
     ProxyStatus(ProxyStatusArgs),
     ProxyConfig(super::proxy_config::Args),
     Diff(super::diff::Args),
+    Explain(super::explain::Args),
 }
 
 /// Each connected proxy, type by type: SYNCED (accepted what was last sent), STALE (sent,
@@ -56,6 +57,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Command::ProxyStatus(a) => proxy_status(a),
         Command::ProxyConfig(a) => super::proxy_config::run(a),
         Command::Diff(a) => super::diff::run(a),
+        Command::Explain(a) => super::explain::run(a),
     }
 }
 

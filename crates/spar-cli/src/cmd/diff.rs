@@ -41,9 +41,9 @@ pub struct Args {
     pub namespace: String,
 }
 
-struct Side {
-    config: ConfigSet,
-    registry: Registry,
+pub(crate) struct Side {
+    pub(crate) config: ConfigSet,
+    pub(crate) registry: Registry,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -78,7 +78,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn load(dir: &PathBuf, namespace: &str) -> anyhow::Result<Side> {
+pub(crate) fn load(dir: &PathBuf, namespace: &str) -> anyhow::Result<Side> {
     let sources = spar_config::read_sources(std::slice::from_ref(dir))
         .with_context(|| format!("reading {}", dir.display()))?;
     let config = ConfigSet::load(
@@ -181,7 +181,7 @@ fn node(
 
 /// A node id from the command line, with labels from the workload at its IP or with its
 /// pod name (a node id carries no labels; Envoy sends them as metadata).
-fn given_proxy(id: &str, sides: &[&Side]) -> anyhow::Result<ProxyNode> {
+pub(crate) fn given_proxy(id: &str, sides: &[&Side]) -> anyhow::Result<ProxyNode> {
     let mut n = ProxyNode::parse_id(id).with_context(|| format!("--node-id {id}"))?;
     let found = sides.iter().find_map(|s| {
         s.registry.workloads().iter().find(|w| {

@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod control_plane;
 pub mod ctl;
 pub mod diff;
+pub mod explain;
 pub mod input;
 pub mod iptables;
 pub mod line_diff;

@@ -110,7 +110,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
 /// The full node id for `proxy`: itself when connected under that id, else the one
 /// connected proxy whose `<pod>.<namespace>` part it is.
-fn resolve(cp: &str, proxy: &str) -> anyhow::Result<String> {
+pub(crate) fn resolve(cp: &str, proxy: &str) -> anyhow::Result<String> {
     let proxies: Vec<Proxy> = serde_json::from_str(&http_get(cp, "/debug/syncz")?)
         .context("reading /debug/syncz (is --cp a Spar control plane?)")?;
     if proxies.iter().any(|p| p.proxy == proxy) {
@@ -132,7 +132,7 @@ fn resolve(cp: &str, proxy: &str) -> anyhow::Result<String> {
 
 /// Node ids hold `~` and `.`, which are safe; anything else outside the unreserved set is
 /// escaped so the query survives.
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
