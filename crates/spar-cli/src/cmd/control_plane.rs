@@ -27,7 +27,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 /// world or delta) on `--xds-addr`; `--monitoring-addr` serves `/metrics`, `/debug/syncz`
 /// and `/debug/config_dump?proxyID=<id>`. Port 0 picks a free port; the addresses in use
 /// are printed on standard error as `xds listening on ADDR` and
-/// `monitoring listening on ADDR`.
+/// `monitoring listening on ADDR`. With `--ca-tokens`, `--data-dir` or `--ca-dir` it also
+/// signs workload certificates on `--ca-addr` (`ca listening on ADDR`).
 ///
 /// Two debounces apply: `--debounce` (file watch) before the directory is read again, then
 /// `--push-debounce` (or `--push-debounce-endpoints` for endpoint-only changes, at most
@@ -82,6 +83,9 @@ pub struct Args {
     /// Spar's resources in a real proxy whatever the translator emits.
     #[arg(long, hide = true, value_name = "NAME")]
     pub test_serve_cluster: Option<String>,
+
+    #[command(flatten)]
+    pub ca: super::ca::CaArgs,
 }
 
 fn parse_debounce(s: &str) -> Result<Duration, String> {
@@ -143,6 +147,8 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         })?;
     eprintln!("xds listening on {}", xds.local_addr()?);
     eprintln!("monitoring listening on {}", mon.local_addr()?);
+    // Istio's CSR API on --ca-addr, when a CA flag is given (see `ca::CaArgs`).
+    let _ca = super::ca::start(&args.ca).await?;
     tokio::spawn(monitoring::serve(
         mon,
         Arc::new(Monitoring {

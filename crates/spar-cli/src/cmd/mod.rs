@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod bootstrap;
+pub mod ca;
 pub mod control_plane;
 pub mod ctl;
 pub mod diff;
