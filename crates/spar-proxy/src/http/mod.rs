@@ -38,6 +38,8 @@ pub struct Conn {
     pub hcm: Arc<HttpManager>,
     pub peer: SocketAddr,
     pub dst: SocketAddr,
+    /// The accepted socket's own address.
+    pub local: SocketAddr,
     pub scheme: &'static str,
 }
 
@@ -49,6 +51,7 @@ pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     dst: SocketAddr,
+    local: SocketAddr,
 ) {
     drop(snapshot);
     let conn = Arc::new(Conn {
@@ -56,6 +59,7 @@ pub async fn serve(
         hcm: hcm.clone(),
         peer,
         dst,
+        local,
         scheme: "http",
     });
     let svc = service_fn(move |req| {

@@ -206,6 +206,10 @@ async fn attempts(
             (None, Some(s)) => s.map_err(|e| Box::new(e) as _).boxed_unsync(),
             (None, None) => super::body::empty(),
         };
+        if host.authority == conn.local.to_string() {
+            // Forwarding to the proxy's own listener would loop.
+            return local_reply(Flag::UF);
+        }
         let Some(up) = upstream_request(parts, &host, path, body) else {
             return local_reply(Flag::UF);
         };

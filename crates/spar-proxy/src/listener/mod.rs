@@ -113,10 +113,19 @@ async fn handle(shared: Arc<Shared>, name: Arc<str>, stream: TcpStream, peer: So
     };
     match &chain.filter {
         NetworkFilter::Http(hcm) => {
-            crate::http::serve(shared.clone(), snap.clone(), hcm.clone(), stream, peer, dst).await
+            crate::http::serve(
+                shared.clone(),
+                snap.clone(),
+                hcm.clone(),
+                stream,
+                peer,
+                dst,
+                local,
+            )
+            .await
         }
         NetworkFilter::Tcp(t) => {
-            crate::tcp::proxy(shared.clone(), snap.clone(), t.clone(), stream, dst).await
+            crate::tcp::proxy(shared.clone(), snap.clone(), t.clone(), stream, dst, local).await
         }
     }
 }

@@ -35,6 +35,7 @@ pub async fn proxy(
     route: Arc<TcpRoute>,
     mut downstream: TcpStream,
     dst: SocketAddr,
+    local: SocketAddr,
 ) {
     let Some(cluster) = pick_cluster(&route) else {
         return;
@@ -51,6 +52,12 @@ pub async fn proxy(
         tracing::debug!(cluster, "tcp proxy: no healthy upstream; closing");
         return;
     };
+    if host.authority == local.to_string() {
+        // An original destination that is this very listener (a connection that was not
+        // redirected, to a port no listener claims) would connect to itself forever.
+        tracing::debug!(cluster, %local, "tcp proxy: destination is the proxy itself; closing");
+        return;
+    }
     if lb.active_requests.load(Ordering::Relaxed) >= lb.cluster.limits.max_connections {
         return;
     }
