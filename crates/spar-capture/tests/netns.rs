@@ -2,7 +2,9 @@
 //! the "pod" (A, 10.99.0.1) with Spar's rules and a stand-in proxy listening on 15001
 //! (outbound), 15006 (inbound) and 15020 (an excluded inbound port), and a "remote" server
 //! (B, 10.99.0.5:9080). Connections from users other than the proxy's must land on the
-//! proxy with `original_dst` naming where they were going; the proxy's uid must pass.
+//! proxy with `original_dst` naming where they were going; the proxy's uid, excluded ports
+//! and CIDRs must pass; the proxy calling its own pod's address is inbound again; the
+//! application calling itself is left alone. IPv4 and IPv6.
 //!
 //! The listeners are this test binary run again inside the namespace (`child_listener`).
 
@@ -121,6 +123,10 @@ impl Net {
             // nodad: usable at once, without waiting for duplicate address detection.
             sh(&["ip", "-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
             sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            if *ns == net.b {
+                // A second remote address, for the excluded-CIDR check.
+                sh(&["ip", "-n", ns, "addr", "add", "10.99.0.6/24", "dev", dev]);
+            }
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
         net
@@ -217,6 +223,8 @@ fn captured_connections_reach_the_proxy_with_their_original_destination() {
         proxy_uids: vec![PROXY_UID],
         proxy_gids: vec![PROXY_UID],
         ipv6: true,
+        exclude_outbound_ports: vec![9443],
+        exclude_outbound_cidrs: vec!["10.99.0.6/32".parse().unwrap()],
         ..CaptureConfig::default()
     };
     let (a, b) = (net.a.clone(), net.b.clone());
@@ -239,6 +247,7 @@ fn captured_connections_reach_the_proxy_with_their_original_destination() {
     net.listen(&a, "INBOUND", "[::]:15006");
     net.listen(&a, "DIRECT", "[::]:15020");
     net.listen(&b, "REMOTE", "[::]:9080");
+    net.listen(&b, "REMOTE", "[::]:9443");
 
     // The application (not the proxy's uid) calling out: captured by 15001.
     assert_eq!(
@@ -256,6 +265,19 @@ fn captured_connections_reach_the_proxy_with_their_original_destination() {
     // An excluded inbound port is reached directly.
     let excluded = net.connect(&b, NOBODY, "10.99.0.1", 15020);
     assert!(excluded.starts_with("DIRECT "), "{excluded:?}");
+
+    // Excluded outbound port and CIDR: not captured.
+    let port = net.connect(&a, NOBODY, "10.99.0.5", 9443);
+    assert!(port.starts_with("REMOTE "), "{port:?}");
+    let cidr = net.connect(&a, NOBODY, "10.99.0.6", 9080);
+    assert!(cidr.starts_with("REMOTE "), "{cidr:?}");
+    // The proxy calling its own pod's address is inbound traffic for the pod: 15006.
+    assert_eq!(
+        net.connect(&a, PROXY_UID, "10.99.0.1", 9080),
+        "INBOUND dst=10.99.0.1:9080"
+    );
+    // The application calling itself is left alone (nothing listens on 9080 here).
+    assert_eq!(net.connect(&a, NOBODY, "10.99.0.1", 9080), "");
 
     // The same over IPv6 (ip6tables).
     assert_eq!(
