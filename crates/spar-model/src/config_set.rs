@@ -70,6 +70,14 @@ impl ConfigSet {
         &self.resources
     }
 
+    /// Drops every resource's positioned YAML tree ([`Resource::drop_source_tree`]): for a
+    /// set that is served, not analysed; field lines fall back to each document's first line.
+    pub fn drop_source_trees(&mut self) {
+        for r in &mut self.resources {
+            r.drop_source_tree();
+        }
+    }
+
     pub fn diagnostics(&self) -> &[Diagnostic] {
         &self.diagnostics
     }
@@ -302,4 +310,30 @@ fn dedupe(resources: Vec<Resource>, diags: &mut Vec<Diagnostic>) -> Vec<Resource
         out.push(Some(r));
     }
     out.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropping_source_trees_keeps_bodies_and_document_lines() {
+        let text = "# leading comment\n\
+                    apiVersion: networking.istio.io/v1\n\
+                    kind: VirtualService\n\
+                    metadata: {name: a, namespace: default}\n\
+                    spec:\n  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n";
+        let mut set = ConfigSet::load([("a.yaml", text)], &LoadOptions::default());
+        assert!(!set.has_errors(), "{:?}", set.diagnostics());
+        let path = FieldPath::root().field("spec").field("http");
+        let before = set.resources()[0].clone();
+        assert_eq!(before.line_of(&path), 8, "the http list starts on line 8");
+        set.drop_source_trees();
+        let after = &set.resources()[0];
+        assert_eq!(after.body, before.body);
+        assert_eq!(after.meta, before.meta);
+        assert_eq!(after.origin, before.origin);
+        assert_eq!(after.line_of(&path), before.node.mark.line);
+        assert!(after.node.as_map().is_some_and(|m| m.is_empty()));
+    }
 }

@@ -9,7 +9,7 @@ use crate::diag::ResourceRef;
 use crate::istio::types as istio;
 use crate::k8s;
 use crate::kind::Kind;
-use crate::yaml::Node;
+use crate::yaml::{Node, NodeKind};
 
 /// The parts of Kubernetes' `metadata` Spar uses; other keys are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -111,7 +111,8 @@ pub struct Resource {
     pub meta: ObjectMeta,
     pub body: Body,
     pub origin: Origin,
-    /// The document it was read from, kept so later checks can point at lines.
+    /// The document it was read from, kept so later checks can point at lines; only its
+    /// root is left after [`Resource::drop_source_tree`].
     pub node: Arc<Node>,
 }
 
@@ -132,9 +133,23 @@ impl Resource {
         }
     }
 
-    /// Line of a field in this resource's source (the closest existing parent).
+    /// Line of a field in this resource's source (the closest existing parent); the
+    /// document's first line once the tree was dropped.
     pub fn line_of(&self, path: &crate::FieldPath) -> u32 {
         self.node.locate(path).mark.line
+    }
+
+    /// Drops the positioned YAML tree (about 14 bytes per byte of YAML), keeping the root's
+    /// position. For holders that never ask for a field's line again, such as a long-running
+    /// control plane: diagnostics are produced while loading, before this is called.
+    pub fn drop_source_tree(&mut self) {
+        if matches!(&self.node.kind, NodeKind::Map(m) if m.is_empty()) {
+            return;
+        }
+        self.node = Arc::new(Node {
+            kind: NodeKind::Map(Vec::new()),
+            mark: self.node.mark,
+        });
     }
 }
 

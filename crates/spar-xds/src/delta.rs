@@ -280,11 +280,21 @@ impl<S: ResourceSource> Conn<'_, S> {
         if changed_at.is_some() {
             st.changed_at = changed_at;
         }
-        let holds: TypeResources = st
-            .holds
-            .keys()
-            .filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone())))
-            .collect();
+        // Share the node class's resources when the proxy holds exactly all of them.
+        let holds: Arc<TypeResources> = match self.current.shared(type_url) {
+            Some(shared)
+                if st.holds.len() == shared.len()
+                    && shared.keys().all(|k| st.holds.contains_key(k)) =>
+            {
+                shared.clone()
+            }
+            _ => Arc::new(
+                st.holds
+                    .keys()
+                    .filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone())))
+                    .collect(),
+            ),
+        };
         let resp = DeltaDiscoveryResponse {
             system_version_info: st.version.clone(),
             resources,

@@ -1,8 +1,13 @@
 //! Translation output encoded once per proxy: every resource as an `Any` with a content
 //! version (a hash of its bytes), grouped by type URL. Comparing these is how the server
 //! decides whether a proxy's output changed.
+//!
+//! Each type's resources sit behind an `Arc`, so the connections of one node class, and
+//! what the status registry remembers they were sent, share one copy of the bytes instead
+//! of one per proxy.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
@@ -32,20 +37,23 @@ pub type TypeResources = BTreeMap<String, EncodedResource>;
 /// Everything one proxy is sent, encoded, by type URL.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Encoded {
-    pub types: BTreeMap<&'static str, TypeResources>,
+    pub types: BTreeMap<&'static str, Arc<TypeResources>>,
 }
 
 impl Encoded {
     /// The resources of `type_url` (empty when there are none).
     pub fn of(&self, type_url: &str) -> Option<&TypeResources> {
+        self.types.get(type_url).map(|r| &**r)
+    }
+
+    /// The shared resources of `type_url`, to hand on without copying.
+    pub fn shared(&self, type_url: &str) -> Option<&Arc<TypeResources>> {
         self.types.get(type_url)
     }
 
     /// Adds (or replaces) resources of `type_url`; used by overlays and tests.
     pub fn insert<M: Message>(&mut self, type_url: &'static str, name: &str, msg: &M) {
-        self.types
-            .entry(type_url)
-            .or_default()
+        Arc::make_mut(self.types.entry(type_url).or_default())
             .insert(name.to_string(), encode_one(type_url, msg));
     }
 }

@@ -210,17 +210,21 @@ impl<S: ResourceSource> Conn<'_, S> {
         changed_at: Option<Instant>,
     ) -> Result<(), Status> {
         let st = self.types.entry(type_url.to_string()).or_default();
-        let empty = TypeResources::new();
-        let all = self.current.of(type_url).unwrap_or(&empty);
-        let holds: TypeResources = match &st.names {
-            None => all.clone(),
-            Some(names) => names
-                .iter()
-                .filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone())))
-                .collect(),
+        let all = self.current.shared(type_url).cloned().unwrap_or_default();
+        // Share the node class's resources when the proxy holds all of them (wildcard, or
+        // named subscriptions that cover the type, as Envoy's EDS usually does); copy only
+        // a true subset.
+        let holds: Arc<TypeResources> = match &st.names {
+            Some(names) if !all.keys().all(|k| names.contains(k)) => Arc::new(
+                names
+                    .iter()
+                    .filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone())))
+                    .collect(),
+            ),
+            _ => all,
         };
         let mut digest_input = Vec::new();
-        for (name, r) in &holds {
+        for (name, r) in holds.iter() {
             digest_input.extend_from_slice(name.as_bytes());
             digest_input.push(0);
             digest_input.extend_from_slice(r.version.as_bytes());

@@ -345,9 +345,7 @@ impl<S> Overlay<S> {
     fn lay_over(&self, base: &Encoded) -> Arc<Encoded> {
         let mut out = base.clone();
         for (t, res) in &self.extra.types {
-            out.types
-                .entry(t)
-                .or_default()
+            Arc::make_mut(out.types.entry(t).or_default())
                 .extend(res.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         Arc::new(out)

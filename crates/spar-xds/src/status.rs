@@ -50,8 +50,9 @@ pub struct ProxyStatus {
 #[derive(Default)]
 struct Inner {
     proxies: BTreeMap<u64, ProxyStatus>,
-    // What each connection currently holds, for config_dump.
-    sent: BTreeMap<u64, BTreeMap<&'static str, TypeResources>>,
+    // What each connection currently holds, for config_dump; shared with the node class's
+    // output when the proxy holds all of a type (the usual case), so not a copy per proxy.
+    sent: BTreeMap<u64, BTreeMap<&'static str, Arc<TypeResources>>>,
 }
 
 /// Status of every connected proxy.
@@ -112,7 +113,7 @@ impl StatusRegistry {
         version: &str,
         nonce: &str,
         count: usize,
-        holds: TypeResources,
+        holds: Arc<TypeResources>,
     ) {
         self.update(conn, type_url, |t| {
             t.state = SyncState::Stale;
@@ -149,7 +150,7 @@ impl StatusRegistry {
     }
 
     /// What the connections of `proxy` were sent, by short type name.
-    pub fn sent_to(&self, proxy: &str) -> Vec<(u64, BTreeMap<&'static str, TypeResources>)> {
+    pub fn sent_to(&self, proxy: &str) -> Vec<(u64, BTreeMap<&'static str, Arc<TypeResources>>)> {
         let inner = self.lock();
         inner
             .proxies
