@@ -147,17 +147,17 @@ async fn reconnects_after_a_restart_and_resyncs(mode: Mode) {
     );
     assert!(client.stats.disconnects() >= 1);
     let before = h.log().len();
-    // While the control plane was down, c4 was added.
+    // While the control plane was down, c4 was added and c2 removed.
     source.set(&mesh(
-        &[("c1", 1), ("c2", 1), ("c4", 1)],
+        &[("c1", 1), ("c4", 1)],
         &[("l1", "r1")],
         &["r1", "r2"],
     ));
     let server = Server::start_at(source, addr, false);
     let p = server.synced(&ALL).await;
     assert_eq!(p.protocol, protocol(mode));
-    h.until("c4 and its endpoints", |h| {
-        h.names(ENDPOINT) == ["c1-eds", "c2-eds", "c4-eds"]
+    h.until("c4 and its endpoints, c2 gone", |h| {
+        h.names(ENDPOINT) == ["c1-eds", "c4-eds"] && h.names(CLUSTER) == ["c1", "c4"]
     })
     .await;
     assert!(client.stats.connects() >= 2);
@@ -165,8 +165,14 @@ async fn reconnects_after_a_restart_and_resyncs(mode: Mode) {
     let first_cds = after.iter().find(|(t, _, _)| t == CLUSTER).unwrap();
     match mode {
         // initial_resource_versions told the server what the proxy held.
-        Mode::Delta => assert_eq!(first_cds.1, ["c4"], "only the new cluster is resent"),
-        Mode::Sotw => assert_eq!(first_cds.1, ["c1", "c2", "c4"]),
+        Mode::Delta => {
+            assert_eq!(first_cds.1, ["c4"], "only the new cluster is resent");
+            assert_eq!(first_cds.2, ["c2"], "and the one that went away is named");
+        }
+        Mode::Sotw => {
+            assert_eq!(first_cds.1, ["c1", "c4"]);
+            assert_eq!(first_cds.2, ["c2"]);
+        }
     }
     client.shutdown().await;
 }

@@ -7,7 +7,11 @@
 //! never tells the handler to clear anything: while the control plane is away the last
 //! accepted config stays in force, and on reconnect the client tells the server what the
 //! handler holds (Delta `initial_resource_versions`, SotW `version_info`) so unchanged
-//! resources are not resent. Subscriptions follow Envoy's warming order (see [`state`]).
+//! resources are not resent. Subscriptions follow Envoy's warming order (see `state.rs`).
+//!
+//! `XdsHandler::apply` runs on the client's task, between reading a response and sending
+//! its ACK: it should build the new config and swap it in (an `ArcSwap` store), not wait
+//! on I/O.
 
 mod backoff;
 mod delta;
@@ -50,6 +54,17 @@ pub struct ClientConfig {
     /// First reconnect delay; doubles per failed attempt up to `backoff_max` (jittered).
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+}
+
+impl ClientConfig {
+    /// The defaults (Delta, 200 ms to 15 s backoff) for `server` and `node`.
+    pub fn new(server: impl Into<String>, node: Node) -> ClientConfig {
+        ClientConfig {
+            server: server.into(),
+            node,
+            ..ClientConfig::default()
+        }
+    }
 }
 
 impl Default for ClientConfig {
