@@ -9,7 +9,8 @@
 //! - [`store`]: the generated root persisted in the data directory with safe file modes.
 //! - [`csr`]: reading a CSR and checking its own signature.
 //! - [`spiffe`]: `spiffe://<td>/ns/<ns>/sa/<sa>` identities.
-//! - [`svid`]: verifying an X.509-SVID chain, with a typed error per refusal.
+//! - [`svid`]: verifying an X.509-SVID chain, with a typed error per refusal; [`tls`]:
+//!   the same as rustls verifiers for both ends of mesh mTLS.
 //! - [`auth`]: who is calling (bearer tokens, client certificates; a trait for more);
 //!   [`token_file`] keeps tokens in step with a file.
 //! - [`proto`] and [`server`]: the gRPC service over TLS.
@@ -22,6 +23,7 @@ pub mod server;
 pub mod spiffe;
 pub mod store;
 pub mod svid;
+pub mod tls;
 pub mod token_file;
 
 pub use auth::{AnyOf, AuthError, Authenticator, Caller, PeerCertificate, StaticTokens};

@@ -96,6 +96,16 @@ pub fn verify_svid(
     Ok(id)
 }
 
+/// The SPIFFE ID of a leaf after the same leaf checks as [`verify_svid`] (validity at
+/// "now"), without checking the chain: for a certificate a TLS handshake already verified.
+pub fn leaf_id(leaf_der: &CertificateDer<'_>, trust_domain: &str) -> Result<SpiffeId, SvidError> {
+    let (_, leaf) = X509Certificate::from_der(leaf_der).map_err(|e| SvidError::Malformed {
+        index: 0,
+        reason: e.to_string(),
+    })?;
+    check_leaf(&leaf, trust_domain, UnixTime::now())
+}
+
 /// Everything the SVID spec asks of the leaf itself.
 fn check_leaf(
     leaf: &X509Certificate<'_>,
