@@ -33,7 +33,7 @@ use spar_model::{Kind, Resource};
 
 use crate::cluster::{sds, TLS_SOCKET};
 use crate::http_route::Scope;
-use crate::listener::{hcm_rds, tcp_destinations, tcp_proxy};
+use crate::listener::{gateway_hcm, tcp_destinations, tcp_proxy};
 use crate::route::{self, Vs};
 use crate::util::{any, socket};
 use crate::Ctx;
@@ -131,6 +131,7 @@ pub fn listeners(ctx: &Ctx<'_>) -> (Vec<Listener>, Vec<RouteConfiguration>, Vec<
     }
     let mut listeners = Vec::new();
     let mut routes = Vec::new();
+    let authz = crate::authz::build(ctx);
     let mut credentials: Vec<String> = by_port
         .values()
         .flatten()
@@ -150,7 +151,12 @@ pub fn listeners(ctx: &Ctx<'_>) -> (Vec<Listener>, Vec<RouteConfiguration>, Vec<
             let name = format!("http.{port}");
             chains.push(FilterChain {
                 name: name.clone(),
-                filters: vec![hcm_rds(&format!("outbound_0.0.0.0_{port}"), &name)],
+                filters: vec![gateway_hcm(
+                    ctx,
+                    &authz,
+                    &format!("outbound_0.0.0.0_{port}"),
+                    &name,
+                )],
                 ..Default::default()
             });
             routes.push(route_config(ctx, &name, *port, &plain_http));
@@ -173,7 +179,12 @@ pub fn listeners(ctx: &Ctx<'_>) -> (Vec<Listener>, Vec<RouteConfiguration>, Vec<
             chains.push(FilterChain {
                 name: name.clone(),
                 filter_chain_match: Some(sni_match(&b.hosts_for(&b.resource.meta.namespace))),
-                filters: vec![hcm_rds(&format!("outbound_0.0.0.0_{port}"), &name)],
+                filters: vec![gateway_hcm(
+                    ctx,
+                    &authz,
+                    &format!("outbound_0.0.0.0_{port}"),
+                    &name,
+                )],
                 transport_socket: downstream_tls(b),
                 ..Default::default()
             });

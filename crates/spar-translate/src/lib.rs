@@ -17,6 +17,7 @@
 //! | `secret` | SDS secrets for gateway `credentialName`s, from Kubernetes Secrets |
 //! | `grpc` | [`translate_grpc`]: API listeners and gRPC-safe clusters for proxyless gRPC |
 //! | `class` | [`NodeClass`]: the node fields translation reads (the control plane's cache key) |
+//! | `authz` | AuthorizationPolicy → RBAC / ext_authz, RequestAuthentication → jwt_authn, path normalization |
 //! | `scope` | the `Sidecar` resource: egress host visibility, outboundTrafficPolicy |
 //! | [`summary`] | a reviewable text rendering (golden files, `spar ctl`) |
 //!
@@ -32,6 +33,7 @@
 //! map Spar fills holds one entry, except `typed_per_filter_config` of a route that has
 //! both `fault` and `corsPolicy`; [`canonical::route_configuration`] sorts those entries
 //! in the encoded bytes, and everything that encodes route configurations uses it.
+mod authz;
 pub mod canonical;
 mod class;
 mod cluster;
@@ -61,6 +63,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 
+pub use authz::{AuthzError, REJECT_ALL_JWKS};
 pub use class::NodeClass;
 pub use grpc::translate_grpc;
 pub use node::{NodeError, ProxyKind, ProxyNode};

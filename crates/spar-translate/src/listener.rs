@@ -23,6 +23,7 @@ use envoy_types::pb::google::protobuf::BoolValue;
 use spar_model::istio::types::{CaptureMode, IstioEgressListener, RouteDestination};
 use spar_registry::{Protocol, Service};
 
+use crate::authz::Authz;
 use crate::cluster::InboundPort;
 use crate::http_route::{destination_cluster, Scope, CORS_FILTER, FAULT_FILTER, ROUTER_FILTER};
 use crate::route;
@@ -48,13 +49,16 @@ fn http_filter<M: prost::Message + prost::Name>(name: &str, m: &M) -> HttpFilter
     }
 }
 
-/// CORS and fault run only where a route configures them; the router ends the chain.
-pub fn http_filters() -> Vec<HttpFilter> {
-    vec![
+/// Authorization first (`authz`: jwt_authn, ext_authz, RBAC; empty outbound), then CORS
+/// and fault, which run only where a route configures them; the router ends the chain.
+pub fn http_filters(authz: &[HttpFilter]) -> Vec<HttpFilter> {
+    let mut out = authz.to_vec();
+    out.extend([
         http_filter(CORS_FILTER, &Cors::default()),
         http_filter(FAULT_FILTER, &HttpFault::default()),
         http_filter(ROUTER_FILTER, &Router::default()),
-    ]
+    ]);
+    out
 }
 
 pub fn hcm_rds(stat_prefix: &str, route_name: &str) -> Filter {
@@ -64,9 +68,25 @@ pub fn hcm_rds(stat_prefix: &str, route_name: &str) -> Filter {
             config_source: Some(util::ads()),
             route_config_name: route_name.to_string(),
         })),
-        http_filters: http_filters(),
+        http_filters: http_filters(&[]),
         ..Default::default()
     };
+    network_filter(HCM, &hcm)
+}
+
+/// A gateway's HCM: [`hcm_rds`] with the proxy's authorization filters and MeshConfig
+/// path normalization.
+pub fn gateway_hcm(ctx: &Ctx<'_>, authz: &Authz, stat_prefix: &str, route_name: &str) -> Filter {
+    let mut hcm = HttpConnectionManager {
+        stat_prefix: stat_prefix.to_string(),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(util::ads()),
+            route_config_name: route_name.to_string(),
+        })),
+        http_filters: http_filters(&authz.http),
+        ..Default::default()
+    };
+    crate::authz::normalize_paths(ctx, &mut hcm);
     network_filter(HCM, &hcm)
 }
 
@@ -137,7 +157,8 @@ fn original_dst() -> ListenerFilter {
 /// reached through 15001); the one without a port (the catch-all) covers every other port
 /// with its hosts. With no Sidecar, every visible service is on the catch-all.
 pub fn sidecar(ctx: &Ctx<'_>, inbound: &[InboundPort]) -> (Vec<Listener>, Vec<RouteConfiguration>) {
-    let mut listeners = vec![virtual_outbound(ctx), virtual_inbound(inbound)];
+    let authz = crate::authz::build(ctx);
+    let mut listeners = vec![virtual_outbound(ctx), virtual_inbound(ctx, &authz, inbound)];
     let mut routes = Vec::new();
     let egress: &[IstioEgressListener] = ctx.sidecar.map_or(&[], |s| s.egress.as_slice());
     let node_ns = ctx.node.namespace.as_str();
@@ -380,18 +401,20 @@ fn virtual_outbound(ctx: &Ctx<'_>) -> Listener {
     }
 }
 
-fn virtual_inbound(ports: &[InboundPort]) -> Listener {
+fn virtual_inbound(ctx: &Ctx<'_>, authz: &Authz, ports: &[InboundPort]) -> Listener {
     let mut chains: Vec<FilterChain> = ports
         .iter()
         .map(|p| {
             let cluster = util::cluster_name("inbound", p.target_port, "", "");
-            let filter = if p.protocol.is_http() {
-                inbound_hcm(&cluster)
+            let filters = if p.protocol.is_http() {
+                vec![inbound_hcm(ctx, authz, &cluster)]
             } else {
-                tcp_proxy(
+                let mut f = authz.tcp.clone();
+                f.push(tcp_proxy(
                     &cluster,
                     tcp_proxy::ClusterSpecifier::Cluster(cluster.clone()),
-                )
+                ));
+                f
             };
             FilterChain {
                 name: format!("0.0.0.0_{}", p.target_port),
@@ -399,7 +422,7 @@ fn virtual_inbound(ports: &[InboundPort]) -> Listener {
                     destination_port: Some(u32v(p.target_port)),
                     ..Default::default()
                 }),
-                filters: vec![filter],
+                filters,
                 ..Default::default()
             }
         })
@@ -424,7 +447,7 @@ fn virtual_inbound(ports: &[InboundPort]) -> Listener {
 }
 
 /// Inbound HTTP: an inline route table sending everything to the local app.
-fn inbound_hcm(cluster: &str) -> Filter {
+fn inbound_hcm(ctx: &Ctx<'_>, authz: &Authz, cluster: &str) -> Filter {
     let rc = RouteConfiguration {
         name: cluster.to_string(),
         virtual_hosts: vec![VirtualHost {
@@ -436,11 +459,12 @@ fn inbound_hcm(cluster: &str) -> Filter {
         validate_clusters: Some(BoolValue { value: false }),
         ..Default::default()
     };
-    let hcm = HttpConnectionManager {
+    let mut hcm = HttpConnectionManager {
         stat_prefix: cluster.to_string(),
         route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(rc)),
-        http_filters: http_filters(),
+        http_filters: http_filters(&authz.http),
         ..Default::default()
     };
+    crate::authz::normalize_paths(ctx, &mut hcm);
     network_filter(HCM, &hcm)
 }
