@@ -85,6 +85,8 @@ pub struct HttpManager {
     pub cors: bool,
     pub max_request_headers_kb: u32,
     pub stream_idle_timeout: Option<Duration>,
+    /// Upgrade types allowed (`websocket`, lower-cased), from `upgrade_configs`.
+    pub upgrades: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -306,6 +308,12 @@ fn http_manager(
         cors,
         max_request_headers_kb: h.max_request_headers_kb.as_ref().map_or(60, |v| v.value),
         stream_idle_timeout: h.stream_idle_timeout.as_ref().and_then(duration),
+        upgrades: h
+            .upgrade_configs
+            .iter()
+            .filter(|u| u.enabled.as_ref().is_none_or(|b| b.value))
+            .map(|u| u.upgrade_type.to_ascii_lowercase())
+            .collect(),
     })
 }
 

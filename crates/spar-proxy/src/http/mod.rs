@@ -9,6 +9,7 @@
 pub mod body;
 pub mod filters;
 pub mod router;
+pub mod upgrade;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -86,6 +87,22 @@ pub async fn serve(
             let _ = serving.await;
         }
     }
+}
+
+/// The `upgrade` an HTTP/1.1 request asks for (`connection: upgrade` and `upgrade: x`).
+pub fn upgrade_type(h: &http::HeaderMap) -> Option<String> {
+    let asks = h
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !asks {
+        return None;
+    }
+    h.get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
 }
 
 fn route_config<'a>(conn: &'a Conn, snap: &'a Snapshot) -> Option<&'a RouteConfig> {
@@ -180,6 +197,13 @@ async fn route_request(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
                 r.headers_mut().insert(k, v);
             }
             return r;
+        }
+    }
+    // HTTP/1 upgrades (WebSocket) only where the manager allows the type, as Envoy: 403.
+    let upgrade = upgrade_type(req.headers());
+    if let Some(u) = &upgrade {
+        if !conn.hcm.upgrades.iter().any(|a| a == u) {
+            return reply(403, "");
         }
     }
     let mut flags = Vec::new();

@@ -52,7 +52,7 @@ pub async fn forward(
     snap: &crate::config::Snapshot,
     route: &Route,
     fwd: Arc<Forward>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     path: &str,
 ) -> Response<Body> {
     let (cluster, extra_ops): (String, Option<&HeaderOps>) = match &fwd.target {
@@ -69,6 +69,8 @@ pub async fn forward(
     let Some(lb) = snap.balancers.get(&cluster).cloned() else {
         return local_reply(Flag::NC);
     };
+    let upgrade =
+        super::upgrade_type(req.headers()).map(|kind| (kind, hyper::upgrade::on(&mut req)));
     let (mut parts, body) = req.into_parts();
     // Rewrites.
     let mut new_path = path.to_string();
@@ -93,6 +95,15 @@ pub async fn forward(
         &route.headers.request_remove,
     );
 
+    if let Some((kind, downstream)) = upgrade {
+        let up = super::upgrade::proxy(conn, &lb, &parts, &new_path, &kind, downstream);
+        return match fwd.timeout {
+            Some(t) => tokio::time::timeout(t, up)
+                .await
+                .unwrap_or_else(|_| local_reply(Flag::UT)),
+            None => up.await,
+        };
+    }
     // Bodies small enough are kept for retries.
     let retry = fwd.retry.as_ref().filter(|r| r.num_retries > 0);
     let size = body.size_hint();
@@ -107,6 +118,13 @@ pub async fn forward(
         (None, Some(body))
     };
 
+    if let Some(body) = &buffered {
+        for m in fwd.mirrors.iter().filter(|m| m.fraction.sample()) {
+            if let Some(mlb) = snap.balancers.get(&m.cluster) {
+                mirror(conn, mlb.clone(), &parts, &new_path, body.clone());
+            }
+        }
+    }
     let attempt_all = attempts(conn, &lb, &parts, &new_path, buffered, stream, retry, hash);
     let mut resp = match fwd.timeout {
         Some(t) => match tokio::time::timeout(t, attempt_all).await {
@@ -119,6 +137,47 @@ pub async fn forward(
         filters::apply_ops(resp.headers_mut(), &ops.response_add, &ops.response_remove);
     }
     resp
+}
+
+/// Sends a copy of the request to a mirror cluster and forgets it. As Envoy does, the
+/// copy's host gets `-shadow` appended; only requests whose body was buffered (small,
+/// known length) are mirrored.
+fn mirror(conn: &Conn, lb: Arc<ClusterLb>, parts: &http::request::Parts, path: &str, body: Bytes) {
+    let ctx = PickCtx {
+        original_dst: Some(conn.dst),
+        ..Default::default()
+    };
+    let Some(host) = lb.pick(&ctx) else {
+        return;
+    };
+    let mut parts = parts.clone();
+    let shadow = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| {
+            let (name, port) = filters::split_host_port(h);
+            match port {
+                Some(p) => format!("{name}-shadow:{p}"),
+                None => format!("{name}-shadow"),
+            }
+        });
+    if let Some(v) = shadow.and_then(|s| HeaderValue::from_str(&s).ok()) {
+        parts.headers.insert(http::header::HOST, v);
+    }
+    let Some(req) = upstream_request(&parts, &host, path, super::body::full(body)) else {
+        return;
+    };
+    let client = conn
+        .shared
+        .upstream
+        .client(lb.cluster.http2, lb.cluster.connect_timeout);
+    tokio::spawn(async move {
+        if let Ok(resp) = client.request(req).await {
+            // Read the answer so the connection can be reused.
+            let _ = resp.into_body().collect().await;
+        }
+    });
 }
 
 /// Envoy's backoff: a random wait in `[0, min(base * (2^n - 1), max)]`.
