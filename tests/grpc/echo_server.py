@@ -4,7 +4,9 @@
 Every unary method of the service `spar.test.Echo` (`/spar.test.Echo/Call`, `/spar.test.Echo/Split`,
 ...) answers with JSON bytes naming this server, the method it was called as and the request
 metadata it received, so that a client can tell which backend (subset) a route chose. A request
-with metadata `x-echo-sleep-ms: N` is answered after N milliseconds (for route timeouts).
+with metadata `x-echo-sleep-ms: N` is answered after N milliseconds (for route timeouts); the first
+request with `x-echo-fail-once: KEY` fails with UNAVAILABLE, later ones with that KEY succeed (for
+retries).
 
 Usage: echo_server.py NAME [HOST]
 Binds HOST (default 127.0.0.1) on a free port and prints that port alone on one stdout line.
@@ -31,6 +33,8 @@ class EchoHandler(grpc.GenericRpcHandler):
 
     def __init__(self, name):
         self.name = name
+        self.failed_once = set()
+        self.lock = threading.Lock()
 
     def service(self, handler_call_details):
         method = handler_call_details.method
@@ -39,9 +43,16 @@ class EchoHandler(grpc.GenericRpcHandler):
         name = self.name
 
         def unary(request, context):
-            sleep_ms = dict(context.invocation_metadata()).get("x-echo-sleep-ms")
-            if sleep_ms:
-                time.sleep(int(sleep_ms) / 1000.0)
+            md = dict(context.invocation_metadata())
+            if md.get("x-echo-sleep-ms"):
+                time.sleep(int(md["x-echo-sleep-ms"]) / 1000.0)
+            key = md.get("x-echo-fail-once")
+            if key:
+                with self.lock:
+                    first = key not in self.failed_once
+                    self.failed_once.add(key)
+                if first:
+                    context.abort(grpc.StatusCode.UNAVAILABLE, f"{name}: failing the first call for {key}")
             metadata = {k: v for k, v in context.invocation_metadata() if not k.endswith("-bin")}
             return json.dumps(
                 {"server": name, "method": method, "metadata": metadata, "request_bytes": len(request)}

@@ -5,7 +5,7 @@
 //!
 //! Proven for both clients: header matches, an 80/20 weighted split, fault abort by HTTP and
 //! by gRPC status, fault delay, route timeouts, round robin across a subset's endpoints,
-//! consistent hashing on a header (RING_HASH), and a VirtualService rewritten on disk taking effect on a connected client without a failed
+//! consistent hashing on a header (RING_HASH), retries, and a VirtualService rewritten on disk taking effect on a connected client without a failed
 //! call. The clients and servers are in `tests/grpc/` (no generated code; each method of
 //! `spar.test.Echo` answers with the server's name). Peers missing: the tests say why and
 //! pass, unless `SPAR_REQUIRE_PEERS=1` (`scripts/install-grpc-peers` installs them).
@@ -350,6 +350,12 @@ spec:
   - match: {delay_m}
     fault: {{delay: {{fixedDelay: 300ms, percentage: {{value: 100}}}}}}
     route: [{v1}]
+  - match: [{{uri: {{exact: /spar.test.Echo/Flaky}}, headers: {{x-retry: {{exact: "off"}}}}}}]
+    retries: {{attempts: 0}}
+    route: [{v2}]
+  - match: {flaky_m}
+    retries: {{attempts: 2, retryOn: unavailable}}
+    route: [{v2}]
   - match: {sticky_m}
     route: [{sticky}]
   - match: {slow_m}
@@ -368,6 +374,7 @@ spec:
         delay_m = exact("Delay"),
         slow_m = exact("Slow"),
         sticky_m = exact("Sticky"),
+        flaky_m = exact("Flaky"),
         sticky = to("v1-sticky"),
         v1 = to("v1"),
         v2 = to("v2"),
@@ -612,5 +619,33 @@ fn consistent_hash_on_a_header_keeps_each_user_on_one_replica() {
             "{:?}: the ring spreads users over both replicas",
             c.lang
         );
+    }
+}
+
+#[test]
+fn retries_hide_a_failed_first_attempt() {
+    let Some((_mesh, mut clients)) = setup("retries_hide_a_failed_first_attempt") else {
+        return;
+    };
+    for c in &mut clients {
+        for i in 0..3 {
+            let key = format!("{:?}-retried-{i}", c.lang);
+            let s = c.batch("Flaky", 1, &[("x-echo-fail-once", &key)]);
+            assert_eq!(
+                s.ok(),
+                1,
+                "{:?}: retryOn unavailable hides one failure: {s:?}",
+                c.lang
+            );
+            let key = format!("{:?}-once-{i}", c.lang);
+            let md = [("x-echo-fail-once", key.as_str()), ("x-retry", "off")];
+            let s = c.batch("Flaky", 1, &md);
+            assert_eq!(
+                s.count("codes", "UNAVAILABLE"),
+                1,
+                "{:?}: attempts 0: {s:?}",
+                c.lang
+            );
+        }
     }
 }
