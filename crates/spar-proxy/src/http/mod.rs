@@ -115,6 +115,18 @@ fn route_config<'a>(conn: &'a Conn, snap: &'a Snapshot) -> Option<&'a RouteConfi
 async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Body> {
     let stats = &conn.shared.stats;
     stats.downstream_rq_total.fetch_add(1, Ordering::Relaxed);
+    // Envoy refuses a message framed both ways (`allow_chunked_length` off); hyper would
+    // take the chunked framing. Close the connection too: what follows is suspect.
+    let h = req.headers();
+    if h.contains_key(http::header::TRANSFER_ENCODING)
+        && h.contains_key(http::header::CONTENT_LENGTH)
+    {
+        let mut r = reply(400, "Bad Request");
+        r.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        stats.record(&r);
+        return r;
+    }
     prepare_headers(&conn, &mut req);
     let resp = route_request(&conn, req).await;
     stats.record(&resp);
