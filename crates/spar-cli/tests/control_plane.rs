@@ -6,12 +6,8 @@
 
 mod support;
 
-use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use spar_translate::type_url::{CLUSTER, LISTENER};
 use support::*;
-use tokio_stream::wrappers::ReceiverStream;
 
 const NODE: &str = "sidecar~127.0.0.1~app-1.default~default.svc.cluster.local";
 
@@ -32,40 +28,9 @@ async fn a_proxy_connects_acks_and_shows_synced() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("vs.yaml"), GOOD).unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{}", cp.xds))
-        .await
-        .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let mut responses = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut ads = AdsStream::connect(&cp.xds, NODE).await;
     for t in [CLUSTER, LISTENER] {
-        tx.send(DiscoveryRequest {
-            node: Some(Node {
-                id: NODE.to_string(),
-                ..Default::default()
-            }),
-            type_url: t.to_string(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let r = tokio::time::timeout(WAIT, responses.message())
-            .await
-            .expect("a response in time")
-            .unwrap()
-            .unwrap();
-        assert_eq!(r.type_url, t);
-        tx.send(DiscoveryRequest {
-            type_url: t.to_string(),
-            version_info: r.version_info.clone(),
-            response_nonce: r.nonce.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        ads.subscribe_and_ack(t, &[]).await;
     }
     cp.get_until("/debug/syncz", "CDS and LDS synced", |b| {
         b.contains(NODE) && b.matches("\"SYNCED\"").count() >= 2

@@ -6,12 +6,8 @@
 
 mod support;
 
-use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use spar_translate::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
 use support::*;
-use tokio_stream::wrappers::ReceiverStream;
 
 const PRODUCTPAGE: &str = "sidecar~10.1.0.9~productpage-v1-1.default~default.svc.cluster.local";
 
@@ -131,47 +127,18 @@ async fn online_explains_what_a_connected_proxy_was_sent() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c.yaml"), CONFIG).unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{}", cp.xds))
-        .await
-        .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let mut responses = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let node = Some(Node {
-        id: PRODUCTPAGE.to_string(),
-        ..Default::default()
-    });
-    let subs: [(&str, &[&str]); 4] = [
-        (CLUSTER, &[]),
-        (
-            ENDPOINT,
-            &[
-                "outbound|9080|v1|reviews.default.svc.cluster.local",
-                "outbound|9080|v2|reviews.default.svc.cluster.local",
-            ],
-        ),
-        (LISTENER, &[]),
-        (ROUTE, &["9080"]),
-    ];
-    for (t, names) in subs {
-        tx.send(DiscoveryRequest {
-            node: node.clone(),
-            type_url: t.to_string(),
-            resource_names: names.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let r = tokio::time::timeout(WAIT, responses.message())
-            .await
-            .expect("a response in time")
-            .unwrap()
-            .unwrap();
-        assert_eq!(r.type_url, t);
-    }
+    let mut ads = AdsStream::connect(&cp.xds, PRODUCTPAGE).await;
+    ads.subscribe(CLUSTER, &[]).await;
+    ads.subscribe(
+        ENDPOINT,
+        &[
+            "outbound|9080|v1|reviews.default.svc.cluster.local",
+            "outbound|9080|v2|reviews.default.svc.cluster.local",
+        ],
+    )
+    .await;
+    ads.subscribe(LISTENER, &[]).await;
+    ads.subscribe(ROUTE, &["9080"]).await;
     cp.get_until("/debug/syncz", "the proxy to show", |b| {
         b.contains(PRODUCTPAGE)
     });

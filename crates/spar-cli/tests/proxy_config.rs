@@ -5,12 +5,8 @@
 
 mod support;
 
-use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use spar_translate::type_url::CLUSTER;
 use support::*;
-use tokio_stream::wrappers::ReceiverStream;
 
 const NODE: &str = "sidecar~127.0.0.1~app-1.default~default.svc.cluster.local";
 const CLUSTER_NAME: &str = "outbound|9080||reviews.default.svc.cluster.local";
@@ -27,30 +23,8 @@ async fn proxy_config_prints_the_clusters_a_proxy_was_sent() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("svc.yaml"), CONFIG).unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{}", cp.xds))
-        .await
-        .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let mut responses = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    tx.send(DiscoveryRequest {
-        node: Some(Node {
-            id: NODE.to_string(),
-            ..Default::default()
-        }),
-        type_url: CLUSTER.to_string(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let cds = tokio::time::timeout(WAIT, responses.message())
-        .await
-        .expect("a response in time")
-        .unwrap()
-        .unwrap();
+    let mut ads = AdsStream::connect(&cp.xds, NODE).await;
+    let cds = ads.subscribe(CLUSTER, &[]).await;
     assert_eq!(cds.type_url, CLUSTER);
     cp.get_until("/debug/syncz", "the proxy to show", |b| b.contains(NODE));
 

@@ -271,3 +271,117 @@ impl Envoy {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
+
+/// A stand-in proxy: one state-of-the-world ADS stream to the control plane.
+pub struct AdsStream {
+    tx: tokio::sync::mpsc::Sender<envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest>,
+    responses: tonic::Streaming<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse>,
+    node: envoy_types::pb::envoy::config::core::v3::Node,
+    /// The names subscribed per type: state-of-the-world ACKs repeat them.
+    names: std::collections::HashMap<String, Vec<String>>,
+}
+
+impl AdsStream {
+    /// Opens the stream; nothing is sent until the first request.
+    pub async fn connect(xds: &str, node_id: &str) -> AdsStream {
+        use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{xds}"))
+            .await
+            .expect("connect to the xDS address");
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let responses = client
+            .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("open the ADS stream")
+            .into_inner();
+        AdsStream {
+            tx,
+            responses,
+            node: envoy_types::pb::envoy::config::core::v3::Node {
+                id: node_id.to_string(),
+                ..Default::default()
+            },
+            names: Default::default(),
+        }
+    }
+
+    /// Subscribes to `type_url` (`names` empty: wildcard) and returns the response.
+    pub async fn subscribe(
+        &mut self,
+        type_url: &str,
+        names: &[&str],
+    ) -> envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        self.names.insert(type_url.to_string(), names.clone());
+        self.send(
+            envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest {
+                node: Some(self.node.clone()),
+                type_url: type_url.to_string(),
+                resource_names: names,
+                ..Default::default()
+            },
+        )
+        .await;
+        let r = self.next().await;
+        assert_eq!(
+            r.type_url, type_url,
+            "the response answers the subscription"
+        );
+        r
+    }
+
+    /// ACKs `r`, repeating the names subscribed for its type (a state-of-the-world request
+    /// always carries the whole subscription).
+    pub async fn ack(&self, r: &envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse) {
+        self.send(
+            envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest {
+                type_url: r.type_url.clone(),
+                resource_names: self.names.get(&r.type_url).cloned().unwrap_or_default(),
+                version_info: r.version_info.clone(),
+                response_nonce: r.nonce.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+
+    pub async fn send(
+        &self,
+        req: envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest,
+    ) {
+        self.tx.send(req).await.expect("the stream is open");
+    }
+
+    /// Subscribes and ACKs the response.
+    pub async fn subscribe_and_ack(
+        &mut self,
+        type_url: &str,
+        names: &[&str],
+    ) -> envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse {
+        let r = self.subscribe(type_url, names).await;
+        self.ack(&r).await;
+        r
+    }
+
+    /// The next response, or `None` when none comes within `wait`.
+    pub async fn next_within(
+        &mut self,
+        wait: Duration,
+    ) -> Option<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse> {
+        tokio::time::timeout(wait, self.responses.message())
+            .await
+            .ok()
+            .map(|r| r.expect("a good response").expect("the stream is open"))
+    }
+
+    /// The next response, within [`WAIT`].
+    pub async fn next(
+        &mut self,
+    ) -> envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse {
+        tokio::time::timeout(WAIT, self.responses.message())
+            .await
+            .expect("a response in time")
+            .expect("a good response")
+            .expect("the stream is open")
+    }
+}
