@@ -287,3 +287,73 @@ spec:
         .unwrap_or(0);
     assert_eq!(n, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_http_and_tcp_to_the_local_workload() {
+    let app = Backend::start("app").await;
+    let db = tcp_echo("db").await;
+    let (http_port, tcp_port) = (free_port(), free_port());
+    let y = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: client, namespace: default}}
+spec:
+  workloadSelector: {{labels: {{app: client}}}}
+  ingress:
+  - port: {{number: {http_port}, protocol: HTTP, name: http}}
+    defaultEndpoint: {app}
+  - port: {{number: {tcp_port}, protocol: TCP, name: tcp}}
+    defaultEndpoint: {db}
+"#,
+        app = app.addr
+    );
+    let x = sidecar_resources(&y);
+    let store = Arc::new(Store::new(Snapshot::from_xds(&x).unwrap()));
+    // The inbound "capture": virtualInbound at the workload's ports on another loopback
+    // address, so that the connection's destination port selects the chain.
+    let mut bind = BTreeMap::new();
+    bind.insert(
+        "virtualOutbound".to_string(),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    );
+    bind.insert(
+        "virtualInbound".to_string(),
+        SocketAddr::from(([127, 0, 0, 6], http_port)),
+    );
+    let _http = Proxy::start(
+        store.clone(),
+        ProxyOptions {
+            bind: bind.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    bind.insert(
+        "virtualInbound".to_string(),
+        SocketAddr::from(([127, 0, 0, 6], tcp_port)),
+    );
+    let _tcp = Proxy::start(
+        store,
+        ProxyOptions {
+            bind,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    let c = client(false);
+    let r = send_to(&c, "127.0.0.6", http_port, "/in", "anything.example").await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert!(r.1.starts_with("backend=app"), "{}", r.1);
+
+    let mut s = TcpStream::connect(("127.0.0.6", tcp_port)).await.unwrap();
+    s.write_all(b"hi").await.unwrap();
+    let mut buf = [0u8; 32];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"db:hi");
+}
