@@ -13,10 +13,11 @@
 //!   the same as rustls verifiers for both ends of mesh mTLS.
 //! - [`auth`]: who is calling (bearer tokens, client certificates; a trait for more);
 //!   [`token_file`] keeps tokens in step with a file.
-//! - [`proto`] and [`server`]: the gRPC service over TLS.
+//! - [`proto`] and [`server`]: the gRPC service over TLS; [`client`]: the workload's side.
 
 pub mod auth;
 pub mod authority;
+pub mod client;
 pub mod csr;
 pub mod proto;
 pub mod server;

@@ -277,3 +277,47 @@ async fn a_workload_renews_with_its_current_certificate() {
     .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err}");
 }
+
+#[tokio::test]
+async fn the_client_module_obtains_and_renews_an_svid() {
+    use spar_ca::client::{chain_der, generate_csr, CaClient};
+    let run = start().await;
+    let me = SpiffeId::new(TD, "default", "reviews").unwrap();
+    let addr = format!("https://{}", run.addr);
+    let root = run.ca.root_pem();
+    let (csr, key) = generate_csr(&me).unwrap();
+    let mut client = CaClient::connect(&addr, &root, "localhost", None)
+        .await
+        .unwrap();
+    let chain = client
+        .create_certificate(csr, Duration::from_secs(600), Some(TOKEN))
+        .await
+        .unwrap();
+    let ders = chain_der(&chain).unwrap();
+    assert_eq!(
+        verify_svid(&ders, &[run.ca.root().clone()], TD, UnixTime::now()).unwrap(),
+        me
+    );
+    assert_eq!(lifetime_secs(&ders[0]), 600 + 60);
+
+    // Renewal: the current certificate as client identity, no token.
+    let mut renewing = CaClient::connect(&addr, &root, "localhost", Some((chain.concat(), key)))
+        .await
+        .unwrap();
+    let (csr, _) = generate_csr(&me).unwrap();
+    let renewed = renewing
+        .create_certificate(csr, Duration::ZERO, None)
+        .await
+        .unwrap();
+    assert_ne!(renewed[0], chain[0]);
+    // And without any credential the same call is refused.
+    let (csr, _) = generate_csr(&me).unwrap();
+    let err = client
+        .create_certificate(csr, Duration::ZERO, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, spar_ca::client::ClientError::Refused(s) if s.code() == Code::Unauthenticated),
+        "{err}"
+    );
+}
