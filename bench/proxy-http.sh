@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# Data-plane bench: one proxy hop in front of a 1 KB origin, side by side for
+#   direct   wrk -> origin,
+#   nginx    one worker, reverse proxy with upstream keep-alive,
+#   haproxy  nbthread 1, mode http,
+#   envoy    --concurrency 1, a gateway configured by `spar control-plane` (spar bootstrap envoy),
+#   spar     `spar proxy --role gateway` from the same control plane and config.
+# The origin is nginx (one worker, access log off, keep-alive without a request cap) serving
+# a 1,024-byte file. Every proxy runs pinned to CPU $PROXY_CPU (taskset); the origin, wrk and
+# h2load share CPU $LOAD_CPU. `spar proxy` has no worker-count flag: it runs with
+# TOKIO_WORKER_THREADS=1 (tokio's own override) and the same taskset pin.
+#
+# Load, per target: `wrk -t1 -c32 -d$DURATION --latency` (throughput, p50/p99 at 32
+# connections), `wrk -t1 -c1 -d$DURATION --latency` (p50 at one connection; "added p50" is a
+# target's minus direct's), and `h2load -n $H2_REQUESTS -c 32 -m 10` over cleartext HTTP/2
+# with prior knowledge. nginx 1.22 cannot serve HTTP/1.1 and h2c on one port, so nginx (and
+# the origin, for direct) get a second listener with `http2` for h2load; haproxy, Envoy and
+# spar take h2c prior knowledge on their one port. Upstream of every proxy is HTTP/1.1.
+#
+# Memory: RSS of Envoy and spar proxy as gateways idle after their first config (one route),
+# and after the load; then, from a second control plane serving bench/gen_mesh.py's mesh of
+# $SERVICES services, each as a sidecar that sees all of them (Envoy: also its /memory).
+#
+# Goals (issue): spar added p50 <= nginx's; spar req/s at 32 connections >= nginx's and
+# >= 2x Envoy's; spar RSS idle <= 15 MB, with config for 1,000 services <= 40 MB.
+#
+# Peers: scripts/install-bench-peers. Figures are only as good as the machine is quiet: the
+# load average is printed before and after.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+H2_REQUESTS=${H2_REQUESTS:-100000}
+SERVICES=${SERVICES:-1000}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+TARGETS=${TARGETS:-"direct nginx haproxy envoy spar"}
+# NO_BUILD=1 reuses target/release/spar; KEEP=1 keeps the work directory (raw outputs, logs).
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q --bin spar
+spar=$PWD/target/release/spar
+
+for tool in nginx haproxy wrk h2load taskset curl; do
+  command -v "$tool" >/dev/null || { echo "no $tool: run scripts/install-bench-peers" >&2; exit 1; }
+done
+envoy=$(scripts/envoy-path) || { echo "no Envoy: run scripts/install-bench-peers" >&2; exit 1; }
+
+dir=$(mktemp -d)
+# nginx workers drop to an unprivileged user when started as root: they must read the file.
+chmod 755 "$dir"
+out=$dir/out
+mkdir -p "$out"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -n "${KEEP:-}" ]; then echo "work directory kept: $dir" >&2; else rm -rf "$dir"; fi
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+rss_mb() { awk '$1 == "VmRSS:" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+# stop PID: SIGTERM, then wait for it to exit (so its ports are free for the next target).
+stop() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  local keep=()
+  for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  pids=("${keep[@]}")
+}
+# until SECONDS WHAT CMD...: polls CMD every 50 ms until it succeeds.
+until_ok() {
+  local secs=$1 what=$2; shift 2
+  local end=$(( $(date +%s) + secs ))
+  until "$@" >/dev/null 2>&1; do
+    if [ "$(date +%s)" -ge "$end" ]; then echo "timed out waiting for $what" >&2; return 1; fi
+    sleep 0.05
+  done
+}
+# A 200 with the full 1 KB body on URL.
+serves_1k() { [ "$(curl -sf -o /dev/null -w '%{http_code} %{size_download}' "$1")" = "200 1024" ]; }
+
+# shellcheck source=bench/proxy-mesh.sh
+source bench/proxy-mesh.sh
+
+# == the origin ==
+origin_port=$(free_port)
+origin_h2_port=$(free_port)
+mkdir -p "$dir/www" "$dir/origin"
+head -c 1024 /dev/zero | tr '\0' 'x' > "$dir/www/1k"
+chmod -R a+rX "$dir/www"
+# nginx_conf DIR SERVER-BLOCKS: a one-worker nginx whose files all live in DIR.
+nginx_conf() {
+  cat <<EOF
+worker_processes 1;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $1/body;
+  proxy_temp_path $1/proxy;
+  fastcgi_temp_path $1/fastcgi;
+  uwsgi_temp_path $1/uwsgi;
+  scgi_temp_path $1/scgi;
+  keepalive_requests 100000000;
+  keepalive_timeout 120s;
+  default_type application/octet-stream;
+$2
+}
+EOF
+}
+nginx_conf "$dir/origin" "
+  server { listen 127.0.0.1:$origin_port; root $dir/www; }
+  server { listen 127.0.0.1:$origin_h2_port http2; root $dir/www; }" > "$dir/origin/nginx.conf"
+taskset -c "$LOAD_CPU" nginx -c "$dir/origin/nginx.conf" -e "$dir/origin/error.log" &
+pids+=($!)
+until_ok 10 "the origin" serves_1k "http://127.0.0.1:$origin_port/1k"
+
+# == load ==
+# load NAME H1-URL [H2-URL]: the three runs against one target.
+load() {
+  local name=$1 url=$2 h2=${3:-}
+  serves_1k "$url" || { echo "$name does not serve the 1 KB file at $url" >&2; return 1; }
+  echo "-- $name: wrk -c32, wrk -c1${h2:+, h2load}" >&2
+  taskset -c "$LOAD_CPU" wrk -t1 -c32 -d"$DURATION" --latency "$url" > "$out/$name-c32.txt"
+  taskset -c "$LOAD_CPU" wrk -t1 -c1 -d"$DURATION" --latency "$url" > "$out/$name-c1.txt"
+  if [ -n "$h2" ]; then
+    taskset -c "$LOAD_CPU" h2load -n "$H2_REQUESTS" -c 32 -m 10 "$h2" > "$out/$name-h2.txt" 2>&1 ||
+      echo "   h2load against $name failed (see the table)" >&2
+  fi
+}
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "load average before: $load_before ($(nproc) CPUs); proxies on CPU $PROXY_CPU, origin and load on CPU $LOAD_CPU" >&2
+
+for target in $TARGETS; do
+  case $target in
+  direct)
+    load direct "http://127.0.0.1:$origin_port/1k" "http://127.0.0.1:$origin_h2_port/1k"
+    ;;
+  nginx)
+    port=$(free_port); h2port=$(free_port)
+    mkdir -p "$dir/nginx"
+    nginx_conf "$dir/nginx" "
+  upstream origin { server 127.0.0.1:$origin_port; keepalive 64; keepalive_requests 100000000; }
+  server {
+    listen 127.0.0.1:$port;
+    listen 127.0.0.1:$h2port http2;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_buffering on;
+    }
+  }" > "$dir/nginx/nginx.conf"
+    taskset -c "$PROXY_CPU" nginx -c "$dir/nginx/nginx.conf" -e "$dir/nginx/error.log" &
+    pid=$!; pids+=("$pid")
+    until_ok 10 "nginx" serves_1k "http://127.0.0.1:$port/1k"
+    load nginx "http://127.0.0.1:$port/1k" "http://127.0.0.1:$h2port/1k"
+    stop "$pid"
+    ;;
+  haproxy)
+    port=$(free_port)
+    cat > "$dir/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$port
+  default_backend origin
+backend origin
+  server origin 127.0.0.1:$origin_port
+EOF
+    taskset -c "$PROXY_CPU" haproxy -db -f "$dir/haproxy.cfg" 2>"$dir/haproxy.log" &
+    pid=$!; pids+=("$pid")
+    until_ok 10 "haproxy" serves_1k "http://127.0.0.1:$port/1k"
+    load haproxy "http://127.0.0.1:$port/1k" "http://127.0.0.1:$port/1k"
+    stop "$pid"
+    ;;
+  envoy | spar)
+    gateway_run "$target"
+    ;;
+  *) echo "unknown target $target (direct nginx haproxy envoy spar)" >&2; exit 1 ;;
+  esac
+done
+
+if [ -z "${NO_MESH:-}" ]; then
+  mesh_memory
+fi
+
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg) (before: $load_before)" >&2
+python3 bench/proxy-report.py "$out"

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Prints the table of the data-plane bench (bench/proxy-http.sh) from its raw outputs.
+
+  proxy-report.py DIR
+
+DIR holds, per target NAME (direct, nginx, haproxy, envoy, spar):
+  NAME-c32.txt   `wrk -t1 -c32 --latency` output (throughput, p50/p99 at 32 connections),
+  NAME-c1.txt    `wrk -t1 -c1 --latency` output (latency at one connection),
+  NAME-h2.txt    `h2load` output (HTTP/2, prior knowledge), when that target was run over h2,
+and mem-NAME.txt files of `key value` lines (RSS in MB; Envoy's /memory figures in MB).
+Every figure is parsed from those files; a missing or failed run prints `-` and its goal MISS.
+"""
+import os
+import re
+import sys
+
+TARGETS = ["direct", "nginx", "haproxy", "envoy", "spar"]
+UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
+
+
+def read(path):
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+def wrk(path):
+    """req/s, p50 and p99 (microseconds), and how many responses were errors."""
+    text = read(path)
+    if text is None:
+        return None
+    out = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    out["rps"] = float(m.group(1)) if m else None
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        out[f"p{pct}"] = float(m.group(1)) * UNITS[m.group(2)] if m else None
+    bad = 0
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    if m:
+        bad += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        bad += sum(int(g) for g in m.groups())
+    out["errors"] = bad
+    m = re.search(r"(\d+) requests in", text)
+    out["requests"] = int(m.group(1)) if m else 0
+    return out
+
+
+def h2load(path):
+    """req/s and succeeded/total of an h2load run."""
+    text = read(path)
+    if text is None:
+        return None
+    m = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", text)
+    r = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed",
+                  text)
+    s = re.search(r"status codes: (\d+) 2xx", text)
+    return {
+        "rps": float(m.group(1)) if m else None,
+        "total": int(r.group(1)) if r else 0,
+        "ok": int(s.group(1)) if s else 0,
+        "failed": int(r.group(3)) if r else 0,
+    }
+
+
+def mem(path):
+    text = read(path)
+    if text is None:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                out[parts[0]] = float(parts[1])
+            except ValueError:
+                pass
+    return out
+
+
+def fmt(v, unit=""):
+    if v is None:
+        return "-"
+    if unit == "us":
+        return f"{v / 1000:.3f}ms" if v >= 1000 else f"{v:.0f}us"
+    if unit == "x":
+        return f"{v:.2f}x"
+    if unit == "MB":
+        return f"{v:.1f}"
+    return f"{v:,.0f}"
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def verdict(ok):
+    return "-" if ok is None else ("PASS" if ok else "MISS")
+
+
+def main(d):
+    c32 = {t: wrk(os.path.join(d, f"{t}-c32.txt")) for t in TARGETS}
+    c1 = {t: wrk(os.path.join(d, f"{t}-c1.txt")) for t in TARGETS}
+    h2 = {t: h2load(os.path.join(d, f"{t}-h2.txt")) for t in TARGETS}
+    direct_p50 = (c1["direct"] or {}).get("p50")
+
+    def added(t):
+        p = (c1[t] or {}).get("p50")
+        return p - direct_p50 if p is not None and direct_p50 is not None else None
+
+    print("\n== HTTP/1.1 keep-alive, 1 KB responses (wrk -t1) ==")
+    hdr = ("target", "c32 req/s", "c32 p50", "c32 p99", "c1 req/s", "c1 p50", "c1 p99",
+           "added p50", "errors")
+    print("%-8s %11s %10s %10s %10s %10s %10s %10s %7s" % hdr)
+    for t in TARGETS:
+        a, b = c32[t] or {}, c1[t] or {}
+        if not a and not b:
+            continue
+        errs = (a.get("errors") or 0) + (b.get("errors") or 0)
+        print("%-8s %11s %10s %10s %10s %10s %10s %10s %7s" % (
+            t, fmt(a.get("rps")), fmt(a.get("p50"), "us"), fmt(a.get("p99"), "us"),
+            fmt(b.get("rps")), fmt(b.get("p50"), "us"), fmt(b.get("p99"), "us"),
+            "-" if t == "direct" else fmt(added(t), "us"), errs))
+
+    def rps(t):
+        r = c32[t]
+        return r["rps"] if r and r["rps"] and r["errors"] == 0 else None
+
+    print("\nratios, spar / peer:   req/s at 32 conns   added p50 at 1 conn   h2 req/s")
+    for peer in ("nginx", "haproxy", "envoy"):
+        h2r = ratio((h2["spar"] or {}).get("rps"), (h2[peer] or {}).get("rps"))
+        print("  spar/%-8s %22s %21s %10s" % (
+            peer, fmt(ratio(rps("spar"), rps(peer)), "x"),
+            fmt(ratio(added("spar"), added(peer)), "x"), fmt(h2r, "x")))
+
+    if any(h2.values()):
+        print("\n== HTTP/2 cleartext, prior knowledge (h2load -c 32 -m 10), 1 KB responses ==")
+        print("%-8s %11s %12s" % ("target", "req/s", "2xx/total"))
+        for t in TARGETS:
+            r = h2[t]
+            if r is None:
+                continue
+            print("%-8s %11s %12s" % (t, fmt(r["rps"]), f"{r['ok']}/{r['total']}"))
+
+    m = {t: mem(os.path.join(d, f"mem-{t}.txt")) for t in ("spar", "envoy")}
+    print("\n== Memory (MB) ==")
+    print("%-58s %10s %10s" % ("figure", "spar", "envoy"))
+    rows = [
+        ("RSS idle, gateway after its first (trivial) config", "rss_idle"),
+        ("RSS after the HTTP/1.1 and HTTP/2 load", "rss_loaded"),
+        ("RSS, sidecar with config for all services", "rss_mesh"),
+        ("Envoy /memory allocated, gateway idle", "allocated_idle"),
+        ("Envoy /memory allocated, sidecar with all services", "allocated_mesh"),
+        ("Envoy /memory heap_size, sidecar with all services", "heap_mesh"),
+    ]
+    for label, key in rows:
+        s, e = m["spar"].get(key), m["envoy"].get(key)
+        if s is None and e is None:
+            continue
+        print("%-58s %10s %10s" % (label, fmt(s, "MB"), fmt(e, "MB")))
+    services = int(m["spar"].get("services", 0) or m["envoy"].get("services", 0))
+    clusters = m["envoy"].get("clusters_mesh")
+    if clusters:
+        print(f"  (sidecar: {services} services; Envoy held {clusters:.0f} clusters)")
+
+    print("\n== Goals (issue) ==")
+    sa, na = added("spar"), added("nginx")
+    sr, nr, er = rps("spar"), rps("nginx"), rps("envoy")
+    goals = [
+        ("spar added p50 (1 conn) <= nginx's",
+         f"{fmt(sa, 'us')} vs {fmt(na, 'us')}",
+         None if sa is None or na is None else sa <= na),
+        ("spar req/s at 32 conns >= nginx's",
+         f"{fmt(sr)} vs {fmt(nr)}", None if sr is None or nr is None else sr >= nr),
+        ("spar req/s at 32 conns >= 2x Envoy's",
+         f"{fmt(sr)} vs 2x{fmt(er)}", None if sr is None or er is None else sr >= 2 * er),
+        ("spar RSS idle <= 15 MB",
+         fmt(m["spar"].get("rss_idle"), "MB"),
+         None if "rss_idle" not in m["spar"] else m["spar"]["rss_idle"] <= 15),
+        (f"spar RSS with {services} services <= 40 MB",
+         fmt(m["spar"].get("rss_mesh"), "MB"),
+         None if "rss_mesh" not in m["spar"] else m["spar"]["rss_mesh"] <= 40),
+    ]
+    for label, measured, ok in goals:
+        print("%-42s %28s  %s" % (label, measured, verdict(ok)))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])
