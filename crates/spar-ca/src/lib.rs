@@ -27,6 +27,9 @@ pub mod svid;
 pub mod tls;
 pub mod token_file;
 
+/// The certificate and time types of the API, so callers need no direct pki-types dependency.
+pub use rustls_pki_types::{CertificateDer, UnixTime};
+
 pub use auth::{AnyOf, AuthError, Authenticator, Caller, PeerCertificate, StaticTokens};
 pub use authority::{Ca, CaError, CertChain};
 pub use server::{CaService, TtlPolicy};

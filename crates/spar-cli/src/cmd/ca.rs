@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::Context;
 use spar_ca::{AnyOf, Authenticator, Ca, CaService, PeerCertificate, TokenFile, TtlPolicy};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 /// CA flags of `spar control-plane`.
 ///
@@ -98,8 +97,9 @@ pub fn load(args: &CaArgs) -> anyhow::Result<Ca> {
     Ok(Ca::generate(&args.trust_domain)?)
 }
 
-/// Starts the CA when the flags ask for one; returns the serving task.
-pub async fn start(args: &CaArgs) -> anyhow::Result<Option<JoinHandle<()>>> {
+/// Starts the CA when the flags ask for one, serving until ctrl-c (or until the runtime
+/// ends); returns the address it listens on (the real port when `--ca-addr` asked for 0).
+pub async fn start(args: &CaArgs) -> anyhow::Result<Option<SocketAddr>> {
     if !args.enabled() {
         return Ok(None);
     }
@@ -135,15 +135,17 @@ pub async fn start(args: &CaArgs) -> anyhow::Result<Option<JoinHandle<()>>> {
             args.ca_addr
         )
     })?;
-    eprintln!("ca listening on {}", listener.local_addr()?);
-    Ok(Some(tokio::spawn(async move {
+    let addr = listener.local_addr()?;
+    eprintln!("ca listening on {addr}");
+    tokio::spawn(async move {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
         if let Err(e) = spar_ca::server::serve(listener, tls, service, shutdown).await {
             eprintln!("spar: ca: {e}");
         }
-    })))
+    });
+    Ok(Some(addr))
 }
 
 #[cfg(test)]
@@ -172,9 +174,12 @@ mod tests {
 
     #[tokio::test]
     async fn serves_on_a_free_port_with_a_persisted_root() {
+        use spar_ca::client::{chain_der, generate_csr, CaClient};
+        use spar_ca::{verify_svid, SpiffeId};
+
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens");
-        std::fs::write(&tokens, "t default/reviews\n").unwrap();
+        std::fs::write(&tokens, "t0k default/reviews\n").unwrap();
         let cli = Cli::parse_from([
             "t",
             "--ca-addr",
@@ -183,14 +188,34 @@ mod tests {
             dir.path().to_str().unwrap(),
             "--ca-tokens",
             tokens.to_str().unwrap(),
+            "--workload-cert-ttl",
+            "10m",
         ]);
-        let task = start(&cli.ca).await.unwrap().unwrap();
-        assert!(dir.path().join("ca/root-cert.pem").exists());
+        let ca_addr = start(&cli.ca).await.unwrap().unwrap();
+        let root_pem = std::fs::read_to_string(dir.path().join("ca/root-cert.pem")).unwrap();
         assert!(dir.path().join("ca/ca-key.pem").exists());
-        task.abort();
-        // The same root comes back.
+
+        // A workload with its token gets a 10-minute SVID that chains to the persisted root.
+        let me = SpiffeId::new("cluster.local", "default", "reviews").unwrap();
+        let (csr, _key) = generate_csr(&me).unwrap();
+        let addr = format!("https://{ca_addr}");
+        let mut client = CaClient::connect(&addr, &root_pem, "istiod.istio-system.svc", None)
+            .await
+            .unwrap();
+        let chain = client
+            .create_certificate(csr, Duration::ZERO, Some("t0k"))
+            .await
+            .unwrap();
+        let ders = chain_der(&chain).unwrap();
+        let roots = chain_der(&[root_pem]).unwrap();
+        let now = spar_ca::UnixTime::now();
+        assert_eq!(
+            verify_svid(&ders, &roots, "cluster.local", now).unwrap(),
+            me
+        );
+
+        // The same root comes back on the next start.
         let a = load(&cli.ca).unwrap();
-        let b = load(&cli.ca).unwrap();
-        assert_eq!(a.root(), b.root());
+        assert_eq!(a.root(), &roots[0]);
     }
 }
