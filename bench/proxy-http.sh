@@ -34,7 +34,10 @@ SERVICES=${SERVICES:-1000}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 TARGETS=${TARGETS:-"direct nginx haproxy envoy spar"}
-# NO_BUILD=1 reuses target/release/spar; KEEP=1 keeps the work directory (raw outputs, logs).
+# NO_BUILD=1 reuses target/release/spar; KEEP=1 keeps the work directory (raw outputs, logs);
+# PERF=NAME (nginx, haproxy, envoy, spar; direct: the origin) records that target with
+# `perf record -g` during its wrk -c32 run and prints where its CPU time went;
+# SPAR_ENV="NAME=VALUE ..." adds environment to `spar proxy` only (e.g. allocator options).
 [ -n "${NO_BUILD:-}" ] || cargo build --release -q --bin spar
 spar=$PWD/target/release/spar
 
@@ -59,6 +62,8 @@ trap cleanup EXIT
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
+# cpu_ticks PID: user + system CPU time of all of PID's threads, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 rss_mb() { awk '$1 == "VmRSS:" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 # stop PID: SIGTERM, then wait for it to exit (so its ports are free for the next target).
 stop() {
@@ -119,12 +124,26 @@ pids+=($!)
 until_ok 10 "the origin" serves_1k "http://127.0.0.1:$origin_port/1k"
 
 # == load ==
-# load NAME H1-URL [H2-URL]: the three runs against one target.
+# load NAME PID H1-URL [H2-URL]: the three runs against one target (process PID).
 load() {
-  local name=$1 url=$2 h2=${3:-}
+  local name=$1 pid=$2 url=$3 h2=${4:-}
   serves_1k "$url" || { echo "$name does not serve the 1 KB file at $url" >&2; return 1; }
   echo "-- $name: wrk -c32, wrk -c1${h2:+, h2load}" >&2
+  local perf=
+  if [ "${PERF:-}" = "$name" ]; then
+    perf record -q -g -o "$out/$name.perf.data" -p "$pid" 2>"$dir/perf.err" &
+    perf=$!
+  fi
+  local t0; t0=$(cpu_ticks "$pid")
   taskset -c "$LOAD_CPU" wrk -t1 -c32 -d"$DURATION" --latency "$url" > "$out/$name-c32.txt"
+  echo "cpu_seconds_c32 $(( $(cpu_ticks "$pid") - t0 )) $(getconf CLK_TCK)" > "$out/$name-cpu.txt"
+  if [ -n "$perf" ]; then
+    kill -INT "$perf"; wait "$perf" || true
+    perf report -i "$out/$name.perf.data" --no-children --percent-limit 1.5 --stdio \
+      -g none 2>/dev/null | grep -v '^#' | grep -v '^$' > "$out/$name.perf.txt" || true
+    echo "   perf profile of $name during wrk -c32 (self time):" >&2
+    head -40 "$out/$name.perf.txt" >&2
+  fi
   taskset -c "$LOAD_CPU" wrk -t1 -c1 -d"$DURATION" --latency "$url" > "$out/$name-c1.txt"
   if [ -n "$h2" ]; then
     taskset -c "$LOAD_CPU" h2load -n "$H2_REQUESTS" -c 32 -m 10 "$h2" > "$out/$name-h2.txt" 2>&1 ||
@@ -138,7 +157,7 @@ echo "load average before: $load_before ($(nproc) CPUs); proxies on CPU $PROXY_C
 for target in $TARGETS; do
   case $target in
   direct)
-    load direct "http://127.0.0.1:$origin_port/1k" "http://127.0.0.1:$origin_h2_port/1k"
+    load direct "$(pgrep -P "${pids[0]}" | head -1)" "http://127.0.0.1:$origin_port/1k" "http://127.0.0.1:$origin_h2_port/1k"
     ;;
   nginx)
     port=$(free_port); h2port=$(free_port)
@@ -158,7 +177,7 @@ for target in $TARGETS; do
     taskset -c "$PROXY_CPU" nginx -c "$dir/nginx/nginx.conf" -e "$dir/nginx/error.log" &
     pid=$!; pids+=("$pid")
     until_ok 10 "nginx" serves_1k "http://127.0.0.1:$port/1k"
-    load nginx "http://127.0.0.1:$port/1k" "http://127.0.0.1:$h2port/1k"
+    load nginx "$(pgrep -P "$pid" | head -1)" "http://127.0.0.1:$port/1k" "http://127.0.0.1:$h2port/1k"
     stop "$pid"
     ;;
   haproxy)
@@ -182,7 +201,7 @@ EOF
     taskset -c "$PROXY_CPU" haproxy -db -f "$dir/haproxy.cfg" 2>"$dir/haproxy.log" &
     pid=$!; pids+=("$pid")
     until_ok 10 "haproxy" serves_1k "http://127.0.0.1:$port/1k"
-    load haproxy "http://127.0.0.1:$port/1k" "http://127.0.0.1:$port/1k"
+    load haproxy "$pid" "http://127.0.0.1:$port/1k" "http://127.0.0.1:$port/1k"
     stop "$pid"
     ;;
   envoy | spar)
@@ -197,4 +216,4 @@ if [ -z "${NO_MESH:-}" ]; then
 fi
 
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg) (before: $load_before)" >&2
-python3 bench/proxy-report.py "$out"
+DURATION=$DURATION python3 bench/proxy-report.py "$out"

@@ -50,8 +50,9 @@ start_target() {
     local args=(--node-id "$node" --role "$role" --xds-addr "$cp_xds" --admin-port 0)
     [ "$role" = gateway ] && args+=(--labels istio=ingressgateway)
     [ "$role" = sidecar ] && args+=(--outbound-port "$(free_port)" --inbound-port "$(free_port)")
-    TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c "$PROXY_CPU" "$spar" proxy "${args[@]}" \
-      2>"$work/proxy.err" &
+    # shellcheck disable=SC2086  # SPAR_ENV is a list of NAME=VALUE words
+    env TOKIO_WORKER_THREADS=1 RUST_LOG=warn ${SPAR_ENV:-} \
+      taskset -c "$PROXY_CPU" "$spar" proxy "${args[@]}" 2>"$work/proxy.err" &
     tgt_pid=$!; pids+=("$tgt_pid")
   fi
 }
@@ -119,7 +120,7 @@ EOF
     echo "rss_idle $(rss_mb "$tgt_pid")"
     [ "$kind" = envoy ] && echo "allocated_idle $(envoy_memory allocated)"
   } > "$out/mem-$kind.txt"
-  load "$kind" "$url" "$url"
+  load "$kind" "$tgt_pid" "$url" "$url"
   echo "rss_loaded $(rss_mb "$tgt_pid")" >> "$out/mem-$kind.txt"
   stop "$tgt_pid"
 }

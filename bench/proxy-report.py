@@ -67,6 +67,16 @@ def h2load(path):
     }
 
 
+def cpu(path, requests):
+    """CPU seconds the target used during the c32 run, and microseconds per request."""
+    text = read(path)
+    if text is None or not requests:
+        return None, None
+    parts = text.split()
+    secs = int(parts[1]) / int(parts[2])
+    return secs, secs * 1e6 / requests
+
+
 def mem(path):
     text = read(path)
     if text is None:
@@ -130,12 +140,28 @@ def main(d):
         r = c32[t]
         return r["rps"] if r and r["rps"] and r["errors"] == 0 else None
 
-    print("\nratios, spar / peer:   req/s at 32 conns   added p50 at 1 conn   h2 req/s")
+    secs = re.match(r"(\d+)s$", os.environ.get("DURATION", "10s"))
+    duration = float(secs.group(1)) if secs else None
+    print("\nCPU of the target during the c32 run (/proc/PID/stat; load-independent cost):")
+    print("%-8s %12s %14s %12s" % ("target", "CPU s", "CPU share", "CPU us/req"))
+    per_req = {}
+    for t in TARGETS:
+        r = c32[t]
+        used, us = cpu(os.path.join(d, f"{t}-cpu.txt"), r and r["requests"])
+        if used is None:
+            continue
+        per_req[t] = us
+        share = f"{100 * used / duration:.0f}%" if duration else "-"
+        print("%-8s %12.2f %14s %12.1f" % (t, used, share, us))
+    print("  (direct: the origin's worker; nginx: its worker)")
+
+    print("\nratios, spar / peer:   req/s at 32 conns   added p50 at 1 conn   h2 req/s  CPU us/req")
     for peer in ("nginx", "haproxy", "envoy"):
         h2r = ratio((h2["spar"] or {}).get("rps"), (h2[peer] or {}).get("rps"))
-        print("  spar/%-8s %22s %21s %10s" % (
+        print("  spar/%-8s %22s %21s %10s %14s" % (
             peer, fmt(ratio(rps("spar"), rps(peer)), "x"),
-            fmt(ratio(added("spar"), added(peer)), "x"), fmt(h2r, "x")))
+            fmt(ratio(added("spar"), added(peer)), "x"), fmt(h2r, "x"),
+            fmt(ratio(per_req.get("spar"), per_req.get(peer)), "x")))
 
     if any(h2.values()):
         print("\n== HTTP/2 cleartext, prior knowledge (h2load -c 32 -m 10), 1 KB responses ==")
