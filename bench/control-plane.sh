@@ -39,7 +39,9 @@ fi
 
 dir=$(mktemp -d)
 cp_pid=
+load_pid=
 cleanup() {
+  if [ -n "$load_pid" ]; then kill "$load_pid" 2>/dev/null || true; fi
   if [ -n "$cp_pid" ]; then kill "$cp_pid" 2>/dev/null || true; fi
   rm -rf "$dir"
 }
@@ -70,14 +72,17 @@ run_variant() {
 
   coproc LOAD { "$load" --xds-addr "$addr" --proxies "$PROXIES" --workloads "$WORKLOADS" \
     $flag --mode watch 2>"$dir/load.err"; }
+  load_pid=$LOAD_PID
   local line full
   read -r line <&"${LOAD[0]}" || { cat "$dir/load.err" >&2; exit 1; }
   full=${line#ready }
   local rss_full; rss_full=$(rss "$cp_pid" VmRSS)
+  echo "  $variant full push: $full; RSS ${rss_full} MB" >&2
   for _ in $(seq "$CHANGES"); do
     # Numbered across variants: every change writes an address never written before.
     change_no=$(( change_no + 1 ))
-    local k=$change_no svc=$(( (k * 37) % SERVICES ))
+    local k=$change_no
+    local svc=$(( (k * 37) % SERVICES ))
     local host; host=$(printf 'svc-%04d.default.svc.cluster.local' "$svc")
     local ip="10.$(( 64 + ((k >> 16) & 63) )).$(( (k >> 8) & 255 )).$(( k & 255 ))"
     echo "expect $k outbound|80||$host $ip" >&"${LOAD[1]}"
@@ -93,7 +98,7 @@ run_variant() {
   local rss_end hwm
   rss_end=$(rss "$cp_pid" VmRSS)
   hwm=$(rss "$cp_pid" VmHWM)
-  kill "$cp_pid"; wait "$cp_pid" 2>/dev/null || true; cp_pid=
+  kill "$cp_pid"; wait "$cp_pid" 2>/dev/null || true; cp_pid=; load_pid=
   wait 2>/dev/null || true
 
   local push p99 p50 complete incomplete
