@@ -62,9 +62,10 @@ trap cleanup EXIT
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
-# cpu_ticks PID: user + system CPU time of all of PID's threads, in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-rss_mb() { awk '$1 == "VmRSS:" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+# cpu_ticks PID: user and system CPU time of all of PID's threads, in clock ticks.
+cpu_ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
+# rss_mb PID [FIELD]: VmRSS (or another /proc/PID/status figure, e.g. RssAnon) in MB.
+rss_mb() { awk -v k="${2:-VmRSS}:" '$1 == k { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 # stop PID: SIGTERM, then wait for it to exit (so its ports are free for the next target).
 stop() {
   kill "$1" 2>/dev/null || true
@@ -134,9 +135,12 @@ load() {
     perf record -q -g -o "$out/$name.perf.data" -p "$pid" 2>"$dir/perf.err" &
     perf=$!
   fi
-  local t0; t0=$(cpu_ticks "$pid")
+  local t0 t1; t0=$(cpu_ticks "$pid")
   taskset -c "$LOAD_CPU" wrk -t1 -c32 -d"$DURATION" --latency "$url" > "$out/$name-c32.txt"
-  echo "cpu_seconds_c32 $(( $(cpu_ticks "$pid") - t0 )) $(getconf CLK_TCK)" > "$out/$name-cpu.txt"
+  t1=$(cpu_ticks "$pid")
+  # user-ticks system-ticks ticks-per-second
+  echo "${t0% *} ${t0#* } ${t1% *} ${t1#* }" |
+    awk -v hz="$(getconf CLK_TCK)" '{ print $3 - $1, $4 - $2, hz }' > "$out/$name-cpu.txt"
   if [ -n "$perf" ]; then
     kill -INT "$perf"; wait "$perf" || true
     perf report -i "$out/$name.perf.data" --no-children --percent-limit 1.5 --stdio \

@@ -118,6 +118,7 @@ EOF
   until_ok 60 "the $kind gateway to serve $url" serves_1k "$url"
   {
     echo "rss_idle $(rss_mb "$tgt_pid")"
+    echo "anon_idle $(rss_mb "$tgt_pid" RssAnon)"
     [ "$kind" = envoy ] && echo "allocated_idle $(envoy_memory allocated)"
   } > "$out/mem-$kind.txt"
   load "$kind" "$tgt_pid" "$url" "$url"
@@ -142,6 +143,7 @@ mesh_memory() {
       {
         echo "services $SERVICES"
         echo "rss_mesh $(rss_mb "$tgt_pid")"
+        echo "anon_mesh $(rss_mb "$tgt_pid" RssAnon)"
         if [ "$kind" = envoy ]; then
           echo "allocated_mesh $(envoy_memory allocated)"
           echo "heap_mesh $(envoy_memory heap_size)"

@@ -68,13 +68,16 @@ def h2load(path):
 
 
 def cpu(path, requests):
-    """CPU seconds the target used during the c32 run, and microseconds per request."""
+    """CPU seconds (user, system) the target used during the c32 run, per request in us."""
     text = read(path)
     if text is None or not requests:
-        return None, None
-    parts = text.split()
-    secs = int(parts[1]) / int(parts[2])
-    return secs, secs * 1e6 / requests
+        return None
+    user, system, hz = (int(x) for x in text.split())
+    return {
+        "secs": (user + system) / hz,
+        "user_us": user / hz * 1e6 / requests,
+        "sys_us": system / hz * 1e6 / requests,
+    }
 
 
 def mem(path):
@@ -143,16 +146,18 @@ def main(d):
     secs = re.match(r"(\d+)s$", os.environ.get("DURATION", "10s"))
     duration = float(secs.group(1)) if secs else None
     print("\nCPU of the target during the c32 run (/proc/PID/stat; load-independent cost):")
-    print("%-8s %12s %14s %12s" % ("target", "CPU s", "CPU share", "CPU us/req"))
+    print("%-8s %8s %10s %12s %10s %10s" % (
+        "target", "CPU s", "CPU share", "CPU us/req", "user us", "system us"))
     per_req = {}
     for t in TARGETS:
         r = c32[t]
-        used, us = cpu(os.path.join(d, f"{t}-cpu.txt"), r and r["requests"])
-        if used is None:
+        c = cpu(os.path.join(d, f"{t}-cpu.txt"), r and r["requests"])
+        if c is None:
             continue
-        per_req[t] = us
-        share = f"{100 * used / duration:.0f}%" if duration else "-"
-        print("%-8s %12.2f %14s %12.1f" % (t, used, share, us))
+        per_req[t] = c["user_us"] + c["sys_us"]
+        share = f"{100 * c['secs'] / duration:.0f}%" if duration else "-"
+        print("%-8s %8.2f %10s %12.1f %10.1f %10.1f" % (
+            t, c["secs"], share, per_req[t], c["user_us"], c["sys_us"]))
     print("  (direct: the origin's worker; nginx: its worker)")
 
     print("\nratios, spar / peer:   req/s at 32 conns   added p50 at 1 conn   h2 req/s  CPU us/req")
@@ -177,8 +182,10 @@ def main(d):
     print("%-58s %10s %10s" % ("figure", "spar", "envoy"))
     rows = [
         ("RSS idle, gateway after its first (trivial) config", "rss_idle"),
+        ("  of which anonymous (RssAnon; the rest is mapped files)", "anon_idle"),
         ("RSS after the HTTP/1.1 and HTTP/2 load", "rss_loaded"),
         ("RSS, sidecar with config for all services", "rss_mesh"),
+        ("  of which anonymous (RssAnon)", "anon_mesh"),
         ("Envoy /memory allocated, gateway idle", "allocated_idle"),
         ("Envoy /memory allocated, sidecar with all services", "allocated_mesh"),
         ("Envoy /memory heap_size, sidecar with all services", "heap_mesh"),
