@@ -96,8 +96,9 @@ pub fn redirect_location(
     let host = rd.host.as_deref().unwrap_or(host);
     let port = match rd.port {
         Some(p) => Some(p.to_string()),
-        // Envoy drops the port when the scheme changes and no port was asked for.
-        None if rd.https || rd.scheme.is_some() => None,
+        // Envoy drops the port when the host or scheme changes and no port was asked for
+        // (checked against Envoy in crates/spar-cli/tests/proxy_envoy_diff.rs).
+        None if rd.https || rd.scheme.is_some() || rd.host.is_some() => None,
         None => port.map(str::to_string),
     };
     let default_port = matches!(

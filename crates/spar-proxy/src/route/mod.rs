@@ -126,53 +126,46 @@ pub fn route_matches(m: &RouteMatch, req: &RequestHead<'_>) -> bool {
         && m.runtime_fraction.is_none_or(|f| f.contains(req.random))
 }
 
-/// The header's value as Envoy sees it: pseudo-headers from the request line, repeated
-/// headers joined with `,`.
-fn header_value<'a>(name: &str, req: &RequestHead<'a>) -> Option<std::borrow::Cow<'a, str>> {
+/// The header's values as Envoy sees them: pseudo-headers from the request line, a
+/// repeated header as its separate values.
+fn header_values<'a>(name: &str, req: &RequestHead<'a>) -> Vec<std::borrow::Cow<'a, str>> {
     use std::borrow::Cow;
     match name {
-        ":method" => return Some(Cow::Borrowed(req.method)),
-        ":authority" | "host" => return Some(Cow::Borrowed(req.authority)),
-        ":scheme" => return Some(Cow::Borrowed(req.scheme)),
-        ":path" => return Some(Cow::Borrowed(req.path)),
+        ":method" => return vec![Cow::Borrowed(req.method)],
+        ":authority" | "host" => return vec![Cow::Borrowed(req.authority)],
+        ":scheme" => return vec![Cow::Borrowed(req.scheme)],
+        ":path" => return vec![Cow::Borrowed(req.path)],
         _ => {}
     }
-    let mut values = req.headers.get_all(name).iter();
-    let first = values.next()?;
-    let first = String::from_utf8_lossy(first.as_bytes());
-    let rest: Vec<_> = values.collect();
-    if rest.is_empty() {
-        return Some(first);
-    }
-    let mut joined = first.into_owned();
-    for v in rest {
-        joined.push(',');
-        joined.push_str(&String::from_utf8_lossy(v.as_bytes()));
-    }
-    Some(Cow::Owned(joined))
+    req.headers
+        .get_all(name)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .collect()
 }
 
-/// Envoy's `HeaderUtility::matchHeaders`, including its treatment of absent headers: an
-/// absent header matches only `present_match: false`, or an inverted `present_match: true`.
+/// Envoy's header matching, including its treatment of absent headers (an absent header
+/// matches only `present_match: false`, or an inverted `present_match: true`) and of a
+/// repeated header: it matches when one of its values does (measured against Envoy 1.3x,
+/// `crates/spar-cli/tests/proxy_envoy_diff.rs`; one value `2,3` is not `2`).
 pub fn header_matches(h: &HeaderMatcher, req: &RequestHead<'_>) -> bool {
-    let value = header_value(&h.name, req);
-    let value = match value {
-        Some(v) => v,
-        None if h.treat_missing_as_empty => std::borrow::Cow::Borrowed(""),
-        None => {
+    let mut values = header_values(&h.name, req);
+    if values.is_empty() {
+        if !h.treat_missing_as_empty {
             return match h.matcher {
                 HeaderMatch::Present(p) => p == h.invert,
                 _ => false,
-            }
+            };
         }
-    };
-    let hit = match &h.matcher {
+        values.push(std::borrow::Cow::Borrowed(""));
+    }
+    let hit = values.iter().any(|value| match &h.matcher {
         HeaderMatch::Present(p) => *p,
-        HeaderMatch::String(s) => s.matches(&value),
+        HeaderMatch::String(s) => s.matches(value),
         HeaderMatch::Range(start, end) => {
             value.parse::<i64>().is_ok_and(|v| v >= *start && v < *end)
         }
-    };
+    });
     hit != h.invert
 }
 
