@@ -89,6 +89,8 @@ pub struct ClusterLb {
     pub hosts: Vec<Arc<Host>>,
     picker: Picker,
     epoch: Instant,
+    /// EDS marks every host healthy (then, without outlier detection, nothing to count).
+    all_healthy: bool,
     pub active_requests: AtomicU32,
     pub active_retries: AtomicU32,
 }
@@ -139,6 +141,7 @@ impl ClusterLb {
             LbKind::Maglev { table_size } => Picker::Maglev(Maglev::new(&keys, table_size)),
         };
         ClusterLb {
+            all_healthy: hosts.iter().all(|h| h.healthy),
             cluster,
             hosts,
             picker,
@@ -161,6 +164,9 @@ impl ClusterLb {
 
     /// Whether too few hosts are healthy, so health is ignored (Envoy's panic mode).
     fn panic_mode(&self, now: u64) -> bool {
+        if self.all_healthy && self.cluster.outlier.is_none() {
+            return false;
+        }
         let healthy = self.hosts.iter().filter(|h| self.available(h, now)).count();
         healthy * 2 < self.hosts.len()
     }
@@ -184,16 +190,24 @@ impl ClusterLb {
                 ok(&self.hosts[i]).then_some(i)
             }),
             Picker::LeastRequest => {
-                let candidates: Vec<usize> = (0..n).filter(|i| ok(&self.hosts[*i])).collect();
-                match candidates.len() {
-                    0 => None,
-                    1 => Some(candidates[0]),
-                    len => {
-                        let a = candidates[fastrand::usize(0..len)];
-                        let b = candidates[fastrand::usize(0..len)];
+                // Two random usable hosts (a few tries each, then a scan), the less loaded.
+                let one = || {
+                    (0..4)
+                        .map(|_| fastrand::usize(0..n))
+                        .find(|i| ok(&self.hosts[*i]))
+                        .or_else(|| {
+                            let start = fastrand::usize(0..n);
+                            (0..n)
+                                .map(|k| (start + k) % n)
+                                .find(|i| ok(&self.hosts[*i]))
+                        })
+                };
+                match (one(), one()) {
+                    (Some(a), Some(b)) => {
                         let load = |i: usize| self.hosts[i].active.load(Ordering::Relaxed);
                         Some(if load(b) < load(a) { b } else { a })
                     }
+                    (a, b) => a.or(b),
                 }
             }
             Picker::Random { cumulative } => {
