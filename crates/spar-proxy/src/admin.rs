@@ -63,7 +63,9 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         }
         "/healthz" => reply(200, "OK\n"),
         "/stats/prometheus" | "/stats" => {
-            let mut r = reply(200, &shared.stats.prometheus());
+            let mut text = shared.stats.prometheus();
+            cluster_stats(shared, &mut text);
+            let mut r = reply(200, &text);
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -100,6 +102,35 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             404,
             "endpoints: /ready /healthz /config_dump /stats/prometheus; POST /drain /quitquitquit /logging?level=\n",
         ),
+    }
+}
+
+/// Per-cluster upstream counters (of the clusters in the current snapshot).
+fn cluster_stats(shared: &Shared, out: &mut String) {
+    use std::fmt::Write;
+    let snap = shared.store.load();
+    let _ = writeln!(out, "# TYPE envoy_cluster_upstream_rq_total counter");
+    for b in snap.balancers.values() {
+        let _ = writeln!(
+            out,
+            "envoy_cluster_upstream_rq_total{{cluster_name=\"{}\"}} {}",
+            b.cluster.name,
+            b.rq_total.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(out, "# TYPE envoy_cluster_upstream_rq_xx counter");
+    for b in snap.balancers.values() {
+        for (i, c) in b.rq_xx.iter().enumerate() {
+            let v = c.load(Ordering::Relaxed);
+            if v > 0 {
+                let _ = writeln!(
+                    out,
+                    "envoy_cluster_upstream_rq_xx{{cluster_name=\"{}\",envoy_response_code_class=\"{}\"}} {v}",
+                    b.cluster.name,
+                    i + 1
+                );
+            }
+        }
     }
 }
 

@@ -86,6 +86,12 @@ spec:
         "{stats}"
     );
 
+    assert!(
+        stats.contains(
+            "envoy_cluster_upstream_rq_xx{cluster_name=\"outbound|8080||echo.default.svc.cluster.local\",envoy_response_code_class=\"2\"} 1"
+        ),
+        "{stats}"
+    );
     assert_eq!(get(&c, admin, "/drain", &[]).await.status, 405);
     assert_eq!(send(&c, admin, "POST", "/drain", &[], "").await.status, 200);
     let r = get(&c, admin, "/ready", &[]).await;

@@ -202,9 +202,16 @@ impl Snapshot {
             .apply(type_url::SECRET, &pack(&x.secrets), &[], true)
     }
 
-    /// Ready once listeners and clusters have arrived (Envoy's initial warming).
+    /// Ready once listeners and clusters have arrived and every route configuration a
+    /// listener names is there (Envoy's initial warming; endpoints may still be empty).
     pub fn is_ready(&self) -> bool {
-        self.received.contains(type_url::LISTENER) && self.received.contains(type_url::CLUSTER)
+        self.received.contains(type_url::LISTENER)
+            && self.received.contains(type_url::CLUSTER)
+            && self
+                .listeners
+                .values()
+                .flat_map(|l| l.rds_names())
+                .all(|n| self.routes.contains_key(n))
     }
 
     /// Names the proxy wants for `type_url` (None: everything, as for LDS and CDS).

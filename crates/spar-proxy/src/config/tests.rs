@@ -57,6 +57,13 @@ fn pack<M: Message + Name>(m: &M) -> Any {
 fn gateway_resources_become_a_snapshot() {
     let snap = gateway_snapshot(GATEWAY);
     assert!(snap.is_ready());
+    let no_routes = snap
+        .apply(spar_translate::type_url::ROUTE, &[], &[], true)
+        .unwrap();
+    assert!(
+        !no_routes.is_ready(),
+        "a listener's route configuration is missing"
+    );
     let l = snap
         .listeners
         .get("0.0.0.0_8081")

@@ -292,13 +292,7 @@ async fn attempts(
         lb.report(
             &host,
             match &outcome {
-                Attempt::Response(r) => {
-                    if r.status().is_server_error() {
-                        Outcome::Status(r.status().as_u16())
-                    } else {
-                        Outcome::Success
-                    }
-                }
+                Attempt::Response(r) => Outcome::Status(r.status().as_u16()),
                 _ => Outcome::LocalFailure,
             },
         );

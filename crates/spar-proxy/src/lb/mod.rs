@@ -93,6 +93,9 @@ pub struct ClusterLb {
     all_healthy: bool,
     pub active_requests: AtomicU32,
     pub active_retries: AtomicU32,
+    /// Upstream requests sent and their answers by class (1xx..5xx); for the stats page.
+    pub rq_total: AtomicU64,
+    pub rq_xx: [AtomicU64; 5],
 }
 
 fn build_hosts(localities: &[Locality]) -> Vec<Arc<Host>> {
@@ -148,6 +151,8 @@ impl ClusterLb {
             epoch: Instant::now(),
             active_requests: AtomicU32::new(0),
             active_retries: AtomicU32::new(0),
+            rq_total: AtomicU64::new(0),
+            rq_xx: Default::default(),
         }
     }
 
@@ -267,19 +272,21 @@ impl ClusterLb {
     /// threshold, for `base_ejection_time × times ejected`, unless that would eject more
     /// than `max_ejection_percent` of the hosts (one host may always be ejected).
     pub fn report(&self, host: &Host, outcome: Outcome) {
+        self.rq_total.fetch_add(1, Ordering::Relaxed);
+        if let Outcome::Status(s) = outcome {
+            if let Some(c) = self.rq_xx.get(usize::from(s / 100).wrapping_sub(1)) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let Some(o) = self.cluster.outlier else {
             return;
         };
         let (five, gateway, local) = match outcome {
-            Outcome::Success => {
+            Outcome::Status(s) if s >= 500 => (true, matches!(s, 502..=504), false),
+            Outcome::Success | Outcome::Status(_) => {
                 host.consecutive_5xx.store(0, Ordering::Relaxed);
                 host.consecutive_gateway.store(0, Ordering::Relaxed);
                 host.consecutive_local.store(0, Ordering::Relaxed);
-                return;
-            }
-            Outcome::Status(s) if s >= 500 => (true, matches!(s, 502..=504), false),
-            Outcome::Status(_) => {
-                host.consecutive_5xx.store(0, Ordering::Relaxed);
                 return;
             }
             // Local-origin failures count as 5xx (gateway errors) unless split.
