@@ -22,7 +22,9 @@
 # $SERVICES services, each as a sidecar that sees all of them (Envoy: also its /memory).
 #
 # Goals (issue): spar added p50 <= nginx's; spar req/s at 32 connections >= nginx's and
-# >= 2x Envoy's; spar RSS idle <= 15 MB, with config for 1,000 services <= 40 MB.
+# >= 2x Envoy's; spar RSS idle <= 15 MB, with config for 1,000 services <= 40 MB. The
+# throughput goals are judged twice: by req/s, and by req/s per CPU second the target used
+# (on a shared machine a target's req/s mostly says how much CPU the scheduler gave it).
 #
 # Peers: scripts/install-bench-peers. Figures are only as good as the machine is quiet: the
 # load average is printed before and after.

@@ -200,6 +200,10 @@ def main(d):
     if clusters:
         print(f"  (sidecar: {services} services; Envoy held {clusters:.0f} clusters)")
 
+    def cap(t):
+        us = per_req.get(t)
+        return 1e6 / us if us else None
+
     print("\n== Goals (issue) ==")
     sa, na = added("spar"), added("nginx")
     sr, nr, er = rps("spar"), rps("nginx"), rps("envoy")
@@ -209,8 +213,15 @@ def main(d):
          None if sa is None or na is None else sa <= na),
         ("spar req/s at 32 conns >= nginx's",
          f"{fmt(sr)} vs {fmt(nr)}", None if sr is None or nr is None else sr >= nr),
+        ("  same, per CPU second (1e6 / CPU us/req)",
+         f"{fmt(cap('spar'))} vs {fmt(cap('nginx'))}",
+         None if cap("spar") is None or cap("nginx") is None else cap("spar") >= cap("nginx")),
         ("spar req/s at 32 conns >= 2x Envoy's",
          f"{fmt(sr)} vs 2x{fmt(er)}", None if sr is None or er is None else sr >= 2 * er),
+        ("  same, per CPU second, vs 2x Envoy's",
+         f"{fmt(cap('spar'))} vs 2x{fmt(cap('envoy'))}",
+         None if cap("spar") is None or cap("envoy") is None
+         else cap("spar") >= 2 * cap("envoy")),
         ("spar RSS idle <= 15 MB",
          fmt(m["spar"].get("rss_idle"), "MB"),
          None if "rss_idle" not in m["spar"] else m["spar"]["rss_idle"] <= 15),
