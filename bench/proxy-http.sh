@@ -157,6 +157,8 @@ load() {
   fi
 }
 
+echo "peers: $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | cut -d' ' -f1-3)," \
+  "envoy $("$envoy" --version | sed -n 's/.*version: [0-9a-f]*\/\([^/]*\)\/.*/\1/p'), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(h2load --version | head -1)" >&2
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "load average before: $load_before ($(nproc) CPUs); proxies on CPU $PROXY_CPU, origin and load on CPU $LOAD_CPU" >&2
 
