@@ -21,16 +21,29 @@ pub const HOP_BY_HOP: [&str; 8] = [
 ];
 
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Headers the `connection` header names are hop-by-hop too.
-    let named: Vec<HeaderName> = h
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    // One pass to see whether there is anything to do (usually there is not).
+    let mut found = false;
+    let mut named = false;
+    for k in h.keys() {
+        let k = k.as_str();
+        named |= k == "connection";
+        found |= HOP_BY_HOP.contains(&k);
+    }
+    if !found {
+        return;
+    }
+    if named {
+        // Headers the `connection` header names are hop-by-hop too.
+        let listed: Vec<HeaderName> = h
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in listed {
+            h.remove(n);
+        }
     }
     for n in HOP_BY_HOP {
         h.remove(n);
@@ -140,21 +153,23 @@ pub fn split_host_port(authority: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// A random version 4 UUID, Envoy's `x-request-id` format.
+/// A random version 4 UUID, Envoy's `x-request-id` format (no allocation but the value).
 pub fn request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b = fastrand::u128(..).to_be_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    let s = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    );
-    HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(
+    let mut out = [b'-'; 36];
+    let mut pos = 0;
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            pos += 1;
+        }
+        out[pos] = HEX[usize::from(byte >> 4)];
+        out[pos + 1] = HEX[usize::from(byte & 0x0f)];
+        pos += 2;
+    }
+    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static(
         "00000000-0000-4000-8000-000000000000",
     ))
 }

@@ -39,8 +39,9 @@ pub struct Conn {
     pub hcm: Arc<HttpManager>,
     pub peer: SocketAddr,
     pub dst: SocketAddr,
-    /// The accepted socket's own address.
+    /// The accepted socket's own address, and as text (compared with host addresses).
     pub local: SocketAddr,
+    pub local_text: String,
     pub scheme: &'static str,
 }
 
@@ -61,6 +62,7 @@ pub async fn serve(
         peer,
         dst,
         local,
+        local_text: local.to_string(),
         scheme: "http",
     });
     let svc = service_fn(move |req| {

@@ -55,18 +55,18 @@ pub async fn forward(
     mut req: Request<Incoming>,
     path: &str,
 ) -> Response<Body> {
-    let (cluster, extra_ops): (String, Option<&HeaderOps>) = match &fwd.target {
-        Target::Cluster(c) => (c.clone(), None),
+    let (lb, extra_ops): (Option<&Arc<ClusterLb>>, Option<&HeaderOps>) = match &fwd.target {
+        Target::Cluster(c) => (snap.balancers.get(c.as_str()), None),
         Target::Weighted(ts) => match weighted_pick(ts) {
-            Some(t) => (t.cluster.clone(), Some(&t.headers)),
+            Some(t) => (snap.balancers.get(t.cluster.as_str()), Some(&t.headers)),
             None => return local_reply(Flag::NC),
         },
         Target::Header(h) => match req.headers().get(h).and_then(|v| v.to_str().ok()) {
-            Some(c) => (c.to_string(), None),
+            Some(c) => (snap.balancers.get(c), None),
             None => return local_reply(Flag::NC),
         },
     };
-    let Some(lb) = snap.balancers.get(&cluster).cloned() else {
+    let Some(lb) = lb.cloned() else {
         return local_reply(Flag::NC);
     };
     let upgrade =
@@ -265,7 +265,7 @@ async fn attempts(
             (None, Some(s)) => s.map_err(|e| Box::new(e) as _).boxed_unsync(),
             (None, None) => super::body::empty(),
         };
-        if host.authority == conn.local.to_string() {
+        if host.authority == conn.local_text {
             // Forwarding to the proxy's own listener would loop.
             return local_reply(Flag::UF);
         }

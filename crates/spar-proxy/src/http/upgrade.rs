@@ -29,7 +29,7 @@ pub async fn proxy(
     let Some(host) = lb.pick(&ctx) else {
         return local_reply(Flag::UH);
     };
-    if host.authority == conn.local.to_string() {
+    if host.authority == conn.local_text {
         return local_reply(Flag::UF);
     }
     let Ok(uri) = format!("http://{}{}", host.authority, path).parse::<Uri>() else {
