@@ -10,13 +10,11 @@
 use envoy_types::pb::envoy::config::rbac::v3::{
     permission, principal, Permission, Policy, Principal,
 };
-use envoy_types::pb::envoy::extensions::path::r#match::uri_template::v3::UriTemplateMatchConfig;
 use envoy_types::pb::envoy::r#type::matcher::v3::{path_matcher, PathMatcher, StringMatcher};
 use spar_model::istio::types::{Condition, Operation, Rule, Source};
 
 use super::matchers::{self as m, header, istio_value};
 use super::AuthzError;
-use crate::util::any;
 
 /// How a rule is built: for which action (DENY-like rules match repeated headers
 /// strictly) and whether the chain speaks HTTP.
@@ -145,23 +143,42 @@ fn method(v: &str) -> Permission {
     perm(permission::Rule::Header(header(":method", istio_value(v))))
 }
 
-/// Paths: exact, `prefix*`, `*suffix`, `*`, or a `{*}` / `{**}` template (Envoy's URI
-/// template matcher). Matched against the path without query and fragment.
+/// Paths: exact, `prefix*`, `*suffix`, `*`, or a `{*}` / `{**}` template. Matched against
+/// the path without query and fragment. Templates become a regular expression (`{*}` one
+/// segment, `{**}` one or more characters, slashes included) rather than Envoy's URI
+/// template matcher, which aborts Envoy 1.40 when used inside RBAC.
 fn path(v: &str) -> Result<Permission, AuthzError> {
     if v.contains('{') {
-        if !v.starts_with('/') || v.contains("{*}*") || v.matches("{**}").count() > 1 {
-            return Err(AuthzError::BadPathTemplate(v.to_string()));
-        }
-        return Ok(perm(permission::Rule::UriTemplate(
-            envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig {
-                name: "uri-template".to_string(),
-                typed_config: Some(any(&UriTemplateMatchConfig {
-                    path_template: v.to_string(),
-                })),
-            },
-        )));
+        return Ok(perm(permission::Rule::UrlPath(url_path(m::regex(
+            &template(v)?,
+        )))));
     }
     Ok(perm(permission::Rule::UrlPath(url_path(istio_value(v)))))
+}
+
+/// `/api/{*}/view` → `/api/[^/]+/view`; `/files/{**}` → `/files/.+`.
+pub fn template(v: &str) -> Result<String, AuthzError> {
+    let bad = || AuthzError::BadPathTemplate(v.to_string());
+    if !v.starts_with('/') {
+        return Err(bad());
+    }
+    let mut out = String::new();
+    let mut seen_double = false;
+    for (i, seg) in v.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        match seg {
+            "{*}" if !seen_double => out.push_str("[^/]+"),
+            "{**}" if !seen_double => {
+                seen_double = true;
+                out.push_str(".+");
+            }
+            s if s.contains(['{', '}']) || (seen_double && !s.is_empty()) => return Err(bad()),
+            s => out.push_str(&m::escape(s)),
+        }
+    }
+    Ok(out)
 }
 
 fn url_path(s: StringMatcher) -> PathMatcher {
@@ -479,5 +496,8 @@ mod tests {
         );
         assert_eq!(claim_path("request.auth.claims"), None);
         assert_eq!(claim_path("request.auth.claims[a]x"), None);
+        assert_eq!(template("/api/{*}/view").unwrap(), "/api/[^/]+/view");
+        assert_eq!(template("/files/{**}").unwrap(), "/files/.+");
+        assert!(template("/a/{**}/b").is_err() && template("/a{*}").is_err());
     }
 }
