@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod listener;
 pub mod matcher;
 pub mod route;
+mod route_proto;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
