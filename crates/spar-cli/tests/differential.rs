@@ -277,7 +277,8 @@ fn envoy_and_spar_proxy_answer_the_corpus_alike() {
         if diff.is_empty() {
             continue;
         }
-        let reasons: Vec<Option<&str>> = diff.iter().map(|l| corpus::known(l)).collect();
+        let key = entry.key();
+        let reasons: Vec<Option<&str>> = diff.iter().map(|l| corpus::known(&key, l)).collect();
         let lines: Vec<String> = diff
             .iter()
             .zip(&reasons)
@@ -286,7 +287,7 @@ fn envoy_and_spar_proxy_answer_the_corpus_alike() {
                 None => l.clone(),
             })
             .collect();
-        let row = format!("{}\n    {}", entry.key(), lines.join("\n    "));
+        let row = format!("{key}\n    {}", lines.join("\n    "));
         if reasons.iter().all(Option::is_some) {
             seen_known.extend(reasons.into_iter().flatten());
             known.push(row);
@@ -305,17 +306,19 @@ fn envoy_and_spar_proxy_answer_the_corpus_alike() {
     );
     if !known.is_empty() {
         eprintln!("known differences:");
-        for (prefix, why) in KNOWN_DIFFERENCES {
-            eprintln!("  {prefix} {why}");
+        for (request, prefix, why) in KNOWN_DIFFERENCES {
+            eprintln!("  [{request}] {prefix} {why}");
         }
         eprintln!(
             "requests showing only known differences:\n{}",
             known.join("\n")
         );
     }
-    for (prefix, why) in KNOWN_DIFFERENCES {
+    for (request, prefix, why) in KNOWN_DIFFERENCES {
         if !seen_known.contains(why) {
-            eprintln!("listed in KNOWN_DIFFERENCES but not seen any more (remove it): {prefix}");
+            eprintln!(
+                "listed in KNOWN_DIFFERENCES but not seen any more (remove it): [{request}] {prefix}"
+            );
         }
     }
     // Envoy must have done real work, or the comparison proves nothing.

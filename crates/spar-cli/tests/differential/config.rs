@@ -101,6 +101,10 @@ spec:
     redirect: {{uri: /new, authority: b.example, redirectCode: 302}}
   - match: [{{uri: {{prefix: /rd2}}}}]
     redirect: {{uri: /other}}
+  - match: [{{uri: {{prefix: /rd3}}}}]
+    redirect: {{scheme: https, port: 8443, redirectCode: 308}}
+  - match: [{{uri: {{prefix: /rd4}}}}]
+    redirect: {{authority: moved.example, uri: /moved}}
   - match: [{{uri: {{prefix: /direct-empty}}}}]
     directResponse: {{status: 204}}
   - match: [{{uri: {{prefix: /direct}}}}]
