@@ -286,7 +286,9 @@ spec:
   selector: {matchLabels: {istio: ingressgateway}}
   action: ALLOW
   rules:
-  - to: [{operation: {paths: ["/public*", "/api/{*}/view"], methods: [GET, DELETE]}}]
+  - to: [{operation: {paths: ["/public*"], methods: [GET, DELETE]}}]
+  # A path template fails closed (not enforced yet): this rule allows nothing.
+  - to: [{operation: {paths: ["/api/{*}/view"]}}]
   - from: [{source: {notIpBlocks: [10.0.0.0/8]}}]
     to: [{operation: {paths: [/ipok]}}]
   - from: [{source: {ipBlocks: [10.0.0.0/8]}}]
@@ -325,7 +327,7 @@ spec:
             &[("X-User", "banned"), ("x-user", "fine")],
             403,
         ),
-        ("GET", "/api/42/view", H, NONE, 200),
+        ("GET", "/api/42/view", H, NONE, 403),
         ("GET", "/api/42/edit", H, NONE, 403),
         ("GET", "/api/4/2/view", H, NONE, 403),
         ("GET", "/ipok", H, NONE, 200),

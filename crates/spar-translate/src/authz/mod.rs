@@ -63,6 +63,8 @@ pub enum AuthzError {
     BadServiceAccount(String),
     #[error("path template {0:?} is not valid: it must start with `/`, use `{{*}}` for one segment and at most one `{{**}}`")]
     BadPathTemplate(String),
+    #[error("path template {0:?} is not enforced by Spar yet (Envoy aborts on it); the rule fails closed — write the path with `*` prefix/suffix instead")]
+    UnsupportedPathTemplate(String),
     #[error("condition key {0:?} is not one Istio supports (request.headers[..], source.ip, remote.ip, source.namespace, source.principal, request.auth.*, destination.ip, destination.port, connection.sni)")]
     BadCondition(String),
     #[error("extension provider {0:?} is not envoyExtAuthzHttp or envoyExtAuthzGrpc; name one of those in the CUSTOM policy")]

@@ -143,15 +143,15 @@ fn method(v: &str) -> Permission {
     perm(permission::Rule::Header(header(":method", istio_value(v))))
 }
 
-/// Paths: exact, `prefix*`, `*suffix`, `*`, or a `{*}` / `{**}` template. Matched against
-/// the path without query and fragment. Templates become a regular expression (`{*}` one
-/// segment, `{**}` one or more characters, slashes included) rather than Envoy's URI
-/// template matcher, which aborts Envoy 1.40 when used inside RBAC.
+/// Paths: exact, `prefix*`, `*suffix` or `*`, matched against the path without query
+/// and fragment. `{*}` / `{**}` templates are checked ([`template`]) but not translated:
+/// both Envoy's URI-template matcher and the equivalent RE2 made Envoy 1.40 abort when
+/// loading the RBAC filter in our tests, so a rule with one fails closed (an ALLOW rule
+/// is dropped, a DENY rule denies everything). See docs/differences.md.
 fn path(v: &str) -> Result<Permission, AuthzError> {
     if v.contains('{') {
-        return Ok(perm(permission::Rule::UrlPath(url_path(m::regex(
-            &template(v)?,
-        )))));
+        template(v)?;
+        return Err(AuthzError::UnsupportedPathTemplate(v.to_string()));
     }
     Ok(perm(permission::Rule::UrlPath(url_path(istio_value(v)))))
 }
