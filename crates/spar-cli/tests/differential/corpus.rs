@@ -55,6 +55,19 @@ pub const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
          only there, so browsers see no difference)",
     ),
     (
+        "",
+        "seen header x-envoy-external-address:",
+        "with use_remote_address on the gateway (istiod's setting) Envoy tells the upstream \
+         the trusted client address in x-envoy-external-address; spar proxy does not",
+    ),
+    (
+        "",
+        "seen header x-forwarded-for[last hop]:",
+        "with use_remote_address and a loopback peer (this test's client) Envoy appends its \
+         own node address to x-forwarded-for, spar proxy the peer's address (127.0.0.1); \
+         the hops the client sent are compared separately and match",
+    ),
+    (
         "#frag",
         "",
         "a request target with a #fragment: Envoy rejects it with 400 (its default), spar \
@@ -70,6 +83,10 @@ pub fn known(key: &str, line: &str) -> Option<&'static str> {
         .find(|(request, prefix, _)| key.contains(request) && line.starts_with(prefix))
         .map(|(_, _, why)| *why)
 }
+
+/// The last hop of x-forwarded-for the backend saw (the one the proxy appended), kept apart
+/// from the hops the client sent.
+pub const XFF_LAST: &str = "x-forwarded-for[last hop]";
 
 /// Request headers the backend saw that are not compared, with the reason.
 pub const IGNORED_REQUEST_HEADERS: &[(&str, &str)] = &[
@@ -147,10 +164,21 @@ impl Outcome {
                 if IGNORED_REQUEST_HEADERS.iter().any(|(n, _)| *n == k) {
                     continue;
                 }
-                seen_headers
-                    .entry(k.to_string())
-                    .or_default()
-                    .push(h[1].as_str().unwrap_or_default().to_string());
+                let v = h[1].as_str().unwrap_or_default().to_string();
+                // The hop the proxy appends is compared apart from what the client sent.
+                if k == "x-forwarded-for" {
+                    let (sent, hop) = v.rsplit_once(',').unwrap_or(("", v.as_str()));
+                    seen_headers
+                        .entry(XFF_LAST.to_string())
+                        .or_default()
+                        .push(hop.trim().to_string());
+                    seen_headers
+                        .entry(k.to_string())
+                        .or_default()
+                        .push(sent.to_string());
+                    continue;
+                }
+                seen_headers.entry(k.to_string()).or_default().push(v);
             }
         }
         let response_headers = r
