@@ -78,11 +78,40 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Polls until `what` routes to every echo backend, the hash service and (through a retry)
+/// the flaky one, so the corpus does not start while endpoints are still arriving.
 fn until_served(gw: u16, what: &str) {
+    let probes: [(&str, &[(&str, &str)], &str); 6] = [
+        ("/", &[], "s0"),
+        ("/exact", &[], "s1"),
+        ("/x", &[("x-t-v", "2")], "s2"),
+        ("/re/1", &[], "s3"),
+        ("/hash", &[("x-t-user", "warmup")], ""),
+        ("/retry/warmup", &[], "flaky"),
+    ];
     let deadline = Instant::now() + WAIT;
-    while backends::send(gw, "GET", "a.example", "/", &[]).status != 200 {
-        assert!(Instant::now() < deadline, "{what} never served a.example");
-        std::thread::sleep(Duration::from_millis(50));
+    for (n, (path, headers, backend)) in probes.iter().enumerate() {
+        loop {
+            let mut h: Vec<(String, String)> = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            h.push((
+                "x-t-n".to_string(),
+                format!("warmup-{n}-{:?}", Instant::now()),
+            ));
+            let r = backends::send(gw, "GET", "a.example", path, &h);
+            if r.status == 200 && r.body.contains(&format!("\"backend\":\"{backend}")) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} never served {path}: {} {}",
+                r.status,
+                r.body
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
