@@ -78,10 +78,17 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A readiness probe: path, headers, the backend that must answer.
+type Probe = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
 /// Polls until `what` routes to every echo backend, the hash service and (through a retry)
 /// the flaky one, so the corpus does not start while endpoints are still arriving.
 fn until_served(gw: u16, what: &str) {
-    let probes: [(&str, &[(&str, &str)], &str); 6] = [
+    let probes: [Probe; 6] = [
         ("/", &[], "s0"),
         ("/exact", &[], "s1"),
         ("/x", &[("x-t-v", "2")], "s2"),
