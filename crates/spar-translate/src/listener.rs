@@ -61,6 +61,14 @@ pub fn http_filters(authz: &[HttpFilter]) -> Vec<HttpFilter> {
     out
 }
 
+/// WebSocket upgrades allowed on every connection manager, as istiod configures them.
+fn websocket() -> Vec<http_connection_manager::UpgradeConfig> {
+    vec![http_connection_manager::UpgradeConfig {
+        upgrade_type: "websocket".to_string(),
+        ..Default::default()
+    }]
+}
+
 pub fn hcm_rds(stat_prefix: &str, route_name: &str) -> Filter {
     let hcm = HttpConnectionManager {
         stat_prefix: stat_prefix.to_string(),
@@ -69,6 +77,7 @@ pub fn hcm_rds(stat_prefix: &str, route_name: &str) -> Filter {
             route_config_name: route_name.to_string(),
         })),
         http_filters: http_filters(&[]),
+        upgrade_configs: websocket(),
         ..Default::default()
     };
     network_filter(HCM, &hcm)
@@ -84,6 +93,9 @@ pub fn gateway_hcm(ctx: &Ctx<'_>, authz: &Authz, stat_prefix: &str, route_name: 
             route_config_name: route_name.to_string(),
         })),
         http_filters: http_filters(&authz.http),
+        upgrade_configs: websocket(),
+        // Gateways are the edge: the peer's address is the client's, as istiod sets it.
+        use_remote_address: Some(BoolValue { value: true }),
         ..Default::default()
     };
     crate::authz::normalize_paths(ctx, &mut hcm);
@@ -463,6 +475,7 @@ fn inbound_hcm(ctx: &Ctx<'_>, authz: &Authz, cluster: &str) -> Filter {
         stat_prefix: cluster.to_string(),
         route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(rc)),
         http_filters: http_filters(&authz.http),
+        upgrade_configs: websocket(),
         ..Default::default()
     };
     crate::authz::normalize_paths(ctx, &mut hcm);

@@ -341,3 +341,28 @@ spec:
     assert_eq!(files.len(), 2);
     assert!(format!("{:?}", files[1].certificate_chain).contains("/certs/ec.pem"));
 }
+
+#[test]
+fn connection_managers_allow_websocket_and_gateways_use_the_remote_address() {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType as FilterConfig;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+    let hcm_of = |x: &spar_translate::XdsResources, l: &str| -> HttpConnectionManager {
+        let f = &listener(x, l).filter_chains[0].filters[0];
+        let Some(FilterConfig::TypedConfig(any)) = &f.config_type else {
+            panic!("{f:?}")
+        };
+        unpack(any)
+    };
+    let gw = hcm_of(
+        &run_for(GATEWAYS, &gateway_node(&[("istio", "ingressgateway")])),
+        "0.0.0.0_80",
+    );
+    assert_eq!(gw.upgrade_configs[0].upgrade_type, "websocket");
+    assert_eq!(gw.use_remote_address.map(|b| b.value), Some(true));
+    let sidecar = hcm_of(&run(""), "0.0.0.0_9080");
+    assert_eq!(sidecar.upgrade_configs[0].upgrade_type, "websocket");
+    assert_eq!(
+        sidecar.use_remote_address, None,
+        "sidecars keep the peer's XFF"
+    );
+}
