@@ -68,6 +68,19 @@ pub const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
          the hops the client sent are compared separately and match",
     ),
     (
+        "/../",
+        "",
+        "dot segments: the gateway's connection manager has normalize_path (Istio's default \
+         pathNormalization BASE); Envoy routes and forwards /a/../exact as /exact, spar proxy \
+         routes and forwards the path as sent. Matters for security: AuthorizationPolicy \
+         paths can be sidestepped with dot segments through spar proxy",
+    ),
+    (
+        "/./",
+        "",
+        "dot segments: as above, Envoy normalizes /./exact to /exact, spar proxy does not",
+    ),
+    (
         "#frag",
         "",
         "a request target with a #fragment: Envoy rejects it with 400 (its default), spar \
@@ -372,6 +385,21 @@ pub fn corpus() -> Vec<Entry> {
     c.push(e("GET", "a.example.", "/x", &[]));
     c.push(e("GET", a, "/x%2Fy", &[]));
     c.push(e("GET", a, "/exact#frag", &[]));
+    for path in [
+        "/rx/",
+        "/rx/123/x",
+        "/re/123/456",
+        "/CASE/deep?x=Y",
+        "/exact?",
+        "/a/../exact",
+        "//exact",
+        "/./exact",
+        "/exact%20",
+        "/hdrops/../weighted",
+    ] {
+        c.push(e("GET", a, path, &[]));
+    }
+    c.push(e("HEAD", a, "/x", &[]));
     c.push(e("HEAD", a, "/direct", &[]));
     c.push(e("POST", a, "/direct", &[]));
     c.push(e("POST", a, "/redirect", &[]));
