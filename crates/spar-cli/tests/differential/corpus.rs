@@ -81,6 +81,12 @@ pub const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
         "dot segments: as above, Envoy normalizes /./exact to /exact, spar proxy does not",
     ),
     (
+        "?debug=%31",
+        "backend:",
+        "queryParams matching: Envoy compares the raw (still percent-encoded) query value, so \
+         debug=%31 does not equal \"1\"; spar proxy decodes it first and matches",
+    ),
+    (
         "#frag",
         "",
         "a request target with a #fragment: Envoy rejects it with 400 (its default), spar \
@@ -400,6 +406,19 @@ pub fn corpus() -> Vec<Entry> {
         c.push(e("GET", a, path, &[]));
     }
     c.push(e("HEAD", a, "/x", &[]));
+    c.push(e("GET", a, "/x", &[("X-T-V", "2")]));
+    c.push(e("GET", a, "/x", &[("x-t-v", " 2 ")]));
+    for path in [
+        "/q?debug=%31",
+        "/q?DEBUG=1",
+        "/q?x=1&debug=1",
+        "/q?v=",
+        "/q?v=1&v=a",
+    ] {
+        c.push(e("GET", a, path, &[]));
+    }
+    c.push(e("GET", "c.example:{port}", "/p", &[]));
+    c.push(e("GET", "b.example", "/p", &[("x-t-v", "2")]));
     c.push(e("HEAD", a, "/direct", &[]));
     c.push(e("POST", a, "/direct", &[]));
     c.push(e("POST", a, "/redirect", &[]));
