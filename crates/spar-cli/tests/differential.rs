@@ -307,7 +307,7 @@ fn envoy_and_spar_proxy_answer_the_corpus_alike() {
 
     let mut failures = Vec::new();
     let mut known = Vec::new();
-    let mut seen_known = std::collections::BTreeSet::new();
+    let mut seen_known: BTreeMap<&str, usize> = BTreeMap::new();
     for ((entry, e), s) in corpus.iter().zip(&from_envoy).zip(&from_spar) {
         let diff = e.diff(s);
         if diff.is_empty() {
@@ -325,7 +325,11 @@ fn envoy_and_spar_proxy_answer_the_corpus_alike() {
             .collect();
         let row = format!("{key}\n    {}", lines.join("\n    "));
         if reasons.iter().all(Option::is_some) {
-            seen_known.extend(reasons.into_iter().flatten());
+            let distinct: std::collections::BTreeSet<&str> =
+                reasons.into_iter().flatten().collect();
+            for why in distinct {
+                *seen_known.entry(why).or_default() += 1;
+            }
             known.push(row);
         } else {
             failures.push(row);
@@ -341,9 +345,10 @@ fn envoy_and_spar_proxy_answer_the_corpus_alike() {
         started.elapsed()
     );
     if !known.is_empty() {
-        eprintln!("known differences:");
+        eprintln!("known differences (requests showing each | request | mismatch | why):");
         for (request, prefix, why) in KNOWN_DIFFERENCES {
-            eprintln!("  [{request}] {prefix} {why}");
+            let n = seen_known.get(why).copied().unwrap_or(0);
+            eprintln!("  {n:>4} | {request:<12} | {prefix:<48} | {why}");
         }
         eprintln!(
             "requests showing only known differences:\n{}",
@@ -351,7 +356,7 @@ fn envoy_and_spar_proxy_answer_the_corpus_alike() {
         );
     }
     for (request, prefix, why) in KNOWN_DIFFERENCES {
-        if !seen_known.contains(why) {
+        if !seen_known.contains_key(why) {
             eprintln!(
                 "listed in KNOWN_DIFFERENCES but not seen any more (remove it): [{request}] {prefix}"
             );
