@@ -68,19 +68,6 @@ pub const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
          the hops the client sent are compared separately and match",
     ),
     (
-        "/../",
-        "",
-        "dot segments: the gateway's connection manager has normalize_path (Istio's default \
-         pathNormalization BASE); Envoy routes and forwards /a/../exact as /exact, spar proxy \
-         routes and forwards the path as sent. Matters for security: AuthorizationPolicy \
-         paths can be sidestepped with dot segments through spar proxy",
-    ),
-    (
-        "/./",
-        "",
-        "dot segments: as above, Envoy normalizes /./exact to /exact, spar proxy does not",
-    ),
-    (
         "?debug=%31",
         "backend:",
         "queryParams matching: Envoy compares the raw (still percent-encoded) query value, so \

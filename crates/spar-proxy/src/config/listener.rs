@@ -87,6 +87,8 @@ pub struct HttpManager {
     pub stream_idle_timeout: Option<Duration>,
     /// Upgrade types allowed (`websocket`, lower-cased), from `upgrade_configs`.
     pub upgrades: Vec<String>,
+    /// `normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`.
+    pub path: crate::http::path::PathOptions,
 }
 
 #[derive(Debug, Clone)]
@@ -314,7 +316,23 @@ fn http_manager(
             .filter(|u| u.enabled.as_ref().is_none_or(|b| b.value))
             .map(|u| u.upgrade_type.to_ascii_lowercase())
             .collect(),
+        path: path_options(h),
     })
+}
+
+fn path_options(h: &HttpConnectionManager) -> crate::http::path::PathOptions {
+    use crate::http::path::{EscapedSlashes, PathOptions};
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::PathWithEscapedSlashesAction as A;
+    PathOptions {
+        normalize: h.normalize_path.as_ref().is_some_and(|b| b.value),
+        merge_slashes: h.merge_slashes,
+        escaped_slashes: match A::try_from(h.path_with_escaped_slashes_action) {
+            Ok(A::RejectRequest) => EscapedSlashes::Reject,
+            Ok(A::UnescapeAndRedirect) => EscapedSlashes::UnescapeAndRedirect,
+            Ok(A::UnescapeAndForward) => EscapedSlashes::UnescapeAndForward,
+            _ => EscapedSlashes::Keep,
+        },
+    }
 }
 
 fn tcp_route(t: &TcpProxy, what: &dyn Fn() -> String) -> Result<TcpRoute, ConfigError> {

@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod filters;
+pub mod path;
 pub mod router;
 pub mod upgrade;
 pub mod upstream;
@@ -167,11 +168,19 @@ async fn route_request(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let Some(rc) = route_config(conn, &snap) else {
         return local_reply(Flag::NR);
     };
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    let sent = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    // Routing, filters and the upstream all see the normalized path, as in Envoy.
+    let path = match path::normalize(sent, &conn.hcm.path) {
+        path::Normalized::Path(p) => p,
+        path::Normalized::Reject => return reply(400, "Bad Request"),
+        path::Normalized::Redirect(to) => {
+            let mut r = reply(307, "");
+            if let Ok(v) = HeaderValue::from_str(&to) {
+                r.headers_mut().insert(http::header::LOCATION, v);
+            }
+            return r;
+        }
+    };
     let authority = req
         .headers()
         .get(http::header::HOST)
