@@ -114,14 +114,6 @@ fn get(port: u16, path: &str) -> u16 {
     send(port, "GET", path, "echo.example", &[]).0
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn registry_yaml(backend: u16, gw_port: u16) -> String {
     format!(
         r#"apiVersion: v1

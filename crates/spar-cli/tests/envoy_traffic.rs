@@ -154,14 +154,6 @@ fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> Reply {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Writes `text` to `dir/name` atomically (a temporary file renamed over it).
 fn write_atomic(dir: &Path, name: &str, text: &str) {
     let tmp = dir.join(format!(".{name}.tmp"));

@@ -9,7 +9,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,62 +17,6 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use support::*;
-
-/// A keep-alive HTTP/1.1 backend whose body names it.
-fn backend(name: &'static str) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut out = conn.try_clone().unwrap();
-                let mut r = BufReader::new(conn);
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut length = 0usize;
-                    loop {
-                        let mut h = String::new();
-                        if r.read_line(&mut h).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let h = h.trim_end().to_ascii_lowercase();
-                        if h.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = h.strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    if r.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let text = format!("backend={name}\n");
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
-                        text.len()
-                    );
-                    if out.write_all(resp.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One GET on a fresh connection: (status, backend name); status 0 when it failed.
 fn get(port: u16, path: &str) -> (u16, String) {
@@ -238,7 +182,7 @@ fn wait_for(what: &str, p: &ProxyChild, f: impl Fn() -> bool) {
 
 #[test]
 fn gateway_routes_splits_and_follows_a_live_change() {
-    let (v1, v2, gw) = (backend("v1"), backend("v2"), free_port());
+    let (v1, v2, gw) = (name_backend("v1"), name_backend("v2"), free_port());
     let dir = tempfile::tempdir().unwrap();
     write_atomic(dir.path(), "registry.yaml", &registry(v1, v2, gw));
     write_atomic(dir.path(), "vs.yaml", &virtual_service("v1"));

@@ -16,59 +16,12 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use support::*;
-
-fn backend(name: String) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            let name = name.clone();
-            std::thread::spawn(move || {
-                let mut out = conn.try_clone().unwrap();
-                let mut r = BufReader::new(conn);
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    loop {
-                        let mut h = String::new();
-                        if r.read_line(&mut h).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if h.trim_end().is_empty() {
-                            break;
-                        }
-                    }
-                    let text = format!("backend={name}\n");
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
-                        text.len()
-                    );
-                    if out.write_all(resp.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn get(port: u16, path: &str, user: &str) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
@@ -210,7 +163,7 @@ fn ring_hash_and_maglev_pick_the_same_hosts_as_envoy() {
     let Some(envoy_bin) = envoy_or_skip("ring_hash_and_maglev_pick_the_same_hosts_as_envoy") else {
         return;
     };
-    let ports: Vec<u16> = (0..4).map(|i| backend(format!("b{i}"))).collect();
+    let ports: Vec<u16> = (0..4).map(|i| name_backend(&format!("b{i}"))).collect();
     let (envoy_gw, spar_gw) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -392,7 +345,7 @@ fn route_outcomes_match_envoy() {
     let Some(envoy_bin) = envoy_or_skip("route_outcomes_match_envoy") else {
         return;
     };
-    let ports: Vec<u16> = (0..4).map(|i| backend(format!("s{i}"))).collect();
+    let ports: Vec<u16> = (0..4).map(|i| name_backend(&format!("s{i}"))).collect();
     let (envoy_gw, spar_gw) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
