@@ -129,6 +129,20 @@ pub fn translate(
     out
 }
 
+/// The EDS assignments [`translate`] gives `node` for the services in `hosts` (hostname,
+/// namespace) and no others: what an endpoint-only change to those services can change.
+pub fn endpoints_of(
+    config: &spar_model::ConfigSet,
+    registry: &spar_registry::Registry,
+    node: &ProxyNode,
+    hosts: &std::collections::BTreeSet<(String, String)>,
+) -> Vec<ClusterLoadAssignment> {
+    let mut ctx = context(config, registry, node);
+    ctx.services
+        .retain(|s| hosts.contains(&(s.hostname.clone(), s.namespace.clone())));
+    cluster::outbound(&ctx).1
+}
+
 /// The inputs with what every builder derives from them once per proxy.
 pub(crate) fn context<'a>(
     config: &'a spar_model::ConfigSet,

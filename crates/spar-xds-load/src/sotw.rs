@@ -3,7 +3,6 @@
 //! listeners carry. Every response is ACKed with its version and nonce and the current
 //! names of its type.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -100,7 +99,10 @@ async fn on_response(
             }
         }
         1 => {
-            held.eds_held.clear();
+            // EDS and RDS responses carry what changed; what they leave out stays held
+            // while subscribed (xDS protocol), as Envoy keeps it.
+            let wanted = held.eds_wanted.clone();
+            held.eds_held.retain(|n| wanted.binary_search(n).is_ok());
             let mut found = Vec::new();
             for r in &resp.resources {
                 let name = scan::string_field(&r.value, 1)?;
@@ -131,11 +133,11 @@ async fn on_response(
             }
         }
         _ => {
-            held.rds_held = resp
-                .resources
-                .iter()
-                .map(|r| scan::string_field(&r.value, 1))
-                .collect::<Result<HashSet<_>, _>>()?;
+            let wanted = held.rds_wanted.clone();
+            held.rds_held.retain(|n| wanted.contains(n));
+            for r in &resp.resources {
+                held.rds_held.insert(scan::string_field(&r.value, 1)?);
+            }
             send(tx, ack(&resp, held.rds_wanted.clone())).await?;
         }
     }

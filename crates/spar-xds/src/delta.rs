@@ -11,27 +11,26 @@
 //! assuming: the rejected response's resources count as not held (the next push resends
 //! them) and the names it removed count as still held (the next push removes them again).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use spar_translate::ProxyNode;
-use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
+use tonic::Status;
 
+use crate::held::{diff, Holds, Names, Scope};
 use crate::metrics::Metrics;
-use crate::resources::{is_wildcard_type, Encoded, TypeResources, WARMING_ORDER};
+use crate::resources::{is_wildcard_type, Encoded, WARMING_ORDER};
 use crate::server::{Session, Shared};
 use crate::source::ResourceSource;
-
-type Tx = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
+use crate::throttle::Throttle;
+use crate::transport::{Requests, Tx};
+use crate::wire::DeltaResponse;
 
 pub(crate) async fn run<S: ResourceSource>(
     shared: Arc<Shared<S>>,
-    mut requests: Streaming<DeltaDiscoveryRequest>,
+    mut requests: Requests<DeltaDiscoveryRequest>,
     tx: Tx,
 ) {
     if let Err(status) = serve(&shared, &mut requests, &tx).await {
@@ -43,17 +42,17 @@ pub(crate) async fn run<S: ResourceSource>(
 #[derive(Default)]
 struct TypeState {
     wildcard: bool,
-    names: BTreeSet<String>,
-    /// What the proxy holds (or will, once it accepts the last response): name → version.
-    holds: BTreeMap<String, String>,
+    names: Names,
+    /// What the proxy holds (or will, once it accepts the last response).
+    holds: Holds,
     nonce: String,
     version: String,
     acked: String,
     changed_at: Option<Instant>,
     /// The last response: the names it sent, and the names it removed with the versions
     /// held before, to undo the bookkeeping when the proxy rejects it.
-    last_updated: Vec<String>,
-    last_removed: Vec<(String, String)>,
+    last_updated: Vec<Arc<str>>,
+    last_removed: Vec<(Arc<str>, Arc<str>)>,
 }
 
 struct Conn<'a, S> {
@@ -68,11 +67,12 @@ struct Conn<'a, S> {
     current: Arc<Encoded>,
     types: HashMap<String, TypeState>,
     nonces: u64,
+    throttle: Throttle,
 }
 
 async fn serve<S: ResourceSource>(
     shared: &Shared<S>,
-    requests: &mut Streaming<DeltaDiscoveryRequest>,
+    requests: &mut Requests<DeltaDiscoveryRequest>,
     tx: &Tx,
 ) -> Result<(), Status> {
     let Some(first) = requests.message().await? else {
@@ -90,10 +90,13 @@ async fn serve<S: ResourceSource>(
         generation: session.generation,
         types: HashMap::new(),
         nonces: 0,
+        throttle: Throttle::new(shared.permits.clone(), crate::throttle::ANSWER_TIMEOUT),
     };
     conn.on_request(first).await?;
     loop {
+        let deadline = conn.throttle.deadline();
         tokio::select! {
+            () = crate::throttle::until(deadline) => conn.throttle.expire(),
             req = requests.message() => match req? {
                 Some(req) => conn.on_request(req).await?,
                 None => return Ok(()),
@@ -115,6 +118,7 @@ impl<S: ResourceSource> Conn<'_, S> {
         let first = !self.types.contains_key(&type_url);
         let st = self.types.entry(type_url.clone()).or_default();
         if !req.response_nonce.is_empty() && req.response_nonce == st.nonce {
+            self.throttle.answered(&type_url);
             if let Some(err) = &req.error_detail {
                 tracing::warn!(proxy = %self.node.id, type_url, error = %err.message, "NACK");
                 self.shared
@@ -127,12 +131,14 @@ impl<S: ResourceSource> Conn<'_, S> {
                     .status
                     .nacked(self.id, &type_url, &st.acked, &err.message);
                 st.changed_at = None;
+                let mut held = st.holds.to_versions();
                 for n in std::mem::take(&mut st.last_updated) {
-                    st.holds.remove(&n);
+                    held.remove(&n);
                 }
                 for (n, v) in std::mem::take(&mut st.last_removed) {
-                    st.holds.insert(n, v);
+                    held.insert(n, v);
                 }
+                st.holds = Holds::Versions(held);
             } else {
                 st.acked = st.version.clone();
                 self.shared.status.acked(self.id, &type_url, &st.version);
@@ -145,32 +151,48 @@ impl<S: ResourceSource> Conn<'_, S> {
             }
         }
         if first {
-            st.holds = req.initial_resource_versions.clone().into_iter().collect();
+            st.holds = Holds::Versions(
+                req.initial_resource_versions
+                    .iter()
+                    .map(|(n, v)| (Arc::from(n.as_str()), Arc::from(v.as_str())))
+                    .collect(),
+            );
             // Legacy wildcard: the first LDS/CDS request naming nothing asks for everything.
             st.wildcard = req.resource_names_subscribe.is_empty()
                 && is_wildcard_type(&type_url)
                 && !self.proxyless;
         }
         let mut newly = BTreeSet::new();
-        for n in &req.resource_names_subscribe {
-            if n == "*" {
-                st.wildcard = true;
-            } else if st.names.insert(n.clone()) {
-                newly.insert(n.clone());
-            }
-        }
-        for n in &req.resource_names_unsubscribe {
-            if n == "*" {
-                st.wildcard = false;
-            } else {
-                st.names.remove(n);
-            }
-            // The proxy drops what it unsubscribed from; it must be resent if asked again.
-            st.holds.remove(n);
-        }
         let subscribing = first
             || !req.resource_names_subscribe.is_empty()
             || !req.resource_names_unsubscribe.is_empty();
+        if !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() {
+            let mut names: BTreeSet<Arc<str>> = (*st.names).clone();
+            for n in &req.resource_names_subscribe {
+                if n == "*" {
+                    st.wildcard = true;
+                } else if names.insert(Arc::from(n.as_str())) {
+                    newly.insert(n.clone());
+                }
+            }
+            let mut held = None;
+            for n in &req.resource_names_unsubscribe {
+                if n == "*" {
+                    st.wildcard = false;
+                } else {
+                    names.remove(n.as_str());
+                }
+                // The proxy drops what it unsubscribed from; it must be resent if asked again.
+                if st.holds.version(n).is_some() {
+                    held.get_or_insert_with(|| st.holds.to_versions())
+                        .remove(n.as_str());
+                }
+            }
+            if let Some(h) = held {
+                st.holds = Holds::Versions(h);
+            }
+            st.names = self.shared.names.intern(names, self.current.of(&type_url));
+        }
         if subscribing {
             if self.proxyless && type_url == spar_translate::type_url::LISTENER {
                 // A proxyless client's listener names decide what is translated.
@@ -191,7 +213,7 @@ impl<S: ResourceSource> Conn<'_, S> {
         let listeners = self
             .types
             .get(spar_translate::type_url::LISTENER)
-            .map(|t| t.names.clone())
+            .map(|t| t.names.iter().map(|n| n.to_string()).collect())
             .unwrap_or_default();
         self.shared.source.grpc_resources(&self.node, &listeners)
     }
@@ -237,71 +259,42 @@ impl<S: ResourceSource> Conn<'_, S> {
         changed_at: Option<Instant>,
     ) -> Result<(), Status> {
         let st = self.types.entry(type_url.to_string()).or_default();
-        let empty = TypeResources::new();
-        let all = self.current.of(type_url).unwrap_or(&empty);
-        let in_scope = |n: &str| st.wildcard || st.names.contains(n);
-        let updated: Vec<(&String, &crate::resources::EncodedResource)> = all
-            .iter()
-            .filter(|(n, r)| in_scope(n) && st.holds.get(*n) != Some(&r.version))
-            .collect();
-        let mut removed: BTreeSet<String> = st
-            .holds
-            .keys()
-            .filter(|n| !all.contains_key(*n) || !in_scope(n))
-            .cloned()
-            .collect();
-        removed.extend(requested.iter().filter(|n| !all.contains_key(*n)).cloned());
-        if !force && updated.is_empty() && removed.is_empty() {
+        let all = self.current.shared(type_url).cloned().unwrap_or_default();
+        let scope = Scope {
+            wildcard: st.wildcard,
+            names: &st.names,
+        };
+        let mut d = diff(&all, self.current.change(type_url), scope, &st.holds);
+        d.removed.extend(
+            requested
+                .iter()
+                .filter(|n| !all.contains_key(n.as_str()))
+                .map(|n| Arc::from(n.as_str())),
+        );
+        if !force && d.updated.is_empty() && d.removed.is_empty() {
+            // Nothing to send; what the proxy holds may still be a new (equal) map.
+            st.holds = Holds::Sent(d.after);
             return Ok(());
         }
-        let resources: Vec<Resource> = updated
+        st.last_updated = d.updated.iter().map(|(n, _)| n.clone()).collect();
+        st.last_removed = d
+            .removed
             .iter()
-            .map(|(n, r)| Resource {
-                name: (*n).clone(),
-                version: r.version.clone(),
-                resource: Some(r.any.clone()),
-                ..Default::default()
-            })
+            .filter_map(|n| Some((n.clone(), st.holds.version(n)?.clone())))
             .collect();
-        st.last_updated = updated.iter().map(|(n, _)| (*n).clone()).collect();
-        st.last_removed = removed
-            .iter()
-            .filter_map(|n| Some((n.clone(), st.holds.get(n)?.clone())))
-            .collect();
-        for (n, r) in &updated {
-            st.holds.insert((*n).clone(), r.version.clone());
-        }
-        for n in &removed {
-            st.holds.remove(n);
-        }
+        st.holds = Holds::Sent(d.after.clone());
         self.nonces += 1;
         st.nonce = format!("{}-{}", self.generation, self.nonces);
         st.version = self.generation.to_string();
         if changed_at.is_some() {
             st.changed_at = changed_at;
         }
-        // Share the node class's resources when the proxy holds exactly all of them.
-        let holds: Arc<TypeResources> = match self.current.shared(type_url) {
-            Some(shared)
-                if st.holds.len() == shared.len()
-                    && shared.keys().all(|k| st.holds.contains_key(k)) =>
-            {
-                shared.clone()
-            }
-            _ => Arc::new(
-                st.holds
-                    .keys()
-                    .filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone())))
-                    .collect(),
-            ),
-        };
-        let resp = DeltaDiscoveryResponse {
+        let resp = DeltaResponse {
             system_version_info: st.version.clone(),
-            resources,
+            resources: d.updated,
             type_url: type_url.to_string(),
-            removed_resources: removed.into_iter().collect(),
+            removed_resources: d.removed,
             nonce: st.nonce.clone(),
-            ..Default::default()
         };
         self.shared
             .metrics
@@ -314,10 +307,11 @@ impl<S: ResourceSource> Conn<'_, S> {
             &st.version,
             &st.nonce,
             resp.resources.len(),
-            holds,
+            d.after,
         );
+        self.throttle.sending(type_url).await;
         self.tx
-            .send(Ok(resp))
+            .send(Ok(Box::new(resp)))
             .await
             .map_err(|_| Status::cancelled("proxy went away"))
     }

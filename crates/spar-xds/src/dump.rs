@@ -32,9 +32,9 @@ pub fn type_filter(value: &str) -> Option<&'static str> {
 }
 
 pub fn dump(name: &str, r: &EncodedResource) -> serde_json::Value {
-    let v = r.any.value.as_slice();
+    let v = r.value();
     let mut one = XdsResources::default();
-    let decoded = match r.any.type_url.as_str() {
+    let decoded = match r.type_url() {
         type_url::CLUSTER => Cluster::decode(v).map(|m| {
             let body = format!("{m:?}");
             one.clusters.push(m);
@@ -62,11 +62,11 @@ pub fn dump(name: &str, r: &EncodedResource) -> serde_json::Value {
         _ => Ok(String::new()),
     };
     let body = decoded.unwrap_or_else(|e| format!("(cannot decode: {e})"));
-    let secret = r.any.type_url == type_url::SECRET;
+    let secret = r.type_url() == type_url::SECRET;
     serde_json::json!({
         "name": name,
-        "version": r.version,
-        "type_url": r.any.type_url,
+        "version": &*r.version,
+        "type_url": r.type_url(),
         "bytes": v.len(),
         "summary": summary_lines(&one),
         "resource": body,

@@ -12,6 +12,7 @@
 pub mod client;
 mod delta;
 pub mod dump;
+mod held;
 pub mod metrics;
 pub mod monitoring;
 mod node;
@@ -20,15 +21,19 @@ mod server;
 mod sotw;
 pub mod source;
 pub mod status;
+mod throttle;
+mod transport;
+mod wire;
 
 pub use metrics::Metrics;
 pub use node::{is_proxyless, proxy_node};
-pub use resources::{encode, Encoded, EncodedResource};
-pub use server::AdsServer;
+pub use resources::{encode, encode_one, Encoded, EncodedResource, TypeChange, TypeResources};
+pub use server::{AdsServer, DEFAULT_PUSH_CONCURRENCY};
 pub use source::{
     Overlay, PushDebounce, ResourceSource, Snapshot, SnapshotStore, SourceError, StaticSource,
 };
 pub use status::{ProxyStatus, StatusRegistry, SyncState, TypeStatus};
+pub use transport::ServeOptions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum XdsError {

@@ -1,15 +1,20 @@
-//! Translation output encoded once per proxy: every resource as an `Any` with a content
-//! version (a hash of its bytes), grouped by type URL. Comparing these is how the server
-//! decides whether a proxy's output changed.
+//! Translation output encoded once per node class: every resource as the bytes of a
+//! `google.protobuf.Any` with a content version (a hash of its bytes), grouped by type URL.
+//! Comparing these is how the server decides whether a proxy's output changed.
 //!
-//! Each type's resources sit behind an `Arc`, so the connections of one node class, and
-//! what the status registry remembers they were sent, share one copy of the bytes instead
-//! of one per proxy.
+//! Nothing here is copied per proxy: each type's map sits behind an `Arc` (shared by every
+//! connection of the node class and by what the status registry remembers they were sent),
+//! each resource is an `Arc` (so an output derived from the previous one shares what did
+//! not change, and "unchanged" is a pointer comparison), and the encoded bytes are
+//! [`Bytes`], which the response encoders ([`crate::wire`]) write straight into the
+//! stream's buffer: one copy per proxy, made by the gRPC encoder.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bytes::{BufMut, Bytes};
 use envoy_types::pb::google::protobuf::Any;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use prost::Message;
 use spar_translate::{type_url, XdsResources};
 
@@ -26,18 +31,79 @@ pub const WARMING_ORDER: [&str; 5] = [
 /// One encoded resource and its content version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodedResource {
-    pub any: Any,
+    /// The encoded `Any`: field 1 the type URL, field 2 the resource's bytes.
+    any: Bytes,
+    /// Where the resource's bytes start inside `any`.
+    value_at: usize,
+    type_url: &'static str,
     /// A hash of the encoded bytes: equal bytes, equal version (Delta xDS per-resource version).
-    pub version: String,
+    pub version: Arc<str>,
+}
+
+impl EncodedResource {
+    /// Wraps a resource's encoded bytes.
+    pub fn new(type_url: &'static str, value: &[u8]) -> EncodedResource {
+        let version: Arc<str> = Arc::from(format!("{:016x}", fnv1a(value)));
+        let header = 1 + encoded_len_varint(type_url.len() as u64) + type_url.len();
+        let value_header = 1 + encoded_len_varint(value.len() as u64);
+        let mut buf = Vec::with_capacity(header + value_header + value.len());
+        encode_key(1, WireType::LengthDelimited, &mut buf);
+        encode_varint(type_url.len() as u64, &mut buf);
+        buf.put_slice(type_url.as_bytes());
+        encode_key(2, WireType::LengthDelimited, &mut buf);
+        encode_varint(value.len() as u64, &mut buf);
+        let value_at = buf.len();
+        buf.put_slice(value);
+        EncodedResource {
+            any: Bytes::from(buf),
+            value_at,
+            type_url,
+            version,
+        }
+    }
+
+    /// The encoded `google.protobuf.Any`, as it goes on the wire.
+    pub fn any_bytes(&self) -> &Bytes {
+        &self.any
+    }
+
+    /// The resource's own encoded bytes (the `Any`'s value).
+    pub fn value(&self) -> &[u8] {
+        &self.any[self.value_at..]
+    }
+
+    pub fn type_url(&self) -> &'static str {
+        self.type_url
+    }
+
+    /// A decoded copy of the `Any` (tools and tests; the push path never decodes).
+    pub fn to_any(&self) -> Any {
+        Any {
+            type_url: self.type_url.to_string(),
+            value: self.value().to_vec(),
+        }
+    }
 }
 
 /// Resources of one type, by name.
-pub type TypeResources = BTreeMap<String, EncodedResource>;
+pub type TypeResources = BTreeMap<Arc<str>, Arc<EncodedResource>>;
+
+/// What changed in one type between the output a class had before and this one, when the
+/// store derived this output from that one (endpoint-only changes). A connection that holds
+/// exactly `previous` needs only `changed`; every other connection compares in full.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeChange {
+    pub previous: Arc<TypeResources>,
+    /// Names whose resource differs from `previous` (none were added or removed).
+    pub changed: Vec<Arc<str>>,
+}
 
 /// Everything one proxy is sent, encoded, by type URL.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Encoded {
     pub types: BTreeMap<&'static str, Arc<TypeResources>>,
+    /// Per type, how this output differs from the one it was derived from (if it was).
+    pub changes: BTreeMap<&'static str, TypeChange>,
 }
 
 impl Encoded {
@@ -51,10 +117,15 @@ impl Encoded {
         self.types.get(type_url)
     }
 
+    /// How `type_url` changed since the output this one was derived from.
+    pub fn change(&self, type_url: &str) -> Option<&TypeChange> {
+        self.changes.get(type_url)
+    }
+
     /// Adds (or replaces) resources of `type_url`; used by overlays and tests.
     pub fn insert<M: Message>(&mut self, type_url: &'static str, name: &str, msg: &M) {
         Arc::make_mut(self.types.entry(type_url).or_default())
-            .insert(name.to_string(), encode_one(type_url, msg));
+            .insert(Arc::from(name), Arc::new(encode_one(type_url, msg)));
     }
 }
 
@@ -82,19 +153,13 @@ pub fn encode(res: &XdsResources) -> Encoded {
     out
 }
 
-fn encode_one<M: Message>(type_url: &str, msg: &M) -> EncodedResource {
+/// Encodes one resource the way [`encode`] does.
+pub fn encode_one<M: Message>(type_url: &'static str, msg: &M) -> EncodedResource {
     let mut value = msg.encode_to_vec();
     if type_url == type_url::ROUTE {
         value = spar_translate::canonical::route_configuration(value);
     }
-    let version = format!("{:016x}", fnv1a(&value));
-    EncodedResource {
-        any: Any {
-            type_url: type_url.to_string(),
-            value,
-        },
-        version,
-    }
+    EncodedResource::new(type_url, &value)
 }
 
 /// FNV-1a: stable across builds and Rust versions (unlike `DefaultHasher`), so versions
@@ -148,6 +213,14 @@ mod tests {
         assert_eq!(a, b);
         let ca = a.of(type_url::CLUSTER).expect("cds");
         assert_ne!(ca["a"].version, ca["b"].version);
+        assert_eq!(ca["a"].type_url(), type_url::CLUSTER);
+        let any = Any::decode(ca["a"].any_bytes().clone()).expect("an Any");
+        assert_eq!(any.type_url, type_url::CLUSTER);
+        assert_eq!(any.value, ca["a"].value());
+        assert_eq!(
+            Cluster::decode(ca["a"].value()).expect("a cluster").name,
+            "a"
+        );
         assert!(a.of(type_url::LISTENER).expect("lds").is_empty());
     }
 }

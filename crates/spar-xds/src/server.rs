@@ -1,81 +1,65 @@
-//! The ADS service: one task per stream, state of the world or delta.
+//! The ADS server: shared state, and what every stream sets up from its first request.
+//! The streams themselves are [`crate::sotw`] and [`crate::delta`]; the gRPC transport is
+//! [`crate::transport`].
 
+use std::future::Future;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tonic::Status;
 
+use crate::held::NameSets;
 use crate::metrics::Metrics;
 use crate::source::ResourceSource;
 use crate::status::StatusRegistry;
+use crate::transport::ServeOptions;
 
 /// Shared by every connection.
 pub struct Shared<S> {
     pub source: S,
     pub status: Arc<StatusRegistry>,
     pub metrics: Arc<Metrics>,
+    /// Push permits ([`crate::throttle`]).
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) names: NameSets,
 }
+
+/// Connections with a push in flight at once, by default (Istio's `PILOT_PUSH_THROTTLE`).
+pub const DEFAULT_PUSH_CONCURRENCY: usize = 100;
 
 /// The Aggregated Discovery Service over a [`ResourceSource`].
 pub struct AdsServer<S> {
-    shared: Arc<Shared<S>>,
+    shared: Shared<S>,
 }
 
 impl<S: ResourceSource> AdsServer<S> {
     pub fn new(source: S, status: Arc<StatusRegistry>, metrics: Arc<Metrics>) -> AdsServer<S> {
         AdsServer {
-            shared: Arc::new(Shared {
+            shared: Shared {
                 source,
                 status,
                 metrics,
-            }),
+                permits: Arc::new(Semaphore::new(DEFAULT_PUSH_CONCURRENCY)),
+                names: NameSets::default(),
+            },
         }
     }
 
-    /// The tonic service to add to a `Server`.
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
-        // Full configs for big meshes exceed tonic's 4 MiB default; Envoy sends small requests
-        // but a proxy's response can be large.
-        AggregatedDiscoveryServiceServer::new(self)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(256 << 20)
-    }
-}
-
-// Responses are few and large; a short queue applies backpressure to a slow proxy instead
-// of buffering its pushes.
-const RESPONSE_QUEUE: usize = 8;
-
-#[tonic::async_trait]
-impl<S: ResourceSource> AggregatedDiscoveryService for AdsServer<S> {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
-        let shared = self.shared.clone();
-        tokio::spawn(crate::sotw::run(shared, request.into_inner(), tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+    /// How many connections may have a push in flight at once (at least one).
+    pub fn push_concurrency(mut self, n: usize) -> AdsServer<S> {
+        self.shared.permits = Arc::new(Semaphore::new(n.max(1)));
+        self
     }
 
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
-        let shared = self.shared.clone();
-        tokio::spawn(crate::delta::run(shared, request.into_inner(), tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+    /// Serves ADS (plaintext gRPC) on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        opts: ServeOptions,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        crate::transport::serve(Arc::new(self.shared), listener, opts, shutdown).await
     }
 }
 

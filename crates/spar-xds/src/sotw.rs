@@ -1,30 +1,36 @@
-//! State-of-the-world ADS: every response carries all subscribed resources of its type.
+//! State-of-the-world ADS: a response carries every subscribed resource of its type for
+//! LDS and CDS; for EDS, RDS and SDS (where leaving a resource out does not remove it, by
+//! the xDS protocol) a push carries only the resources that changed, as istiod does for
+//! EDS, so an endpoint change costs one assignment per proxy, not all of them. A new or
+//! changed subscription is always answered with everything it names.
 //!
 //! Per type the stream remembers what it subscribed to (LDS/CDS wildcard, RDS/EDS/SDS by
-//! name), the nonce and version last sent and a digest of what was sent. A request whose
-//! nonce is the last one sent is an ACK, or a NACK when it carries `error_detail` (the proxy
-//! keeps its last accepted version, which the request names). A request with an older nonce
-//! answers a response that has since been superseded and is ignored, as Envoy expects.
+//! name), the nonce and version last sent and what the proxy holds ([`crate::held`]). A
+//! request whose nonce is the last one sent is an ACK, or a NACK when it carries
+//! `error_detail` (the proxy keeps its last accepted version, which the request names; the
+//! next push of that type resends everything). A request with an older nonce answers a
+//! response that has since been superseded and is ignored, as Envoy expects.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use spar_translate::ProxyNode;
-use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
+use tonic::Status;
 
+use crate::held::{diff, Holds, Names, Scope};
 use crate::metrics::Metrics;
-use crate::resources::{fnv1a, is_wildcard_type, Encoded, TypeResources, WARMING_ORDER};
+use crate::resources::{is_wildcard_type, Encoded, WARMING_ORDER};
 use crate::server::{Session, Shared};
 use crate::source::ResourceSource;
-
-type Tx = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+use crate::throttle::Throttle;
+use crate::transport::{Requests, Tx};
+use crate::wire::SotwResponse;
 
 pub(crate) async fn run<S: ResourceSource>(
     shared: Arc<Shared<S>>,
-    mut requests: Streaming<DiscoveryRequest>,
+    mut requests: Requests<DiscoveryRequest>,
     tx: Tx,
 ) {
     if let Err(status) = serve(&shared, &mut requests, &tx).await {
@@ -35,11 +41,12 @@ pub(crate) async fn run<S: ResourceSource>(
 
 #[derive(Default)]
 struct TypeState {
-    /// `None`: wildcard (everything of the type).
-    names: Option<BTreeSet<String>>,
+    wildcard: bool,
+    names: Names,
     nonce: String,
     version: String,
-    digest: Option<u64>,
+    /// What the proxy holds once it accepts what it was sent.
+    holds: Holds,
     /// When the config change behind the pending push was seen (convergence time).
     changed_at: Option<Instant>,
 }
@@ -56,11 +63,12 @@ struct Conn<'a, S> {
     current: Arc<Encoded>,
     types: HashMap<String, TypeState>,
     nonces: u64,
+    throttle: Throttle,
 }
 
 async fn serve<S: ResourceSource>(
     shared: &Shared<S>,
-    requests: &mut Streaming<DiscoveryRequest>,
+    requests: &mut Requests<DiscoveryRequest>,
     tx: &Tx,
 ) -> Result<(), Status> {
     let Some(first) = requests.message().await? else {
@@ -78,10 +86,13 @@ async fn serve<S: ResourceSource>(
         generation: session.generation,
         types: HashMap::new(),
         nonces: 0,
+        throttle: Throttle::new(shared.permits.clone(), crate::throttle::ANSWER_TIMEOUT),
     };
     conn.on_request(first).await?;
     loop {
+        let deadline = conn.throttle.deadline();
         tokio::select! {
+            () = crate::throttle::until(deadline) => conn.throttle.expire(),
             req = requests.message() => match req? {
                 Some(req) => conn.on_request(req).await?,
                 None => return Ok(()),
@@ -97,27 +108,36 @@ async fn serve<S: ResourceSource>(
     }
 }
 
-fn subscription(type_url: &str, names: &[String], proxyless: bool) -> Option<BTreeSet<String>> {
+/// The subscription a request names: wildcard, and the names.
+fn subscription(type_url: &str, names: &[String], proxyless: bool) -> (bool, BTreeSet<Arc<str>>) {
     let legacy_wildcard = names.is_empty() && is_wildcard_type(type_url) && !proxyless;
     if legacy_wildcard || names.iter().any(|n| n == "*") {
-        return None;
+        return (true, BTreeSet::new());
     }
-    Some(names.iter().cloned().collect())
+    (false, names.iter().map(|n| Arc::from(n.as_str())).collect())
 }
 
 impl<S: ResourceSource> Conn<'_, S> {
     async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
         let type_url = req.type_url.clone();
-        let names = subscription(&type_url, &req.resource_names, self.proxyless);
+        let (wildcard, names) = subscription(&type_url, &req.resource_names, self.proxyless);
         let st = self.types.entry(type_url.clone()).or_default();
+        let same_names = st.wildcard == wildcard && *st.names == names;
+        let resubscribe = |st: &mut TypeState, shared: &Shared<S>, current: &Encoded| {
+            st.wildcard = wildcard;
+            if !same_names {
+                st.names = shared.names.intern(names, current.of(&type_url));
+            }
+        };
         if req.response_nonce.is_empty() {
             // A new subscription (or a re-request after reconnecting): always answer.
-            st.names = names;
+            resubscribe(st, self.shared, &self.current);
             return self.subscribed(&type_url).await;
         }
         if req.response_nonce != st.nonce {
             return Ok(());
         }
+        self.throttle.answered(&type_url);
         if let Some(err) = &req.error_detail {
             tracing::warn!(proxy = %self.node.id, type_url, error = %err.message, "NACK");
             self.shared
@@ -129,6 +149,8 @@ impl<S: ResourceSource> Conn<'_, S> {
                 .status
                 .nacked(self.id, &type_url, &req.version_info, &err.message);
             st.changed_at = None;
+            // Which of the response the proxy kept is unknown: the next push resends all.
+            st.holds = Holds::default();
             return Ok(());
         }
         self.shared
@@ -140,9 +162,9 @@ impl<S: ResourceSource> Conn<'_, S> {
                 .convergence
                 .observe(t.elapsed().as_secs_f64());
         }
-        if names != st.names {
+        if !same_names {
             // An ACK that also changes the subscription (new route or cluster names).
-            st.names = names;
+            resubscribe(st, self.shared, &self.current);
             return self.subscribed(&type_url).await;
         }
         Ok(())
@@ -166,11 +188,11 @@ impl<S: ResourceSource> Conn<'_, S> {
         let listeners = self
             .types
             .get(spar_translate::type_url::LISTENER)
-            .and_then(|t| t.names.clone())
+            .filter(|t| !t.wildcard)
+            .map(|t| t.names.iter().map(|n| n.to_string()).collect())
             .unwrap_or_default();
         self.shared.source.grpc_resources(&self.node, &listeners)
     }
-
     async fn on_change(&mut self, generation: u64) -> Result<(), Status> {
         self.generation = generation;
         let next = self.compute();
@@ -202,7 +224,8 @@ impl<S: ResourceSource> Conn<'_, S> {
         Ok(())
     }
 
-    /// Sends the subscribed resources of `type_url`; unless `force`, only if they changed.
+    /// Sends the subscribed resources of `type_url` (all of them when `force` or for LDS
+    /// and CDS; otherwise only the changed ones); unless `force`, only if something changed.
     async fn respond(
         &mut self,
         type_url: &str,
@@ -211,41 +234,35 @@ impl<S: ResourceSource> Conn<'_, S> {
     ) -> Result<(), Status> {
         let st = self.types.entry(type_url.to_string()).or_default();
         let all = self.current.shared(type_url).cloned().unwrap_or_default();
-        // Share the node class's resources when the proxy holds all of them (wildcard, or
-        // named subscriptions that cover the type, as Envoy's EDS usually does); copy only
-        // a true subset.
-        let holds: Arc<TypeResources> = match &st.names {
-            Some(names) if !all.keys().all(|k| names.contains(k)) => Arc::new(
-                names
-                    .iter()
-                    .filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone())))
-                    .collect(),
-            ),
-            _ => all,
+        let scope = Scope {
+            wildcard: st.wildcard,
+            names: &st.names,
         };
-        let mut digest_input = Vec::new();
-        for (name, r) in holds.iter() {
-            digest_input.extend_from_slice(name.as_bytes());
-            digest_input.push(0);
-            digest_input.extend_from_slice(r.version.as_bytes());
-        }
-        let digest = fnv1a(&digest_input);
-        if !force && st.digest == Some(digest) {
+        let d = diff(&all, self.current.change(type_url), scope, &st.holds);
+        let complete = force || is_wildcard_type(type_url);
+        // Outside LDS and CDS a resource left out is not removed, so removals alone need
+        // no response.
+        let changed = !d.updated.is_empty() || (complete && !d.removed.is_empty());
+        st.holds = Holds::Sent(d.after.clone());
+        if !force && !changed {
             return Ok(());
         }
+        let resources = if complete {
+            d.after.values().cloned().collect()
+        } else {
+            d.updated.into_iter().map(|(_, r)| r).collect()
+        };
         self.nonces += 1;
         st.nonce = format!("{}-{}", self.generation, self.nonces);
         st.version = self.generation.to_string();
-        st.digest = Some(digest);
         if changed_at.is_some() {
             st.changed_at = changed_at;
         }
-        let resp = DiscoveryResponse {
+        let resp = SotwResponse {
             version_info: st.version.clone(),
-            resources: holds.values().map(|r| r.any.clone()).collect(),
+            resources,
             type_url: type_url.to_string(),
             nonce: st.nonce.clone(),
-            ..Default::default()
         };
         self.shared
             .metrics
@@ -257,11 +274,12 @@ impl<S: ResourceSource> Conn<'_, S> {
             type_url,
             &st.version,
             &st.nonce,
-            holds.len(),
-            holds,
+            resp.resources.len(),
+            d.after,
         );
+        self.throttle.sending(type_url).await;
         self.tx
-            .send(Ok(resp))
+            .send(Ok(Box::new(resp)))
             .await
             .map_err(|_| Status::cancelled("proxy went away"))
     }

@@ -23,7 +23,7 @@ use spar_registry::Registry;
 use spar_translate::{NodeClass, ProxyNode, XdsResources};
 use tokio::sync::watch;
 
-use crate::resources::{encode, Encoded};
+use crate::resources::{encode, Encoded, TypeChange};
 
 /// What the ADS server needs from the rest of the control plane.
 pub trait ResourceSource: Send + Sync + 'static {
@@ -99,9 +99,16 @@ pub struct SnapshotStore {
     // repeating it.
     cache: Mutex<HashMap<NodeClass, CacheEntry>>,
     translations: AtomicU64,
+    derivations: AtomicU64,
 }
 
-type CacheEntry = (u64, Arc<OnceLock<Arc<Encoded>>>);
+/// One node class's output at one generation, and a node of the class (to translate for
+/// it again when endpoints change).
+struct CacheEntry {
+    version: u64,
+    cell: Arc<OnceLock<Arc<Encoded>>>,
+    node: ProxyNode,
+}
 
 impl SnapshotStore {
     /// A store whose every publish wakes connections at once.
@@ -118,6 +125,7 @@ impl SnapshotStore {
             debounce: None,
             cache: Mutex::new(HashMap::new()),
             translations: AtomicU64::new(0),
+            derivations: AtomicU64::new(0),
         }
     }
 
@@ -150,18 +158,35 @@ impl SnapshotStore {
     /// once, then wakes the connections.
     /// The snapshot is in force at once; connections are woken now or, with a debounce,
     /// once the burst of changes it belongs to is over.
+    ///
+    /// When only endpoints changed, every node class's output is derived from its previous
+    /// one (the assignments of the changed services translated again, the rest shared), so
+    /// the push that follows costs no translation and carries only what changed.
     pub fn publish(&self, config: ConfigSet) -> u64 {
         let registry = Registry::build(&config);
         let previous = self.current.load_full();
         let version = previous.version + 1;
-        let endpoints_only = self.debounce.is_some() && endpoints_only(&previous.config, &config);
-        drop(previous);
-        self.current.store(Arc::new(Snapshot {
+        let endpoints_only = endpoints_only(&previous.config, &config);
+        let next = Arc::new(Snapshot {
             config,
             registry,
             version,
-        }));
-        self.lock_cache().retain(|_, (v, _)| *v == version);
+        });
+        let derived = if endpoints_only {
+            self.derive_endpoints(&previous, &next)
+        } else {
+            Vec::new()
+        };
+        drop(previous);
+        {
+            let mut cache = self.lock_cache();
+            self.current.store(next);
+            cache.retain(|_, e| e.version == version);
+            for (class, entry) in derived {
+                cache.insert(class, entry);
+            }
+        }
+        let endpoints_only = self.debounce.is_some() && endpoints_only;
         let pending = Pending {
             version,
             endpoints_only,
@@ -183,10 +208,112 @@ impl SnapshotStore {
         self.current.load_full()
     }
 
+    /// The outputs of `next` for every class cached at `previous`, derived from those when
+    /// only endpoints changed between the two. A class whose view did not change keeps its
+    /// output itself (connections then see nothing to push).
+    fn derive_endpoints(
+        &self,
+        previous: &Snapshot,
+        next: &Snapshot,
+    ) -> Vec<(NodeClass, CacheEntry)> {
+        let Some(hosts) = changed_endpoints(&previous.registry, &next.registry) else {
+            return Vec::new();
+        };
+        let cached: Vec<(NodeClass, ProxyNode, Arc<Encoded>)> = self
+            .lock_cache()
+            .iter()
+            .filter(|(_, e)| e.version == previous.version)
+            .filter_map(|(c, e)| Some((c.clone(), e.node.clone(), e.cell.get()?.clone())))
+            .collect();
+        let mut out = Vec::with_capacity(cached.len());
+        for (class, node, old) in cached {
+            let Some(enc) = derive(&old, next, &node, &hosts) else {
+                continue;
+            };
+            out.push((
+                class,
+                CacheEntry {
+                    version: next.version,
+                    cell: Arc::new(OnceLock::from(enc)),
+                    node,
+                },
+            ));
+        }
+        self.derivations
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        out
+    }
+
+    /// How many node-class outputs were derived from a previous one (endpoint changes).
+    pub fn derivations(&self) -> u64 {
+        self.derivations.load(Ordering::Relaxed)
+    }
+
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<NodeClass, CacheEntry>> {
         // A panic while holding this lock cannot leave the map inconsistent (one insert).
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The services (hostname, namespace) whose endpoints differ; `None` when anything else
+/// about the services differs too (then nothing is derived).
+fn changed_endpoints(old: &Registry, new: &Registry) -> Option<BTreeSet<(String, String)>> {
+    if old.services().len() != new.services().len() {
+        return None;
+    }
+    let mut out = BTreeSet::new();
+    for (a, b) in old.services().iter().zip(new.services()) {
+        if a.endpoints == b.endpoints {
+            if a != b {
+                return None;
+            }
+            continue;
+        }
+        let same_otherwise = spar_registry::Service {
+            endpoints: Vec::new(),
+            ..a.clone()
+        } == spar_registry::Service {
+            endpoints: Vec::new(),
+            ..b.clone()
+        };
+        if !same_otherwise {
+            return None;
+        }
+        out.insert((a.hostname.clone(), a.namespace.clone()));
+    }
+    Some(out)
+}
+
+/// `old` with the assignments of `hosts` translated again for `node`. `None` when that
+/// would add an assignment `old` lacks (then the class is translated in full).
+fn derive(
+    old: &Arc<Encoded>,
+    snap: &Snapshot,
+    node: &ProxyNode,
+    hosts: &BTreeSet<(String, String)>,
+) -> Option<Arc<Encoded>> {
+    let eds = spar_translate::type_url::ENDPOINT;
+    let previous = old.shared(eds).cloned().unwrap_or_default();
+    let mut next = (*previous).clone();
+    let mut changed = Vec::new();
+    for cla in spar_translate::endpoints_of(&snap.config, &snap.registry, node, hosts) {
+        let r = crate::resources::encode_one(eds, &cla);
+        let (name, held) = previous.get_key_value(cla.cluster_name.as_str())?;
+        if held.version != r.version {
+            changed.push(name.clone());
+            next.insert(name.clone(), Arc::new(r));
+        }
+    }
+    if changed.is_empty() {
+        return Some(old.clone());
+    }
+    let mut enc = Encoded {
+        types: old.types.clone(),
+        changes: Default::default(),
+    };
+    enc.types.insert(eds, Arc::new(next));
+    enc.changes.insert(eds, TypeChange { previous, changed });
+    Some(Arc::new(enc))
 }
 
 /// Whether `new` differs from `old` in endpoints only: every other resource (kind,
@@ -256,14 +383,17 @@ impl ResourceSource for SnapshotStore {
         let class = NodeClass::of(&snap.registry, node);
         let cell = {
             let mut cache = self.lock_cache();
-            let entry = cache
-                .entry(class)
-                .or_insert_with(|| (snap.version, Arc::default()));
-            if entry.0 < snap.version {
-                *entry = (snap.version, Arc::default());
+            let fresh = || CacheEntry {
+                version: snap.version,
+                cell: Arc::default(),
+                node: node.clone(),
+            };
+            let entry = cache.entry(class).or_insert_with(fresh);
+            if entry.version < snap.version {
+                *entry = fresh();
             }
-            if entry.0 == snap.version {
-                entry.1.clone()
+            if entry.version == snap.version {
+                entry.cell.clone()
             } else {
                 // A newer snapshot was published meanwhile: answer this (stale) caller without
                 // replacing the newer entry.
@@ -400,8 +530,53 @@ mod tests {
         assert_eq!(v, 2);
         assert!(rx.has_changed().expect("sender alive"));
         assert_eq!(*rx.borrow_and_update(), 2);
+        assert!(
+            Arc::ptr_eq(&first, &store.resources(&node)),
+            "the same config keeps the same output (nothing to push)"
+        );
+        store.publish(slice("10.0.0.1"));
         assert!(!Arc::ptr_eq(&first, &store.resources(&node)));
-        assert_eq!(store.load().version, 2);
+        assert_eq!(store.load().version, 3);
+    }
+
+    #[test]
+    fn an_endpoint_change_derives_what_a_full_translation_gives() {
+        let store = SnapshotStore::new(with_route("10.0.0.1"));
+        let node = ProxyNode::parse_id("sidecar~10.0.0.9~b.default~default.svc.cluster.local")
+            .expect("node id");
+        let before = store.resources(&node);
+        assert_eq!(store.translations(), 1);
+        store.publish(with_route("10.0.0.2"));
+        let after = store.resources(&node);
+        assert_eq!(store.translations(), 1, "derived, not translated");
+        assert_eq!(store.derivations(), 1);
+        let snap = store.load();
+        let full = encode(&spar_translate::translate(
+            &snap.config,
+            &snap.registry,
+            &node,
+        ));
+        assert_eq!(after.types, full.types);
+        let eds = spar_translate::type_url::ENDPOINT;
+        let change = after.change(eds).expect("derived");
+        assert!(Arc::ptr_eq(
+            &change.previous,
+            before.shared(eds).expect("eds")
+        ));
+        assert_eq!(change.changed.len(), 1);
+        for t in [
+            spar_translate::type_url::CLUSTER,
+            spar_translate::type_url::LISTENER,
+        ] {
+            assert!(
+                Arc::ptr_eq(before.shared(t).expect("t"), after.shared(t).expect("t")),
+                "{t} is shared, not copied"
+            );
+        }
+        // A routing change is translated in full.
+        store.publish(slice("10.0.0.2"));
+        store.resources(&node);
+        assert_eq!(store.translations(), 2);
     }
 
     #[test]

@@ -121,7 +121,7 @@ async fn subscriptions_follow_what_the_handler_wants(mode: Mode) {
     let p = server.synced(&ALL).await;
     let sent = server.status.sent_to(NODE);
     let (_, types) = sent.iter().find(|(c, _)| *c == p.connection).unwrap();
-    let keys = |t: &str| types[t].keys().cloned().collect::<Vec<_>>();
+    let keys = |t: &str| types[t].keys().map(|k| k.to_string()).collect::<Vec<_>>();
     assert_eq!(
         keys("eds"),
         ["c1-eds", "c3-eds"],

@@ -15,9 +15,8 @@ use prost::Message;
 use spar_model::{ConfigSet, LoadOptions};
 use spar_translate::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
 use spar_xds::client::Mode;
-use spar_xds::{AdsServer, Metrics, SnapshotStore, StatusRegistry, SyncState};
+use spar_xds::{AdsServer, Metrics, ServeOptions, SnapshotStore, StatusRegistry, SyncState};
 use support::{Recorder, Running, NODE, WAIT};
-use tokio_stream::wrappers::TcpListenerStream;
 
 const BOOKINFO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/bookinfo");
 
@@ -81,13 +80,8 @@ async fn follows_bookinfo(mode: Mode) {
     let status = Arc::new(StatusRegistry::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let svc =
-        AdsServer::new(store.clone(), status.clone(), Arc::new(Metrics::new())).into_service();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let ads = AdsServer::new(store.clone(), status.clone(), Arc::new(Metrics::new()));
+    tokio::spawn(ads.serve(listener, ServeOptions::default(), std::future::pending()));
     let client = Running::start(format!("http://{addr}"), mode);
     let h = client.handler.clone();
     let synced = |p: &spar_xds::ProxyStatus| {

@@ -25,17 +25,13 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, Rds,
 };
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use prost::Message;
 use spar_translate::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 use spar_translate::XdsResources;
 use spar_xds::client::{ClientConfig, ClientStats, Mode, TypeUpdate, XdsClient, XdsHandler};
-use spar_xds::{AdsServer, Metrics, ProxyStatus, StaticSource, StatusRegistry, SyncState};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use spar_xds::{
+    AdsServer, Metrics, ProxyStatus, ServeOptions, StaticSource, StatusRegistry, SyncState,
+};
 
 pub const NODE: &str = "sidecar~10.0.0.1~reviews-v1-abc.default~default.svc.cluster.local";
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -120,30 +116,6 @@ pub fn typical() -> XdsResources {
 
 // === the control plane ===
 
-/// Serves SotW from an inner `AdsServer` and refuses Delta, like an older control plane.
-pub struct SotwOnly(pub AdsServer<Arc<StaticSource>>);
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for SotwOnly {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, tonic::Status>>;
-    type DeltaAggregatedResourcesStream =
-        ReceiverStream<Result<DeltaDiscoveryResponse, tonic::Status>>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
-    ) -> Result<tonic::Response<Self::StreamAggregatedResourcesStream>, tonic::Status> {
-        self.0.stream_aggregated_resources(request).await
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        _request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<tonic::Response<Self::DeltaAggregatedResourcesStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented("delta xDS is not served here"))
-    }
-}
-
 pub struct Server {
     pub addr: SocketAddr,
     pub source: Arc<StaticSource>,
@@ -174,18 +146,16 @@ impl Server {
                 .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let incoming = TcpListenerStream::new(listener);
                 let ads = AdsServer::new(src, st, Arc::new(Metrics::new()));
-                let router = if sotw_only {
-                    tonic::transport::Server::builder()
-                        .add_service(AggregatedDiscoveryServiceServer::new(SotwOnly(ads)))
-                } else {
-                    tonic::transport::Server::builder().add_service(ads.into_service())
+                let opts = ServeOptions {
+                    refuse_delta: sotw_only,
+                    ..ServeOptions::default()
                 };
-                tokio::select! {
-                    r = router.serve_with_incoming(incoming) => r.unwrap(),
-                    _ = stopped => {}
-                }
+                ads.serve(listener, opts, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
             });
             // Dropping the runtime drops every connection task: sockets close as if the
             // process had died.

@@ -15,9 +15,9 @@ use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use prost::Message;
 use spar_translate::type_url::{CLUSTER, LISTENER};
 use spar_translate::ProxyNode;
-use spar_xds::{AdsServer, Encoded, Metrics, ResourceSource, StatusRegistry};
+use spar_xds::{AdsServer, Encoded, Metrics, ResourceSource, ServeOptions, StatusRegistry};
 use tokio::sync::watch;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 
 /// One listener per requested target and one cluster `c-<target>` each; remembers what
 /// was asked.
@@ -89,17 +89,12 @@ async fn listeners_are_translated_by_name() {
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let svc = AdsServer::new(
+    let ads = AdsServer::new(
         source.clone(),
         Arc::new(StatusRegistry::default()),
         Arc::new(Metrics::new()),
-    )
-    .into_service();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(TcpListenerStream::new(listener)),
     );
+    tokio::spawn(ads.serve(listener, ServeOptions::default(), std::future::pending()));
     let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap();

@@ -13,11 +13,10 @@ use spar_model::LoadOptions;
 use spar_translate::type_url;
 use spar_xds::monitoring::{self, ConfigErrors, Monitoring};
 use spar_xds::{
-    AdsServer, Encoded, Metrics, Overlay, PushDebounce, ResourceSource, SnapshotStore,
-    StatusRegistry,
+    AdsServer, Encoded, Metrics, Overlay, PushDebounce, ResourceSource, ServeOptions,
+    SnapshotStore, StatusRegistry,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// Serve Istio config from a directory to Envoy-compatible proxies over xDS.
 ///
@@ -69,6 +68,12 @@ pub struct Args {
     /// PILOT_DEBOUNCE_MAX).
     #[arg(long, default_value = "10s", value_parser = parse_debounce)]
     pub push_debounce_max: Duration,
+
+    /// How many proxies may have a push in flight (sent, not yet acknowledged) at once;
+    /// the rest wait their turn. Bounds the memory a push to many proxies takes (Istio's
+    /// PILOT_PUSH_THROTTLE).
+    #[arg(long, default_value_t = spar_xds::DEFAULT_PUSH_CONCURRENCY)]
+    pub push_concurrency: usize,
 
     /// Namespace for resources that do not set `metadata.namespace`.
     #[arg(short = 'n', long, default_value = "default")]
@@ -159,7 +164,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     ));
     let extra = test_clusters(args);
     if extra.types.is_empty() {
-        run_ads(xds, store, status, metrics).await
+        run_ads(xds, store, status, metrics, args.push_concurrency).await
     } else {
         run_ads(
             xds,
@@ -169,6 +174,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
             },
             status,
             metrics,
+            args.push_concurrency,
         )
         .await
     }
@@ -197,14 +203,11 @@ async fn run_ads<S: ResourceSource>(
     source: S,
     status: Arc<StatusRegistry>,
     metrics: Arc<Metrics>,
+    push_concurrency: usize,
 ) -> anyhow::Result<()> {
-    let svc = AdsServer::new(source, status, metrics).into_service();
-    tonic::transport::Server::builder()
-        // Envoy keeps one long-lived stream; keepalives find dead peers behind NAT or a
-        // crashed proxy host.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(svc)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+    AdsServer::new(source, status, metrics)
+        .push_concurrency(push_concurrency)
+        .serve(listener, ServeOptions::default(), async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await

@@ -109,6 +109,9 @@ impl Stream {
                 .iter()
                 .position(|(c, _, _)| *c == t)
                 .map(|i| changes.remove(i).2);
+            if let Some(n) = &new {
+                ctx.state.drop_unsubscribed(&*ctx.handler, t, n);
+            }
             let st = ctx.state.get(t);
             if new.is_some() {
                 st.sent = new;
@@ -128,6 +131,7 @@ impl Stream {
             });
         }
         for (t, _, new) in changes {
+            ctx.state.drop_unsubscribed(&*ctx.handler, t, &new);
             let st = ctx.state.get(t);
             // On a new stream the nonce is empty: a fresh subscription carrying the last
             // accepted version.

@@ -122,6 +122,42 @@ impl State {
             .collect()
     }
 
+    /// The handler drops what a named subscription no longer names: in state of the world,
+    /// EDS, RDS and SDS responses carry only what changed, so nothing else says so.
+    pub(crate) fn drop_unsubscribed(
+        &mut self,
+        handler: &dyn XdsHandler,
+        type_url: &str,
+        now: &Interest,
+    ) {
+        let Interest::Names(names) = now else {
+            return;
+        };
+        let st = self.get(type_url);
+        let dropped: Vec<String> = st
+            .held
+            .keys()
+            .filter(|n| !names.contains(*n))
+            .cloned()
+            .collect();
+        if dropped.is_empty() {
+            return;
+        }
+        for n in &dropped {
+            st.held.remove(n);
+        }
+        let update = TypeUpdate {
+            type_url: type_url.to_string(),
+            version: st.version.clone(),
+            resources: Vec::new(),
+            removed: dropped,
+            full_state: false,
+        };
+        if let Err(e) = handler.apply(&update) {
+            tracing::warn!(type_url, error = %e, "the proxy kept resources it no longer subscribes to");
+        }
+    }
+
     /// Called after a response was handled (applied or rejected): opens listeners once
     /// clusters are warm.
     pub(crate) fn after_response(&mut self, type_url: &str, ok: bool, handler: &dyn XdsHandler) {
@@ -240,6 +276,9 @@ pub(crate) fn to_prost(any: Any) -> prost_types::Any {
 }
 
 /// A SotW response's resources, named; the per-resource version is a hash of the bytes.
+/// For LDS and CDS the response is the whole set (what it leaves out is removed); for the
+/// other types it carries only what changed, as the xDS protocol allows, and resources go
+/// away when the subscription stops naming them.
 pub(crate) fn sotw_update(
     type_url: &str,
     version: &str,
@@ -273,17 +312,21 @@ pub(crate) fn sotw_update(
             resource: to_prost(any),
         });
     }
-    let removed = held
-        .keys()
-        .filter(|n| !seen.contains(*n))
-        .cloned()
-        .collect();
+    let full_state = crate::resources::is_wildcard_type(type_url);
+    let removed = if full_state {
+        held.keys()
+            .filter(|n| !seen.contains(*n))
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(TypeUpdate {
         type_url: type_url.to_string(),
         version: version.to_string(),
         resources: out,
         removed,
-        full_state: true,
+        full_state,
     })
 }
 
@@ -441,5 +484,16 @@ mod tests {
         assert!(err.contains("has type"), "{err}");
         let err = sotw_update(CLUSTER, "7", &[any("a"), any("a")], &held).expect_err("dup");
         assert!(err.contains("twice"), "{err}");
+        // EDS in state of the world: what the response leaves out stays.
+        let cla = |n: &str| Any {
+            type_url: ENDPOINT.to_string(),
+            value: envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment {
+                cluster_name: n.to_string(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        };
+        let u = sotw_update(ENDPOINT, "8", &[cla("a")], &held).expect("valid");
+        assert!(u.removed.is_empty() && !u.full_state);
     }
 }

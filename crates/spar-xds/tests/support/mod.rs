@@ -14,9 +14,9 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use spar_translate::XdsResources;
-use spar_xds::{AdsServer, Metrics, ProxyStatus, StaticSource, StatusRegistry};
+use spar_xds::{AdsServer, Metrics, ProxyStatus, ServeOptions, StaticSource, StatusRegistry};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::Streaming;
 
@@ -68,12 +68,8 @@ pub async fn start(initial: XdsResources) -> Harness {
     let metrics = Arc::new(Metrics::new());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let svc = AdsServer::new(source.clone(), status.clone(), metrics.clone()).into_service();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let ads = AdsServer::new(source.clone(), status.clone(), metrics.clone());
+    tokio::spawn(ads.serve(listener, ServeOptions::default(), std::future::pending()));
     let client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap();

@@ -1,0 +1,339 @@
+//! gRPC over HTTP/2 for the two ADS methods, on hyper directly.
+//!
+//! tonic's server encodes each response message whole into a per-stream buffer that keeps
+//! its largest size for the life of the stream: with a full config of ~1.6 MB per proxy
+//! and 2,000 proxies that is gigabytes held for nothing. Here a response is written in
+//! chunks of at most [`CHUNK`] bytes as HTTP/2 asks for data (large resources go out as the
+//! shared bytes themselves, without a copy), so a stream holds at most one chunk beyond
+//! what flow control lets through. The framing is standard gRPC: length-prefixed
+//! messages, `grpc-status` in the trailers; clients see no difference.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::server::Shared;
+use crate::source::ResourceSource;
+use crate::wire::{WireMessage, WriteState};
+
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+/// Requests are small (a SotW EDS ACK names every cluster: ~60 KB for 1,000 services).
+const MAX_REQUEST: usize = 64 << 20;
+/// Response bytes handed to HTTP/2 at a time.
+pub(crate) const CHUNK: usize = 32 << 10;
+/// Resources at least this big are sent as their shared bytes instead of being copied.
+pub(crate) const ZERO_COPY_MIN: usize = 8 << 10;
+// Responses are few and large; a short queue applies backpressure to a slow proxy instead
+// of buffering its pushes.
+const RESPONSE_QUEUE: usize = 8;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// HTTP/2 PING interval: finds dead peers behind NAT or a crashed proxy host.
+    pub keepalive: Option<Duration>,
+    /// Answer Delta streams with UNIMPLEMENTED, like an older control plane (tests of the
+    /// clients' fallback).
+    pub refuse_delta: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            keepalive: Some(Duration::from_secs(30)),
+            refuse_delta: false,
+        }
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` completes.
+pub(crate) async fn serve<S: ResourceSource>(
+    shared: Arc<Shared<S>>,
+    listener: TcpListener,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                // Out of file descriptors or a connection reset before accept: keep serving.
+                Err(e) => {
+                    tracing::warn!(error = %e, "xDS accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let opts = opts.clone();
+        tokio::spawn(async move {
+            let mut http = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            http.timer(TokioTimer::new())
+                .keep_alive_interval(opts.keepalive)
+                .keep_alive_timeout(Duration::from_secs(20))
+                .max_concurrent_streams(64);
+            let svc = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                let refuse_delta = opts.refuse_delta;
+                async move { Ok::<_, Infallible>(route(shared, req, refuse_delta)) }
+            });
+            if let Err(e) = http.serve_connection(TokioIo::new(stream), svc).await {
+                tracing::debug!(error = %e, "xDS connection ended");
+            }
+        });
+    }
+}
+
+fn route<S: ResourceSource>(
+    shared: Arc<Shared<S>>,
+    req: Request<Incoming>,
+    refuse_delta: bool,
+) -> Response<ResponseBody> {
+    match req.uri().path() {
+        SOTW_PATH => {
+            let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
+            let requests = Requests::<DiscoveryRequest>::new(req.into_body());
+            tokio::spawn(crate::sotw::run(shared, requests, tx));
+            ResponseBody::streaming(rx)
+        }
+        DELTA_PATH if !refuse_delta => {
+            let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
+            let requests = Requests::<DeltaDiscoveryRequest>::new(req.into_body());
+            tokio::spawn(crate::delta::run(shared, requests, tx));
+            ResponseBody::streaming(rx)
+        }
+        path => ResponseBody::trailers_only(&Status::unimplemented(format!(
+            "{path} is not served here (only ADS: StreamAggregatedResources, DeltaAggregatedResources)"
+        ))),
+    }
+}
+
+/// The request messages of one stream.
+pub(crate) struct Requests<M> {
+    body: Incoming,
+    buf: BytesMut,
+    _message: PhantomData<M>,
+}
+
+impl<M: Message + Default> Requests<M> {
+    fn new(body: Incoming) -> Self {
+        Requests {
+            body,
+            buf: BytesMut::new(),
+            _message: PhantomData,
+        }
+    }
+
+    /// The next message; `None` when the client half-closed the stream.
+    pub(crate) async fn message(&mut self) -> Result<Option<M>, Status> {
+        loop {
+            if let Some(msg) = self.take()? {
+                return Ok(Some(msg));
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => return Err(Status::unavailable(format!("xDS stream: {e}"))),
+                None if self.buf.is_empty() => return Ok(None),
+                None => {
+                    return Err(Status::internal(
+                        "the stream ended inside a message (was the client cut off?)",
+                    ))
+                }
+            }
+        }
+    }
+
+    fn take(&mut self) -> Result<Option<M>, Status> {
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        if self.buf[0] != 0 {
+            return Err(Status::unimplemented(
+                "compressed xDS requests are not supported; turn off gRPC compression on the client",
+            ));
+        }
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        if len > MAX_REQUEST {
+            return Err(Status::resource_exhausted(format!(
+                "an xDS request of {len} bytes is over the {MAX_REQUEST}-byte limit"
+            )));
+        }
+        if self.buf.len() < 5 + len {
+            return Ok(None);
+        }
+        self.buf.advance(5);
+        let msg = M::decode(self.buf.split_to(len).freeze())
+            .map_err(|e| Status::invalid_argument(format!("cannot decode the xDS request: {e}")))?;
+        if self.buf.is_empty() && self.buf.capacity() > 4 * CHUNK {
+            // Do not keep a big request's buffer for the life of the stream.
+            self.buf = BytesMut::new();
+        }
+        Ok(Some(msg))
+    }
+}
+
+/// Response messages as HTTP/2 data, then the gRPC status as trailers.
+pub(crate) struct ResponseBody {
+    rx: Option<mpsc::Receiver<Result<Box<dyn WireMessage>, Status>>>,
+    current: Option<(Box<dyn WireMessage>, WriteState)>,
+    out: Out,
+    trailers: Option<HeaderMap>,
+}
+
+pub(crate) type Tx = mpsc::Sender<Result<Box<dyn WireMessage>, Status>>;
+
+impl ResponseBody {
+    fn streaming(
+        rx: mpsc::Receiver<Result<Box<dyn WireMessage>, Status>>,
+    ) -> Response<ResponseBody> {
+        grpc_response(ResponseBody {
+            rx: Some(rx),
+            current: None,
+            out: Out::default(),
+            trailers: None,
+        })
+    }
+
+    fn trailers_only(status: &Status) -> Response<ResponseBody> {
+        let mut resp = grpc_response(ResponseBody {
+            rx: None,
+            current: None,
+            out: Out::default(),
+            trailers: None,
+        });
+        let _ = status.add_header(resp.headers_mut());
+        resp
+    }
+}
+
+fn grpc_response(body: ResponseBody) -> Response<ResponseBody> {
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    resp
+}
+
+fn status_trailers(status: &Status) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if status.add_header(&mut h).is_err() {
+        h.insert("grpc-status", HeaderValue::from_static("13"));
+    }
+    h
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(b) = this.out.ready.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if let Some((msg, state)) = &mut this.current {
+                if msg.write_some(state, &mut this.out, CHUNK) {
+                    this.current = None;
+                }
+                this.out.flush();
+                continue;
+            }
+            if let Some(t) = this.trailers.take() {
+                this.rx = None;
+                return Poll::Ready(Some(Ok(Frame::trailers(t))));
+            }
+            let Some(rx) = &mut this.rx else {
+                return Poll::Ready(None);
+            };
+            match rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(msg))) => {
+                    let len = msg.encoded_len();
+                    this.out.buf.put_u8(0);
+                    this.out.buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+                    this.current = Some((msg, WriteState::default()));
+                }
+                Poll::Ready(Some(Err(status))) => {
+                    this.trailers = Some(status_trailers(&status));
+                }
+                Poll::Ready(None) => {
+                    this.trailers = Some(status_trailers(&Status::ok("")));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rx.is_none()
+            && self.current.is_none()
+            && self.out.ready.is_empty()
+            && self.out.buf.is_empty()
+            && self.trailers.is_none()
+    }
+}
+
+/// Bytes on their way out: small writes gathered into chunks, big shared ones passed as is.
+#[derive(Default)]
+pub(crate) struct Out {
+    pub(crate) buf: BytesMut,
+    pub(crate) ready: VecDeque<Bytes>,
+}
+
+impl Out {
+    /// Bytes written so far and not yet handed on.
+    pub(crate) fn pending(&self) -> usize {
+        self.buf.len() + self.ready.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// Appends `b`: by reference when it is big, copied otherwise.
+    pub(crate) fn put_shared(&mut self, b: &Bytes) {
+        if b.len() >= ZERO_COPY_MIN {
+            self.flush();
+            self.ready.push_back(b.clone());
+        } else {
+            self.buf.put_slice(b);
+        }
+    }
+
+    /// Moves the gathered small writes into their own allocation, freed once sent.
+    pub(crate) fn flush(&mut self) {
+        if !self.buf.is_empty() {
+            // Hand the allocation on (it is freed once sent) instead of keeping a chunk's
+            // worth of capacity per stream for the stream's life.
+            self.ready.push_back(std::mem::take(&mut self.buf).freeze());
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The two ADS response messages, encoded from shared resources.
+//!
+//! `DiscoveryResponse` and `DeltaDiscoveryResponse` as envoy-types generates them own their
+//! resources (`Any { value: Vec<u8> }`), so sending one node class's output to a hundred
+//! proxies would copy every resource a hundred times before gRPC copies it again into the
+//! stream. These two types write the same wire format (field numbers from
+//! `envoy/service/discovery/v3/discovery.proto`) from [`EncodedResource`]s held by `Arc`:
+//! the only per-proxy copy is the encoder's. They are never decoded here; clients decode
+//! them as the standard messages (the tests do exactly that).
+
+use std::sync::Arc;
+
+use bytes::BufMut;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+
+use crate::resources::EncodedResource;
+use crate::transport::Out;
+
+/// A response message that can be written a part at a time.
+pub(crate) trait WireMessage: Send + 'static {
+    /// The encoded length (for the gRPC length prefix).
+    fn encoded_len(&self) -> usize;
+    /// Writes the next part of the message into `out`, stopping once `out` holds `limit`
+    /// bytes; returns whether the message is complete.
+    fn write_some(&self, state: &mut WriteState, out: &mut Out, limit: usize) -> bool;
+}
+
+/// How far [`WireMessage::write_some`] got: 0 before the leading fields, `i` after
+/// `i - 1` resources.
+#[derive(Debug, Default)]
+pub(crate) struct WriteState {
+    step: usize,
+}
+
+/// `envoy.service.discovery.v3.DiscoveryResponse` (state of the world).
+#[derive(Debug, Default)]
+pub struct SotwResponse {
+    pub version_info: String,
+    pub resources: Vec<Arc<EncodedResource>>,
+    pub type_url: String,
+    pub nonce: String,
+}
+
+/// `envoy.service.discovery.v3.DeltaDiscoveryResponse`.
+#[derive(Debug, Default)]
+pub struct DeltaResponse {
+    pub system_version_info: String,
+    /// Each as a `Resource { name, version, resource }`.
+    pub resources: Vec<(Arc<str>, Arc<EncodedResource>)>,
+    pub type_url: String,
+    pub removed_resources: Vec<Arc<str>>,
+    pub nonce: String,
+}
+
+fn string_len(tag: u32, s: &str) -> usize {
+    if s.is_empty() {
+        0
+    } else {
+        bytes_field_len(tag, s.len())
+    }
+}
+
+fn bytes_field_len(tag: u32, len: usize) -> usize {
+    prost::encoding::key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+fn put_string(tag: u32, s: &str, buf: &mut impl BufMut) {
+    if !s.is_empty() {
+        put_bytes(tag, s.as_bytes(), buf);
+    }
+}
+
+fn put_bytes(tag: u32, b: &[u8], buf: &mut impl BufMut) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(b.len() as u64, buf);
+    buf.put_slice(b);
+}
+
+/// Field `tag` holding the shared bytes of an encoded `Any`.
+fn put_any(tag: u32, r: &EncodedResource, out: &mut Out) {
+    encode_key(tag, WireType::LengthDelimited, &mut out.buf);
+    encode_varint(r.any_bytes().len() as u64, &mut out.buf);
+    out.put_shared(r.any_bytes());
+}
+
+impl WireMessage for SotwResponse {
+    fn encoded_len(&self) -> usize {
+        string_len(1, &self.version_info)
+            + self
+                .resources
+                .iter()
+                .map(|r| bytes_field_len(2, r.any_bytes().len()))
+                .sum::<usize>()
+            + string_len(4, &self.type_url)
+            + string_len(5, &self.nonce)
+    }
+
+    fn write_some(&self, state: &mut WriteState, out: &mut Out, limit: usize) -> bool {
+        if state.step == 0 {
+            put_string(1, &self.version_info, &mut out.buf);
+            state.step = 1;
+        }
+        while let Some(r) = self.resources.get(state.step - 1) {
+            if out.pending() >= limit {
+                return false;
+            }
+            put_any(2, r, out);
+            state.step += 1;
+        }
+        put_string(4, &self.type_url, &mut out.buf);
+        put_string(5, &self.nonce, &mut out.buf);
+        true
+    }
+}
+
+/// The body of one `Resource`: version (1), resource (2, the `Any`), name (3).
+fn resource_len(name: &str, r: &EncodedResource) -> usize {
+    string_len(1, &r.version) + bytes_field_len(2, r.any_bytes().len()) + string_len(3, name)
+}
+
+impl WireMessage for DeltaResponse {
+    fn encoded_len(&self) -> usize {
+        string_len(1, &self.system_version_info)
+            + self
+                .resources
+                .iter()
+                .map(|(n, r)| bytes_field_len(2, resource_len(n, r)))
+                .sum::<usize>()
+            + string_len(4, &self.type_url)
+            + string_len(5, &self.nonce)
+            + self
+                .removed_resources
+                .iter()
+                .map(|n| bytes_field_len(6, n.len()))
+                .sum::<usize>()
+    }
+
+    fn write_some(&self, state: &mut WriteState, out: &mut Out, limit: usize) -> bool {
+        if state.step == 0 {
+            put_string(1, &self.system_version_info, &mut out.buf);
+            state.step = 1;
+        }
+        while let Some((name, r)) = self.resources.get(state.step - 1) {
+            if out.pending() >= limit {
+                return false;
+            }
+            encode_key(2, WireType::LengthDelimited, &mut out.buf);
+            encode_varint(resource_len(name, r) as u64, &mut out.buf);
+            put_string(1, &r.version, &mut out.buf);
+            put_any(2, r, out);
+            put_string(3, name, &mut out.buf);
+            state.step += 1;
+        }
+        put_string(4, &self.type_url, &mut out.buf);
+        put_string(5, &self.nonce, &mut out.buf);
+        for n in &self.removed_resources {
+            // A repeated string is written even when empty.
+            put_bytes(6, n.as_bytes(), &mut out.buf);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryResponse, DiscoveryResponse,
+    };
+    use prost::Message;
+    use spar_translate::type_url;
+
+    fn cluster(name: &str) -> Arc<EncodedResource> {
+        let c = Cluster {
+            name: name.to_string(),
+            ..Default::default()
+        };
+        Arc::new(crate::resources::encode_one(type_url::CLUSTER, &c))
+    }
+
+    /// The whole message, written in small parts as the transport does.
+    fn to_vec(msg: &dyn WireMessage) -> Vec<u8> {
+        let mut out = Out::default();
+        let mut state = WriteState::default();
+        let mut bytes = Vec::new();
+        loop {
+            let done = msg.write_some(&mut state, &mut out, 16);
+            out.flush();
+            for b in out.ready.drain(..) {
+                bytes.extend_from_slice(&b);
+            }
+            if done {
+                return bytes;
+            }
+        }
+    }
+
+    #[test]
+    fn sotw_decodes_as_the_standard_message() {
+        let a = cluster("a");
+        let resp = SotwResponse {
+            version_info: "7".into(),
+            resources: vec![a.clone(), cluster("b")],
+            type_url: type_url::CLUSTER.into(),
+            nonce: "7-1".into(),
+        };
+        let bytes = to_vec(&resp);
+        assert_eq!(bytes.len(), resp.encoded_len());
+        let std = DiscoveryResponse::decode(bytes.as_slice()).expect("decodes");
+        assert_eq!(std.version_info, "7");
+        assert_eq!(std.type_url, type_url::CLUSTER);
+        assert_eq!(std.nonce, "7-1");
+        assert_eq!(std.resources.len(), 2);
+        assert_eq!(std.resources[0], a.to_any());
+    }
+
+    #[test]
+    fn delta_decodes_as_the_standard_message() {
+        let a = cluster("a");
+        let resp = DeltaResponse {
+            system_version_info: "3".into(),
+            resources: vec![(Arc::from("a"), a.clone())],
+            type_url: type_url::CLUSTER.into(),
+            removed_resources: vec![Arc::from("gone"), Arc::from("")],
+            nonce: "3-9".into(),
+        };
+        let bytes = to_vec(&resp);
+        assert_eq!(bytes.len(), resp.encoded_len());
+        let std = DeltaDiscoveryResponse::decode(bytes.as_slice()).expect("decodes");
+        assert_eq!(std.system_version_info, "3");
+        assert_eq!(std.nonce, "3-9");
+        assert_eq!(
+            std.removed_resources,
+            vec!["gone".to_string(), String::new()]
+        );
+        let r = &std.resources[0];
+        assert_eq!(r.name, "a");
+        assert_eq!(r.version, *a.version);
+        assert_eq!(r.resource.as_ref(), Some(&a.to_any()));
+    }
+}
