@@ -54,7 +54,9 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
             source,
         })?;
         if meta.is_dir() {
-            walk(p, &mut out)?;
+            let mut found = Vec::new();
+            walk(p, &mut found)?;
+            out.extend(found.into_iter().map(|(path, _)| path));
         } else {
             out.push(p.clone());
         }
@@ -62,7 +64,17 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(out)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ConfigError> {
+/// The config files under `dir` (as [`collect_files`] finds them) with their metadata
+/// (symlinks followed), taken before any is read.
+pub(crate) fn collect_dir_with_metadata(
+    dir: &Path,
+) -> Result<Vec<(PathBuf, std::fs::Metadata)>, ConfigError> {
+    let mut out = Vec::new();
+    walk(dir, &mut out)?;
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) -> Result<(), ConfigError> {
     let read_err = |source| ConfigError::Read {
         path: dir.display().to_string(),
         source,
@@ -85,7 +97,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ConfigError> {
         if meta.is_dir() {
             walk(&path, out)?;
         } else if is_config_file(&path) {
-            out.push(path);
+            out.push((path, meta));
         }
     }
     Ok(())
@@ -112,15 +124,21 @@ pub fn read_sources(paths: &[PathBuf]) -> Result<Vec<SourceText>, ConfigError> {
             continue;
         }
         let name = p.display().to_string();
-        let bytes = std::fs::read(&p).map_err(|source| ConfigError::Read {
-            path: name.clone(),
-            source,
-        })?;
-        let text =
-            String::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8 { path: name.clone() })?;
+        let text = read_text(&p, &name)?;
         out.push(SourceText { name, text });
     }
     Ok(out)
+}
+
+/// One file's text; `name` is what an error calls it.
+pub(crate) fn read_text(path: &Path, name: &str) -> Result<String, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: name.to_string(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8 {
+        path: name.to_string(),
+    })
 }
 
 #[cfg(test)]

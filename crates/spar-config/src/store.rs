@@ -1,15 +1,28 @@
-//! The last good version of every config file.
+//! The last good version of every config file, kept parsed.
 //!
-//! Each file is validated on its own when its text changes. A file whose new text has errors
-//! keeps its last good text in force (the whole file: nothing is half-applied) and its errors
-//! are kept for reporting; a file that was never good contributes nothing. The served
-//! [`ConfigSet`] is loaded from the good texts of all files together, so cross-file rules
-//! (duplicates, MeshConfig, the 2019 APIs) still apply.
+//! Each file is parsed on its own ([`ParsedFile`]) when its text changes, and that parse is
+//! both its validation and what is kept: a file is good when assembling it alone gives no
+//! error. A file whose new text has errors keeps its last good parse in force (the whole
+//! file: nothing is half-applied) and its errors are kept for reporting; a file that was
+//! never good contributes nothing. Every update [`ConfigSet::assemble`]s the good parses of
+//! all files in file-name order, so cross-file rules (duplicates, MeshConfig, the 2019 APIs)
+//! still apply and the result equals [`ConfigSet::load`] of the good texts; only changed
+//! files are parsed again.
+//!
+//! [`FileStore::sync_dir`] also avoids reading files that did not change: a file whose
+//! [`Stamp`] (inode, size, mtime and ctime with nanoseconds) is the one it had when last read
+//! is not read again. The directory tree itself is walked every time, which is what keeps
+//! this right across editors' rename dances and ConfigMap symlink swaps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
 
+use spar_model::config_set::ParsedFile;
 use spar_model::{ConfigSet, Diagnostic, LoadOptions, Severity};
 
+use crate::sources::{collect_dir_with_metadata, read_text};
+use crate::stamp::{Stamp, RACY};
 use crate::ConfigError;
 
 /// One file as read: its name and its text, or why it could not be read.
@@ -17,10 +30,12 @@ pub type FileRead = (String, Result<String, ConfigError>);
 
 #[derive(Debug, Default)]
 struct FileEntry {
-    /// The text last read, good or bad; a change against it triggers validation.
+    /// The text last read, good or bad; a change against it triggers parsing.
     seen: Option<String>,
-    /// The text in force.
-    good: Option<String>,
+    /// The file's stamp when `seen` was read, if it can be trusted to tell a change.
+    stamp: Option<Stamp>,
+    /// The version in force, parsed.
+    good: Option<ParsedFile>,
     /// Errors of `seen` when it is bad.
     errors: Vec<Diagnostic>,
 }
@@ -28,7 +43,7 @@ struct FileEntry {
 /// What is in force after a change.
 #[derive(Debug)]
 pub struct Update {
-    /// Loaded from the good version of every file.
+    /// Assembled from the good version of every file.
     pub config: ConfigSet,
     /// Files whose latest version is invalid (or unreadable), with why; the last good version
     /// of each (if there was one) is in `config`.
@@ -37,26 +52,96 @@ pub struct Update {
     pub changed: Vec<String>,
 }
 
+/// What the last sync did, for logs and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Config files present.
+    pub files: usize,
+    /// Files read (the others' stamps showed no change).
+    pub read: usize,
+    /// Files parsed (read with a text that differs from the last one seen).
+    pub parsed: usize,
+}
+
+/// What a scan learnt about one present file.
+enum Seen {
+    /// Its stamp is the one it had when last read.
+    Unchanged,
+    /// Read now, with the stamp taken before reading (if trustworthy).
+    Read(Result<String, ConfigError>, Option<Stamp>),
+}
+
 /// Per-file last-good bookkeeping.
 #[derive(Debug)]
 pub struct FileStore {
     opts: LoadOptions,
+    drop_source_trees: bool,
+    racy: Duration,
     files: BTreeMap<String, FileEntry>,
+    stats: SyncStats,
 }
 
 impl FileStore {
     pub fn new(opts: LoadOptions) -> FileStore {
         FileStore {
             opts,
+            drop_source_trees: false,
+            racy: RACY,
             files: BTreeMap::new(),
+            stats: SyncStats::default(),
         }
+    }
+
+    /// Keeps parsed files without their positioned YAML trees
+    /// ([`ParsedFile::drop_source_trees`]): for a store whose config is served, not analysed
+    /// (a control plane). Diagnostics are made before the trees go, so they keep their lines.
+    pub fn dropping_source_trees(mut self) -> FileStore {
+        self.drop_source_trees = true;
+        self
+    }
+
+    /// What the last [`FileStore::sync`] or [`FileStore::sync_dir`] did.
+    pub fn last_sync(&self) -> SyncStats {
+        self.stats
     }
 
     /// Takes the current contents of every file (a file not listed was removed) and returns
     /// what is in force, or `None` when no file changed.
-    pub fn sync(&mut self, present: Vec<(String, Result<String, ConfigError>)>) -> Option<Update> {
+    pub fn sync(&mut self, present: Vec<FileRead>) -> Option<Update> {
+        let read = present.len();
+        let present = present
+            .into_iter()
+            .map(|(name, text)| (name, Seen::Read(text, None)))
+            .collect();
+        self.apply(present, read)
+    }
+
+    /// Walks `dir` (as [`crate::collect_files`] does), reads the files that may have changed
+    /// and returns what is in force, or `None` when no file changed. Fails only when the
+    /// directory tree cannot be walked; a file that cannot be read is a bad file.
+    pub fn sync_dir(&mut self, dir: &Path) -> Result<Option<Update>, ConfigError> {
+        let now = SystemTime::now();
+        let found = collect_dir_with_metadata(dir)?;
+        let mut read = 0;
+        let mut present = Vec::with_capacity(found.len());
+        for (path, meta) in found {
+            let name = path.display().to_string();
+            let stamp = Stamp::of(&meta, now, self.racy);
+            let known = self.files.get(&name).and_then(|e| e.stamp);
+            if stamp.is_some() && known == stamp {
+                present.push((name, Seen::Unchanged));
+                continue;
+            }
+            read += 1;
+            let text = read_text(&path, &name);
+            present.push((name, Seen::Read(text, stamp)));
+        }
+        Ok(self.apply(present, read))
+    }
+
+    fn apply(&mut self, present: Vec<(String, Seen)>, read: usize) -> Option<Update> {
         let mut changed = Vec::new();
-        let names: std::collections::BTreeSet<&String> = present.iter().map(|(n, _)| n).collect();
+        let names: BTreeSet<&String> = present.iter().map(|(n, _)| n).collect();
         let removed: Vec<String> = self
             .files
             .keys()
@@ -67,28 +152,27 @@ impl FileStore {
             self.files.remove(&n);
             changed.push(n);
         }
-        for (name, read) in present {
+        self.stats = SyncStats {
+            files: present.len(),
+            read,
+            parsed: 0,
+        };
+        let mut to_parse: Vec<(String, String, Option<Stamp>)> = Vec::new();
+        for (name, seen) in present {
             let entry = self.files.entry(name.clone()).or_default();
-            match read {
-                Ok(text) => {
+            match seen {
+                Seen::Unchanged => continue,
+                Seen::Read(Ok(text), stamp) => {
                     if entry.seen.as_deref() == Some(text.as_str()) {
+                        entry.stamp = stamp;
                         continue;
                     }
-                    let alone = ConfigSet::load([(name.as_str(), text.as_str())], &self.opts);
-                    entry.errors = alone
-                        .diagnostics()
-                        .iter()
-                        .filter(|d| d.is_error())
-                        .cloned()
-                        .collect();
-                    if entry.errors.is_empty() {
-                        entry.good = Some(text.clone());
-                    }
-                    entry.seen = Some(text);
+                    to_parse.push((name.clone(), text, stamp));
                 }
-                Err(e) => {
+                Seen::Read(Err(e), _) => {
                     // Unreadable now (mid-write, permissions): keep what was in force.
                     let message = e.to_string();
+                    entry.stamp = None;
                     if entry.errors.first().map(|d| &d.message) == Some(&message) {
                         continue;
                     }
@@ -106,17 +190,51 @@ impl FileStore {
             }
             changed.push(name);
         }
+        self.parse(to_parse);
         if changed.is_empty() {
             return None;
         }
-        Some(self.current(changed))
+        Some(self.update(changed))
     }
 
-    fn current(&self, changed: Vec<String>) -> Update {
-        let config = ConfigSet::load(
-            self.files
+    /// Parses changed texts (on every core) and files each as good or bad.
+    fn parse(&mut self, texts: Vec<(String, String, Option<Stamp>)>) {
+        self.stats.parsed = texts.len();
+        let pairs: Vec<(&str, &str)> = texts
+            .iter()
+            .map(|(n, t, _)| (n.as_str(), t.as_str()))
+            .collect();
+        let parsed = ParsedFile::parse_all(&pairs, &self.opts);
+        for ((name, text, stamp), mut file) in texts.into_iter().zip(parsed) {
+            // Good means: no error when assembled alone (so a broken mesh config in the
+            // `istio` ConfigMap, or a 2019 resource that cannot be converted, counts too).
+            let errors: Vec<Diagnostic> = ConfigSet::assemble(std::iter::once(&file), &self.opts)
+                .diagnostics()
                 .iter()
-                .filter_map(|(n, e)| e.good.as_deref().map(|t| (n.as_str(), t))),
+                .filter(|d| d.is_error())
+                .cloned()
+                .collect();
+            let entry = self.files.entry(name).or_default();
+            if errors.is_empty() {
+                if self.drop_source_trees {
+                    file.drop_source_trees();
+                }
+                entry.good = Some(file);
+            }
+            entry.errors = errors;
+            entry.seen = Some(text);
+            entry.stamp = stamp;
+        }
+    }
+
+    /// What is in force now (`changed` empty).
+    pub fn in_force(&self) -> Update {
+        self.update(Vec::new())
+    }
+
+    fn update(&self, changed: Vec<String>) -> Update {
+        let config = ConfigSet::assemble(
+            self.files.values().filter_map(|e| e.good.as_ref()),
             &self.opts,
         );
         let bad_files = self
@@ -132,3 +250,6 @@ impl FileStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

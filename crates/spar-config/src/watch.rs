@@ -2,8 +2,9 @@
 //! directory through [`FileStore`], which keeps the last good version of each file.
 //!
 //! Rescanning (instead of trusting event paths) keeps this correct across editors' rename
-//! dances, Kubernetes ConfigMap symlink swaps and events the OS dropped; only files whose
-//! text changed are validated again.
+//! dances, Kubernetes ConfigMap symlink swaps and events the OS dropped. The rescan is
+//! cheap: it stats every file but reads only those whose inode, size or times moved, parses
+//! only those whose text changed, and assembles the rest from the store's cached parses.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -32,6 +33,10 @@ pub struct WatchOptions {
     /// writes (an editor save, `kubectl cp`, a `git checkout`) is applied once.
     pub debounce: Duration,
     pub load: LoadOptions,
+    /// Keep parsed files without their positioned YAML trees (see
+    /// [`FileStore::dropping_source_trees`]); for a control plane, which serves the config
+    /// and never asks for a field's line. Off by default.
+    pub drop_source_trees: bool,
 }
 
 impl Default for WatchOptions {
@@ -39,6 +44,7 @@ impl Default for WatchOptions {
         WatchOptions {
             debounce: Duration::from_millis(100),
             load: LoadOptions::default(),
+            drop_source_trees: false,
         }
     }
 }
@@ -58,6 +64,9 @@ pub fn watch_dir(
 ) -> Result<(DirWatcher, Update), WatchError> {
     let dir = dir.to_path_buf();
     let mut store = FileStore::new(opts.load.clone());
+    if opts.drop_source_trees {
+        store = store.dropping_source_trees();
+    }
     let (tx, rx) = mpsc::channel::<()>();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         // Reads (ours included) must not trigger another read.
@@ -79,9 +88,9 @@ pub fn watch_dir(
             path: dir.display().to_string(),
             source,
         })?;
-    let initial = match store.sync(read_dir(&dir)?) {
+    let initial = match store.sync_dir(&dir)? {
         Some(u) => u,
-        None => store_empty(&opts.load),
+        None => store.in_force(),
     };
     let debounce = opts.debounce;
     std::thread::Builder::new()
@@ -95,12 +104,21 @@ pub fn watch_dir(
                         Err(mpsc::RecvTimeoutError::Disconnected) => return,
                     }
                 }
-                match read_dir(&dir) {
-                    Ok(present) => {
-                        if let Some(update) = store.sync(present) {
-                            on_update(update);
-                        }
+                let started = std::time::Instant::now();
+                match store.sync_dir(&dir) {
+                    Ok(Some(update)) => {
+                        let stats = store.last_sync();
+                        tracing::debug!(
+                            files = stats.files,
+                            read = stats.read,
+                            parsed = stats.parsed,
+                            elapsed_us =
+                                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                            "config watch: synced"
+                        );
+                        on_update(update);
                     }
+                    Ok(None) => {}
                     // The directory itself went away or became unreadable: keep serving
                     // what is in force until it comes back.
                     Err(e) => {
@@ -113,14 +131,6 @@ pub fn watch_dir(
     Ok((DirWatcher { _watcher: watcher }, initial))
 }
 
-fn store_empty(opts: &LoadOptions) -> Update {
-    Update {
-        config: spar_model::ConfigSet::load(std::iter::empty(), opts),
-        bad_files: Default::default(),
-        changed: Vec::new(),
-    }
-}
-
 /// Every config file under `dir` with its text (or why it could not be read).
 pub fn read_dir(dir: &Path) -> Result<Vec<FileRead>, ConfigError> {
     let files: Vec<PathBuf> = collect_files(&[dir.to_path_buf()])?;
@@ -128,14 +138,7 @@ pub fn read_dir(dir: &Path) -> Result<Vec<FileRead>, ConfigError> {
         .into_iter()
         .map(|p| {
             let name = p.display().to_string();
-            let text = std::fs::read(&p)
-                .map_err(|source| ConfigError::Read {
-                    path: name.clone(),
-                    source,
-                })
-                .and_then(|b| {
-                    String::from_utf8(b).map_err(|_| ConfigError::NotUtf8 { path: name.clone() })
-                });
+            let text = crate::sources::read_text(&p, &name);
             (name, text)
         })
         .collect())

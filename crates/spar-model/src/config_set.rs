@@ -1,16 +1,27 @@
 //! All resources read from a set of files, checked together: duplicates, the mesh-wide
 //! `MeshConfig`, and the 2019 APIs converted to today's.
+//!
+//! Loading has two steps, both public: [`ParsedFile::parse`] reads one file alone (nearly
+//! all of the cost), and [`ConfigSet::assemble`] puts parsed files together in file-name
+//! order (the mesh config from `mesh.yaml` or the `istio` ConfigMap, duplicates across
+//! files, the 2019 APIs, diagnostics sorted). [`ConfigSet::load`] is both, parsing on
+//! every core; a watcher keeps each file's [`ParsedFile`] and re-parses only what changed.
+
+mod parsed;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::diag::{Diagnostic, Severity};
 use crate::kind::Kind;
-use crate::load::{load_node, load_text, LoadOptions, Loaded};
+use crate::load::{load_node, LoadOptions, Loaded};
 use crate::mesh::MeshConfig;
 use crate::resource::{Body, Resource};
-use crate::yaml::{node_from_json, parse_documents};
+use crate::yaml::node_from_json;
 use crate::FieldPath;
+
+use parsed::Content;
+pub use parsed::ParsedFile;
 
 /// The checked resources of a config directory (or any set of texts), with every
 /// diagnostic found on the way.
@@ -21,45 +32,54 @@ pub struct ConfigSet {
     mesh: MeshConfig,
 }
 
-/// Files named like this that hold no `kind` are read as a bare MeshConfig, as Istio's
-/// `--meshConfig` flag reads `mesh.yaml`.
-fn is_mesh_file(name: &str) -> bool {
-    let base = name.rsplit('/').next().unwrap_or(name);
-    matches!(
-        base,
-        "mesh.yaml" | "mesh.yml" | "meshconfig.yaml" | "meshconfig.yml" | "mesh.json"
-    )
-}
-
 impl ConfigSet {
-    /// Reads `(file name, text)` pairs in order.
+    /// Reads `(file name, text)` pairs in order: every file parsed on its own (on every
+    /// core), then [`ConfigSet::assemble`]d.
     pub fn load<'a>(
         sources: impl IntoIterator<Item = (&'a str, &'a str)>,
         opts: &LoadOptions,
     ) -> Self {
-        let mut loaded = Loaded::default();
-        let mut mesh: Option<(MeshConfig, String)> = None;
-        let mut files = Vec::new();
-        for (name, text) in sources {
-            if is_mesh_file(name) && !looks_like_resources(text) {
-                if let Some(m) = load_mesh_file(name, text, &mut loaded.diagnostics) {
-                    mesh = Some((m, name.to_string()));
+        let files: Vec<(&str, &str)> = sources.into_iter().collect();
+        let parsed = ParsedFile::parse_all(&files, opts);
+        ConfigSet::assemble(&parsed, opts)
+    }
+
+    /// Puts files parsed alone together, in the order given (file-name order, as `load`
+    /// reads them): the mesh config from the last valid bare MeshConfig file or else the
+    /// `istio` ConfigMap, later definitions replacing earlier ones, the 2019 APIs converted,
+    /// diagnostics sorted by file and line. The result equals `load` of the same texts.
+    pub fn assemble<'a>(
+        files: impl IntoIterator<Item = &'a ParsedFile>,
+        opts: &LoadOptions,
+    ) -> Self {
+        let files: Vec<&ParsedFile> = files.into_iter().collect();
+        let mut diagnostics = Vec::new();
+        let mut mesh: Option<MeshConfig> = None;
+        // Mesh files' diagnostics first, then the others', as one pass used to collect them
+        // (the sort below is stable).
+        for f in &files {
+            if let Content::Mesh(m) = &f.content {
+                diagnostics.extend(f.diagnostics.iter().cloned());
+                if let Some(m) = m {
+                    mesh = Some((**m).clone());
                 }
-                continue;
             }
-            files.push((name, text));
         }
-        for one in load_files_in_parallel(&files, opts) {
-            loaded.resources.extend(one.resources);
-            loaded.diagnostics.extend(one.diagnostics);
+        let count = files.iter().map(|f| f.resources().len()).sum();
+        let mut resources = Vec::with_capacity(count);
+        for f in &files {
+            if let Content::Resources(rs) = &f.content {
+                resources.extend(rs.iter().cloned());
+                diagnostics.extend(f.diagnostics.iter().cloned());
+            }
         }
         let mut set = ConfigSet {
             resources: Vec::new(),
-            diagnostics: loaded.diagnostics,
+            diagnostics,
             mesh: MeshConfig::istio_defaults(),
         };
-        set.take_mesh_from_configmap(&loaded.resources, mesh);
-        set.resources = dedupe(loaded.resources, &mut set.diagnostics);
+        set.take_mesh_from_configmap(&resources, mesh);
+        set.resources = dedupe(resources, &mut set.diagnostics);
         set.convert_legacy(opts);
         set.diagnostics
             .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
@@ -105,12 +125,8 @@ impl ConfigSet {
     }
 
     /// A MeshConfig from `mesh.yaml`, else from a ConfigMap `istio` (key `mesh`), else defaults.
-    fn take_mesh_from_configmap(
-        &mut self,
-        resources: &[Resource],
-        file: Option<(MeshConfig, String)>,
-    ) {
-        if let Some((m, _)) = file {
+    fn take_mesh_from_configmap(&mut self, resources: &[Resource], file: Option<MeshConfig>) {
+        if let Some(m) = file {
             self.mesh = m;
             return;
         }
@@ -194,59 +210,6 @@ impl ConfigSet {
             .collect();
         self.resources = dedupe(all, &mut self.diagnostics);
     }
-}
-
-/// Reads files on every core: each file is independent until the whole set is checked.
-/// Results come back in the files' order, so the outcome does not depend on timing.
-fn load_files_in_parallel(files: &[(&str, &str)], opts: &LoadOptions) -> Vec<Loaded> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(files.len())
-        .max(1);
-    if workers == 1 {
-        return files
-            .iter()
-            .map(|(name, text)| load_text(name, text, opts))
-            .collect();
-    }
-    let chunk = files.len().div_ceil(workers);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = files
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|(name, text)| load_text(name, text, opts))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| match h.join() {
-                Ok(results) => results,
-                // A panic in a worker is a bug; surface it where it happened.
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
-    })
-}
-
-fn looks_like_resources(text: &str) -> bool {
-    parse_documents(text).is_ok_and(|docs| docs.iter().any(|d| d.root.get("kind").is_some()))
-}
-
-fn load_mesh_file(name: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<MeshConfig> {
-    let mut local = Vec::new();
-    let mesh = mesh_result(
-        crate::mesh::parse_mesh_config(text),
-        FieldPath::root(),
-        &mut local,
-    );
-    for d in local {
-        diags.push(d.with_location(Some(name), None));
-    }
-    mesh
 }
 
 /// A parsed mesh config's notices and validation as diagnostics; `None` if it is invalid

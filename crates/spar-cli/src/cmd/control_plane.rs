@@ -125,6 +125,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         load: LoadOptions {
             default_namespace: args.namespace.clone(),
         },
+        drop_source_trees: true,
     };
     let on_update = {
         let store = store.clone();
