@@ -28,7 +28,9 @@ fn main() {
         t.elapsed()
     );
     let file = dir.join("endpoints/svc-0037.yaml");
+    let verbose = std::env::var_os("VERBOSE").is_some();
     let original = std::fs::read_to_string(&file).unwrap();
+    let mut times = Vec::new();
     for i in 0..std::env::args().nth(2).map_or(10, |n| n.parse().unwrap()) {
         let text = original.replace("10.", &format!("2{}.", i % 10));
         let tmp = dir.with_extension("tmp-reload");
@@ -37,15 +39,26 @@ fn main() {
         let t = Instant::now();
         let u = store.sync_dir(dir).unwrap().unwrap();
         let total = t.elapsed();
+        times.push(total);
         let stats = store.last_sync();
-        println!(
-            "change {i}: {total:?} ({} files, {} read, {} parsed; {} resources; changed {:?})",
-            stats.files,
-            stats.read,
-            stats.parsed,
-            u.config.resources().len(),
-            u.changed
-        );
+        if verbose {
+            println!(
+                "change {i}: {total:?} ({} files, {} read, {} parsed; {} resources; changed {:?})",
+                stats.files,
+                stats.read,
+                stats.parsed,
+                u.config.resources().len(),
+                u.changed
+            );
+        }
     }
     std::fs::write(&file, original).unwrap();
+    times.sort();
+    println!(
+        "one-file change, {} runs: min {:?}, median {:?}, max {:?}",
+        times.len(),
+        times[0],
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
 }

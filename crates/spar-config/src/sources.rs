@@ -79,21 +79,29 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) -> Result<(), C
         path: dir.display().to_string(),
         source,
     };
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+    let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir)
         .map_err(read_err)?
-        .map(|e| e.map(|e| e.path()))
         .collect::<Result<_, _>>()
         .map_err(read_err)?;
-    entries.sort();
-    for path in entries {
+    // One directory: sorting by name is sorting by path.
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        let path = entry.path();
         if is_hidden(&path) {
             continue;
         }
-        // Follows symlinks, as Kubernetes ConfigMap mounts are symlink farms.
-        let meta = std::fs::metadata(&path).map_err(|source| ConfigError::Read {
+        let stat_err = |source| ConfigError::Read {
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        // The entry's type comes with the directory listing; only what can matter is
+        // stat'ed, relative to the directory when it is no symlink (cheaper than a path
+        // lookup). Symlinks are followed, as Kubernetes ConfigMap mounts are symlink farms.
+        let meta = match entry.file_type() {
+            Ok(t) if t.is_file() && !is_config_file(&path) => continue,
+            Ok(t) if t.is_file() || t.is_dir() => entry.metadata().map_err(stat_err)?,
+            _ => std::fs::metadata(&path).map_err(stat_err)?,
+        };
         if meta.is_dir() {
             walk(&path, out)?;
         } else if is_config_file(&path) {

@@ -159,17 +159,19 @@ impl FileStore {
         };
         let mut to_parse: Vec<(String, String, Option<Stamp>)> = Vec::new();
         for (name, seen) in present {
+            let Seen::Read(read, stamp) = seen else {
+                continue;
+            };
             let entry = self.files.entry(name.clone()).or_default();
-            match seen {
-                Seen::Unchanged => continue,
-                Seen::Read(Ok(text), stamp) => {
+            match (read, stamp) {
+                (Ok(text), stamp) => {
                     if entry.seen.as_deref() == Some(text.as_str()) {
                         entry.stamp = stamp;
                         continue;
                     }
                     to_parse.push((name.clone(), text, stamp));
                 }
-                Seen::Read(Err(e), _) => {
+                (Err(e), _) => {
                     // Unreadable now (mid-write, permissions): keep what was in force.
                     let message = e.to_string();
                     entry.stamp = None;
