@@ -188,7 +188,7 @@ fn dns_endpoint(s: &Service, host: &str) -> Endpoint {
     }
 }
 
-fn endpoints(ctx: &Ctx<'_>, s: &Service) -> Vec<Endpoint> {
+pub(crate) fn endpoints(ctx: &Ctx<'_>, s: &Service) -> Vec<Endpoint> {
     let from_slices = from_slices(ctx, s);
     if !from_slices.is_empty() {
         return from_slices;

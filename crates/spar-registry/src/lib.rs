@@ -3,6 +3,10 @@
 //! and endpoints with labels, locality, service account and whether they run a sidecar.
 //!
 //! [`Registry::build`] reads a [`spar_model::ConfigSet`]; nothing changes afterwards.
+//! [`Registry::with_endpoints_of`] makes the next snapshot when only some services'
+//! Endpoints/EndpointSlices changed: those services are read again and everything else is
+//! shared with the previous snapshot (services sit behind `Arc`s), so an endpoint change
+//! costs the changed services, not the mesh.
 //! Everything is sorted (services by hostname then namespace, endpoints by address), so
 //! code that walks the registry produces the same output for the same config.
 //!
@@ -25,7 +29,8 @@ pub use model::{
 };
 pub use workload::Workload;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// The DNS suffix of Kubernetes service names (`<name>.<ns>.svc.cluster.local`).
 pub const DEFAULT_DOMAIN_SUFFIX: &str = "cluster.local";
@@ -33,11 +38,11 @@ pub const DEFAULT_DOMAIN_SUFFIX: &str = "cluster.local";
 /// The registry snapshot (built by [`Registry::build`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Registry {
-    services: Vec<Service>,
-    workloads: Vec<Workload>,
+    services: Vec<Arc<Service>>,
+    workloads: Arc<Vec<Workload>>,
     /// Every alias → indexes into `services` (lookups are per request of a translation,
     /// so they must not scan every service).
-    by_alias: BTreeMap<String, Vec<usize>>,
+    by_alias: Arc<BTreeMap<String, Vec<usize>>>,
 }
 
 impl Registry {
@@ -56,15 +61,72 @@ impl Registry {
             }
         }
         Registry {
-            services,
-            workloads,
-            by_alias,
+            services: services.into_iter().map(Arc::new).collect(),
+            workloads: Arc::new(workloads),
+            by_alias: Arc::new(by_alias),
         }
     }
 
+    /// The registry `config` gives when it differs from the config this registry was built
+    /// from only in the Endpoints and EndpointSlices of `services` (namespace, name): their
+    /// endpoints are read again; every other service, the workloads and the alias index
+    /// are shared with `self`. Equal to [`Registry::build`] of `config` under that premise.
+    pub fn with_endpoints_of(
+        &self,
+        config: &spar_model::ConfigSet,
+        services: &BTreeSet<(String, String)>,
+    ) -> Registry {
+        let ctx = kube::Ctx::new(config, &self.workloads, DEFAULT_DOMAIN_SUFFIX);
+        let services = self
+            .services
+            .iter()
+            .map(|s| {
+                let read_again = s.origin == ServiceOrigin::Kubernetes
+                    && s.resolution != Resolution::DnsLb
+                    && services.contains(&(s.namespace.clone(), s.name.clone()));
+                if !read_again {
+                    return s.clone();
+                }
+                let mut next = (**s).clone();
+                next.endpoints = kube::endpoints(&ctx, &next);
+                next.endpoints.sort();
+                next.endpoints.dedup();
+                Arc::new(next)
+            })
+            .collect();
+        Registry {
+            services,
+            workloads: self.workloads.clone(),
+            by_alias: self.by_alias.clone(),
+        }
+    }
+
+    /// The services of `self` and `newer` (the same services, in the same order) that
+    /// differ, as (old, new) pairs; `None` when the two do not list the same services.
+    /// Shared entries are skipped without comparing them.
+    pub fn differing_services<'a>(
+        &'a self,
+        newer: &'a Registry,
+    ) -> Option<Vec<(&'a Service, &'a Service)>> {
+        if self.services.len() != newer.services.len() {
+            return None;
+        }
+        let mut out = Vec::new();
+        for (a, b) in self.services.iter().zip(&newer.services) {
+            if Arc::ptr_eq(a, b) || a == b {
+                continue;
+            }
+            if (&a.hostname, &a.namespace, &a.name) != (&b.hostname, &b.namespace, &b.name) {
+                return None;
+            }
+            out.push((&**a, &**b));
+        }
+        Some(out)
+    }
+
     /// Every service, sorted by hostname then namespace.
-    pub fn services(&self) -> &[Service] {
-        &self.services
+    pub fn services(&self) -> impl ExactSizeIterator<Item = &Service> + '_ {
+        self.services.iter().map(|s| &**s)
     }
 
     /// Every workload (pods, Deployment replicas, WorkloadEntries), sorted.
@@ -77,8 +139,7 @@ impl Registry {
         &'a self,
         namespace: &'a str,
     ) -> impl Iterator<Item = &'a Service> + 'a {
-        self.services
-            .iter()
+        self.services()
             .filter(move |s| s.visibility.visible_to(namespace) || s.namespace == namespace)
     }
 
@@ -93,7 +154,7 @@ impl Registry {
             .get(host)
             .into_iter()
             .flatten()
-            .map(|i| &self.services[*i])
+            .map(|i| &*self.services[*i])
             .filter(|s| s.visibility.visible_to(namespace) || s.namespace == namespace)
             .filter(|s| s.aliases_from(namespace).contains(&host));
         let first = found.next()?;
@@ -110,7 +171,7 @@ impl Registry {
         namespace: &'a str,
         labels: &'a BTreeMap<String, String>,
     ) -> impl Iterator<Item = &'a Service> + 'a {
-        self.services.iter().filter(move |s| {
+        self.services().filter(move |s| {
             s.namespace == namespace
                 && s.origin == ServiceOrigin::Kubernetes
                 && !s.selector.is_empty()

@@ -32,7 +32,7 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 #[test]
 fn bookinfo_services_hostnames_ports() {
     let r = registry(&[BOOKINFO]);
-    let hosts: Vec<&str> = r.services().iter().map(|s| s.hostname.as_str()).collect();
+    let hosts: Vec<&str> = r.services().map(|s| s.hostname.as_str()).collect();
     assert_eq!(
         hosts,
         [
@@ -402,4 +402,33 @@ status: {podIP: 10.1.1.1}
     let s = r.lookup("geo", "default").unwrap();
     assert_eq!(s.endpoints[0].locality, "eu/eu-1a/");
     assert_eq!(s.endpoints[0].address, "10.1.1.1");
+}
+
+#[test]
+fn an_endpoint_change_rebuilds_only_its_service_and_equals_a_full_build() {
+    let text = |ip: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: a, namespace: default}}\n\
+             spec: {{selector: {{app: a}}, ports: [{{name: http, port: 80}}]}}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: b, namespace: default}}\n\
+             spec: {{selector: {{app: b}}, ports: [{{name: http, port: 80}}]}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: a-1, namespace: default, labels: {{kubernetes.io/service-name: a}}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [\"{ip}\"]}}]\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: b-1, namespace: default, labels: {{kubernetes.io/service-name: b}}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [10.0.9.9]}}]\n"
+        )
+    };
+    let load = |t: &str| ConfigSet::load([("m.yaml", t)], &LoadOptions::default());
+    let (old_cfg, new_cfg) = (load(&text("10.0.0.1")), load(&text("10.0.0.2")));
+    let old = Registry::build(&old_cfg);
+    let changed = [("default".to_string(), "a".to_string())].into();
+    let next = old.with_endpoints_of(&new_cfg, &changed);
+    assert_eq!(next, Registry::build(&new_cfg));
+    let differing = old.differing_services(&next).unwrap();
+    assert_eq!(differing.len(), 1);
+    assert_eq!(differing[0].1.name, "a");
+    assert_eq!(differing[0].1.endpoints[0].address, "10.0.0.2");
+    assert_eq!(old.differing_services(&old).unwrap().len(), 0);
 }

@@ -6,10 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -34,18 +31,13 @@ struct State {
 
 /// Runs one proxy until its stream ends or fails.
 pub async fn run(shared: Arc<Shared>, id: Identity) -> Result<(), ProxyError> {
-    let mut client = crate::connect(&shared).await?;
+    let channel = crate::connect(&shared).await?;
     let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);
     let mut first = subscribe(CLUSTER, Vec::new(), Vec::new());
     first.node = Some(id.node());
     send(&tx, first).await?;
     send(&tx, subscribe(LISTENER, Vec::new(), Vec::new())).await?;
-    let mut stream = AggregatedDiscoveryServiceClient::delta_aggregated_resources(
-        &mut client,
-        ReceiverStream::new(rx),
-    )
-    .await?
-    .into_inner();
+    let mut stream = crate::wire::delta(channel, ReceiverStream::new(rx)).await?;
     let mut target = shared.target.clone();
     let mut st = State::default();
     loop {
@@ -72,7 +64,7 @@ async fn on_response(
     tx: &Tx,
     st: &mut State,
     target: Option<&Target>,
-    resp: DeltaDiscoveryResponse,
+    resp: crate::wire::DeltaDiscoveryResponse,
 ) -> Result<(), ProxyError> {
     let ack = DeltaDiscoveryRequest {
         type_url: resp.type_url.clone(),

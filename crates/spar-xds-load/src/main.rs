@@ -15,13 +15,13 @@ mod delta;
 mod proxy;
 mod scan;
 mod sotw;
+mod wire;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::{Channel, Endpoint};
 
@@ -98,9 +98,7 @@ fn main() -> ExitCode {
 }
 
 /// Connects one proxy's own HTTP/2 connection (Envoy opens one per ADS cluster).
-pub(crate) async fn connect(
-    shared: &Shared,
-) -> Result<AggregatedDiscoveryServiceClient<Channel>, ProxyError> {
+pub(crate) async fn connect(shared: &Shared) -> Result<Channel, ProxyError> {
     let _permit = shared.connect_gate.acquire().await;
     let err = |source| ProxyError::Connect {
         addr: shared.addr.clone(),
@@ -112,9 +110,7 @@ pub(crate) async fn connect(
         .connect()
         .await
         .map_err(err)?;
-    Ok(AggregatedDiscoveryServiceClient::new(channel)
-        .max_decoding_message_size(512 << 20)
-        .max_encoding_message_size(64 << 20))
+    Ok(channel)
 }
 
 async fn run(args: Args) -> Result<bool, collect::CollectError> {

@@ -5,8 +5,7 @@
 
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -18,17 +17,12 @@ use crate::scan;
 
 /// Runs one proxy until its stream ends or fails.
 pub async fn run(shared: Arc<Shared>, id: Identity) -> Result<(), ProxyError> {
-    let mut client = crate::connect(&shared).await?;
+    let channel = crate::connect(&shared).await?;
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
     let node = id.node();
     send(&tx, request(CLUSTER, "", "", Vec::new(), Some(node))).await?;
     send(&tx, request(LISTENER, "", "", Vec::new(), None)).await?;
-    let mut stream = AggregatedDiscoveryServiceClient::stream_aggregated_resources(
-        &mut client,
-        ReceiverStream::new(rx),
-    )
-    .await?
-    .into_inner();
+    let mut stream = crate::wire::sotw(channel, ReceiverStream::new(rx)).await?;
     let mut target = shared.target.clone();
     let mut held = Holdings::default();
     // Last nonce per type, for subscription changes (Envoy names the last nonce it saw).
@@ -58,7 +52,7 @@ async fn on_response(
     held: &mut Holdings,
     nonces: &mut [(String, String); 4],
     target: Option<&crate::proxy::Target>,
-    resp: DiscoveryResponse,
+    resp: crate::wire::DiscoveryResponse,
 ) -> Result<(), ProxyError> {
     let slot = match resp.type_url.as_str() {
         CLUSTER => 0,
@@ -107,7 +101,7 @@ async fn on_response(
             for r in &resp.resources {
                 let name = scan::string_field(&r.value, 1)?;
                 if target.is_some_and(|t| t.cluster == name) {
-                    found.push((name.clone(), r.value.as_slice()));
+                    found.push((name.clone(), &r.value[..]));
                 }
                 held.eds_held.insert(name);
             }
@@ -145,7 +139,7 @@ async fn on_response(
     Ok(())
 }
 
-fn ack(resp: &DiscoveryResponse, names: Vec<String>) -> DiscoveryRequest {
+fn ack(resp: &crate::wire::DiscoveryResponse, names: Vec<String>) -> DiscoveryRequest {
     request(&resp.type_url, &resp.version_info, &resp.nonce, names, None)
 }
 

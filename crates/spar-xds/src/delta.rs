@@ -8,8 +8,8 @@
 //!
 //! After a NACK the proxy may hold its old versions of what it was sent (Envoy rejects a
 //! response whole for some types and resource by resource for others), so the stream stops
-//! assuming: the rejected response's resources count as not held (the next push resends
-//! them) and the names it removed count as still held (the next push removes them again).
+//! assuming: it goes back to what the proxy held before that response, so the next push
+//! resends what was rejected and removes again what it removed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -49,10 +49,10 @@ struct TypeState {
     version: String,
     acked: String,
     changed_at: Option<Instant>,
-    /// The last response: the names it sent, and the names it removed with the versions
-    /// held before, to undo the bookkeeping when the proxy rejects it.
-    last_updated: Vec<Arc<str>>,
-    last_removed: Vec<(Arc<str>, Arc<str>)>,
+    /// What the proxy held before the last response, to go back to when it rejects that
+    /// response: what it was sent is then not held (or held at the old version), and
+    /// what it was told to remove still is.
+    before_last: Holds,
 }
 
 struct Conn<'a, S> {
@@ -131,14 +131,7 @@ impl<S: ResourceSource> Conn<'_, S> {
                     .status
                     .nacked(self.id, &type_url, &st.acked, &err.message);
                 st.changed_at = None;
-                let mut held = st.holds.to_versions();
-                for n in std::mem::take(&mut st.last_updated) {
-                    held.remove(&n);
-                }
-                for (n, v) in std::mem::take(&mut st.last_removed) {
-                    held.insert(n, v);
-                }
-                st.holds = Holds::Versions(held);
+                st.holds = std::mem::take(&mut st.before_last);
             } else {
                 st.acked = st.version.clone();
                 self.shared.status.acked(self.id, &type_url, &st.version);
@@ -162,17 +155,29 @@ impl<S: ResourceSource> Conn<'_, S> {
                 && is_wildcard_type(&type_url)
                 && !self.proxyless;
         }
-        let mut newly = BTreeSet::new();
         let subscribing = first
             || !req.resource_names_subscribe.is_empty()
             || !req.resource_names_unsubscribe.is_empty();
-        if !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() {
+        let plain = |l: &[String]| !l.iter().any(|n| n == "*");
+        if st.names.is_empty()
+            && req.resource_names_unsubscribe.is_empty()
+            && !req.resource_names_subscribe.is_empty()
+            && plain(&req.resource_names_subscribe)
+        {
+            // The usual first subscription (every EDS cluster): no set built per proxy.
+            st.names = self.shared.names.intern_listed(
+                &req.resource_names_subscribe,
+                self.current.shared(&type_url),
+            );
+        } else if !req.resource_names_subscribe.is_empty()
+            || !req.resource_names_unsubscribe.is_empty()
+        {
             let mut names: BTreeSet<Arc<str>> = (*st.names).clone();
             for n in &req.resource_names_subscribe {
                 if n == "*" {
                     st.wildcard = true;
-                } else if names.insert(Arc::from(n.as_str())) {
-                    newly.insert(n.clone());
+                } else {
+                    names.insert(Arc::from(n.as_str()));
                 }
             }
             let mut held = None;
@@ -197,11 +202,13 @@ impl<S: ResourceSource> Conn<'_, S> {
             if self.proxyless && type_url == spar_translate::type_url::LISTENER {
                 // A proxyless client's listener names decide what is translated.
                 self.current = self.compute();
-                self.respond(&type_url, true, &newly, None).await?;
+                self.respond(&type_url, true, &req.resource_names_subscribe, None)
+                    .await?;
                 return self.push_changed(None).await;
             }
             // Answer even when nothing changed, so the proxy's initial fetch completes.
-            self.respond(&type_url, true, &newly, None).await?;
+            self.respond(&type_url, true, &req.resource_names_subscribe, None)
+                .await?;
         }
         Ok(())
     }
@@ -230,7 +237,7 @@ impl<S: ResourceSource> Conn<'_, S> {
 
     /// Pushes what changed for every subscribed type, in warming order.
     async fn push_changed(&mut self, now: Option<Instant>) -> Result<(), Status> {
-        let none = BTreeSet::new();
+        let none: [String; 0] = [];
         for t in WARMING_ORDER {
             if self.types.contains_key(t) {
                 self.respond(t, false, &none, now).await?;
@@ -250,12 +257,13 @@ impl<S: ResourceSource> Conn<'_, S> {
     }
 
     /// Sends what changed for `type_url`. `requested` are names just subscribed to: ones
-    /// that do not exist are reported removed, so the proxy stops waiting for them.
+    /// that do not exist are reported removed, so the proxy stops waiting for them (`*`
+    /// is never a resource name).
     async fn respond(
         &mut self,
         type_url: &str,
         force: bool,
-        requested: &BTreeSet<String>,
+        requested: &[String],
         changed_at: Option<Instant>,
     ) -> Result<(), Status> {
         let st = self.types.entry(type_url.to_string()).or_default();
@@ -268,7 +276,7 @@ impl<S: ResourceSource> Conn<'_, S> {
         d.removed.extend(
             requested
                 .iter()
-                .filter(|n| !all.contains_key(n.as_str()))
+                .filter(|n| *n != "*" && !all.contains_key(n.as_str()))
                 .map(|n| Arc::from(n.as_str())),
         );
         if !force && d.updated.is_empty() && d.removed.is_empty() {
@@ -276,13 +284,7 @@ impl<S: ResourceSource> Conn<'_, S> {
             st.holds = Holds::Sent(d.after);
             return Ok(());
         }
-        st.last_updated = d.updated.iter().map(|(n, _)| n.clone()).collect();
-        st.last_removed = d
-            .removed
-            .iter()
-            .filter_map(|n| Some((n.clone(), st.holds.version(n)?.clone())))
-            .collect();
-        st.holds = Holds::Sent(d.after.clone());
+        st.before_last = std::mem::replace(&mut st.holds, Holds::Sent(d.after.clone()));
         self.nonces += 1;
         st.nonce = format!("{}-{}", self.generation, self.nonces);
         st.version = self.generation.to_string();
@@ -309,7 +311,9 @@ impl<S: ResourceSource> Conn<'_, S> {
             resp.resources.len(),
             d.after,
         );
-        self.throttle.sending(type_url).await;
+        self.throttle
+            .sending(type_url, crate::wire::WireMessage::encoded_len(&resp))
+            .await;
         self.tx
             .send(Ok(Box::new(resp)))
             .await

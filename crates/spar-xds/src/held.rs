@@ -39,6 +39,13 @@ impl Default for Holds {
 }
 
 impl Holds {
+    pub(crate) fn is_empty(&self) -> bool {
+        match self {
+            Holds::Sent(m) => m.is_empty(),
+            Holds::Versions(v) => v.is_empty(),
+        }
+    }
+
     pub(crate) fn version(&self, name: &str) -> Option<&Arc<str>> {
         match self {
             Holds::Sent(m) => m.get(name).map(|r| &r.version),
@@ -71,10 +78,59 @@ impl Scope<'_> {
     }
 }
 
+/// Resources to send: a whole map (a first response; no per-resource reference counting,
+/// which 2,000 connections would otherwise do on the same shared counters), or a list.
+#[derive(Debug, Clone)]
+pub(crate) enum Items {
+    All(Arc<TypeResources>),
+    Some(Vec<(Arc<str>, Arc<EncodedResource>)>),
+}
+
+impl Default for Items {
+    fn default() -> Self {
+        Items::Some(Vec::new())
+    }
+}
+
+impl Items {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Items::All(m) => m.len(),
+            Items::Some(v) => v.len(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn iter(&self) -> Box<dyn Iterator<Item = (&Arc<str>, &Arc<EncodedResource>)> + '_> {
+        match self {
+            Items::All(m) => Box::new(m.iter()),
+            Items::Some(v) => Box::new(v.iter().map(|(n, r)| (n, r))),
+        }
+    }
+
+    /// The items after `last` (all of them without one), in order.
+    pub(crate) fn after<'a>(
+        &'a self,
+        last: Option<&str>,
+        index: usize,
+    ) -> Box<dyn Iterator<Item = (&'a Arc<str>, &'a Arc<EncodedResource>)> + 'a> {
+        match (self, last) {
+            (Items::All(m), Some(l)) => Box::new(
+                m.range::<str, _>((std::ops::Bound::Excluded(l), std::ops::Bound::Unbounded)),
+            ),
+            (Items::All(m), None) => Box::new(m.iter()),
+            (Items::Some(v), _) => Box::new(v[index.min(v.len())..].iter().map(|(n, r)| (n, r))),
+        }
+    }
+}
+
 /// What to send so that the proxy holds the in-scope part of the class's output.
 #[derive(Debug, Default)]
 pub(crate) struct Diff {
-    pub(crate) updated: Vec<(Arc<str>, Arc<EncodedResource>)>,
+    pub(crate) updated: Items,
     pub(crate) removed: Vec<Arc<str>>,
     /// What the proxy holds once it accepts the response.
     pub(crate) after: Arc<TypeResources>,
@@ -121,16 +177,25 @@ pub(crate) fn diff(
     if let (Holds::Sent(h), Some(ch)) = (holds, change) {
         if Arc::ptr_eq(h, &ch.previous) {
             return Diff {
-                updated: ch
-                    .changed
-                    .iter()
-                    .filter(|n| scope.contains(n))
-                    .filter_map(|n| Some((n.clone(), all.get(&**n)?.clone())))
-                    .collect(),
+                updated: Items::Some(
+                    ch.changed
+                        .iter()
+                        .filter(|n| scope.contains(n))
+                        .filter_map(|n| Some((n.clone(), all.get(&**n)?.clone())))
+                        .collect(),
+                ),
                 removed: Vec::new(),
                 after: all.clone(),
             };
         }
+    }
+    // A first response covering everything: the map itself.
+    if holds.is_empty() && covers(all, scope) {
+        return Diff {
+            updated: Items::All(all.clone()),
+            removed: Vec::new(),
+            after: all.clone(),
+        };
     }
     let mut updated = Vec::new();
     let mut in_scope = 0usize;
@@ -172,10 +237,19 @@ pub(crate) fn diff(
         )
     };
     Diff {
-        updated,
+        updated: Items::Some(updated),
         removed,
         after,
     }
+}
+
+/// Whether `scope` takes in every resource of `all`.
+fn covers(all: &TypeResources, scope: Scope<'_>) -> bool {
+    if scope.wildcard {
+        return true;
+    }
+    let mut names = scope.names.iter().map(|n| (n, ())).peekable();
+    all.keys().all(|n| seek(&mut names, n).is_some())
 }
 
 /// Held names that are gone from `all` or out of scope.
@@ -197,11 +271,39 @@ fn removed(all: &TypeResources, scope: Scope<'_>, holds: &Holds) -> Vec<Arc<str>
     out
 }
 
+/// Whether the names a request lists are exactly `names` (in any order), without building
+/// a set: Envoy repeats its whole EDS subscription (a name per cluster) in every SotW ACK.
+pub(crate) fn same_names(listed: &[String], names: &BTreeSet<Arc<str>>) -> bool {
+    if listed.len() != names.len() {
+        return false;
+    }
+    let mut sorted: Vec<&str> = listed.iter().map(String::as_str).collect();
+    if !sorted.is_sorted() {
+        sorted.sort_unstable();
+    }
+    sorted.iter().zip(names).all(|(a, b)| *a == &**b)
+}
+
 /// One copy of each distinct name set in use.
 #[derive(Default)]
 pub(crate) struct NameSets {
     /// By hash of the set; weak, so a set no connection uses any more is freed.
     sets: Mutex<HashMap<u64, Vec<WeakNames>>>,
+    /// The key set of a class's map, by the map's address (checked against the weak).
+    keys: Mutex<HashMap<usize, (Weak<TypeResources>, Names)>>,
+}
+
+/// Whether `listed` (any order) are exactly the sorted `keys`.
+fn same_keys<'a>(listed: &[String], keys: impl Iterator<Item = (&'a Arc<str>, ())>) -> bool {
+    let mut sorted: Vec<&str> = listed.iter().map(String::as_str).collect();
+    if !sorted.is_sorted() {
+        sorted.sort_unstable();
+    }
+    let mut keys = keys;
+    sorted
+        .iter()
+        .all(|a| keys.next().is_some_and(|(b, ())| *a == &**b))
+        && keys.next().is_none()
 }
 
 type WeakNames = Weak<BTreeSet<Arc<str>>>;
@@ -209,6 +311,38 @@ type WeakNames = Weak<BTreeSet<Arc<str>>>;
 impl NameSets {
     /// The shared copy of `set`, with each name's string shared with `known` (the class's
     /// resources) where it is there.
+    /// The set `listed` names, shared. When it names exactly the resources of `known` (a
+    /// proxy subscribing to every cluster's assignment), the set is built once per map
+    /// and shared by every proxy that does so.
+    pub(crate) fn intern_listed(
+        &self,
+        listed: &[String],
+        known: Option<&Arc<TypeResources>>,
+    ) -> Names {
+        if let Some(map) = known {
+            let keys = map.keys().map(|k| (k, ()));
+            if listed.len() == map.len() && same_keys(listed, keys) {
+                return self.keys_of(map);
+            }
+        }
+        let set = listed.iter().map(|n| Arc::from(n.as_str())).collect();
+        self.intern(set, known.map(|m| &**m))
+    }
+
+    fn keys_of(&self, map: &Arc<TypeResources>) -> Names {
+        let mut cache = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        let id = Arc::as_ptr(map) as usize;
+        if let Some((weak, names)) = cache.get(&id) {
+            if weak.upgrade().is_some_and(|m| Arc::ptr_eq(&m, map)) {
+                return names.clone();
+            }
+        }
+        cache.retain(|_, (w, _)| w.strong_count() > 0);
+        let names = self.intern(map.keys().cloned().collect(), None);
+        cache.insert(id, (Arc::downgrade(map), names.clone()));
+        names
+    }
+
     pub(crate) fn intern(&self, set: BTreeSet<Arc<str>>, known: Option<&TypeResources>) -> Names {
         let set: BTreeSet<Arc<str>> = match known {
             Some(k) => set
@@ -367,6 +501,22 @@ mod tests {
         let full = diff(&next, None, scope, &Holds::Sent(old));
         assert_eq!(updated(&full), ["b"]);
         assert!(full.removed.is_empty());
+    }
+
+    #[test]
+    fn a_subscription_to_every_resource_shares_the_maps_key_set() {
+        let sets = NameSets::default();
+        let all = res(&[("a", "1"), ("b", "1")]);
+        let listed = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let one = sets.intern_listed(&listed(&["b", "a"]), Some(&all));
+        let two = sets.intern_listed(&listed(&["a", "b"]), Some(&all));
+        assert!(Arc::ptr_eq(&one, &two));
+        assert_eq!(one.len(), 2);
+        let part = sets.intern_listed(&listed(&["a"]), Some(&all));
+        assert_eq!(part.len(), 1);
+        assert!(same_names(&listed(&["b", "a"]), &one));
+        assert!(!same_names(&listed(&["a", "c"]), &one));
+        assert!(!same_names(&listed(&["a"]), &one));
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub use source::{
     Overlay, PushDebounce, ResourceSource, Snapshot, SnapshotStore, SourceError, StaticSource,
 };
 pub use status::{ProxyStatus, StatusRegistry, SyncState, TypeStatus};
-pub use transport::ServeOptions;
+pub use transport::{bind, ServeOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum XdsError {

@@ -11,7 +11,7 @@
 //! next push of that type resends everything). A request with an older nonce answers a
 //! response that has since been superseded and is ignored, as Envoy expects.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,7 +19,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use spar_translate::ProxyNode;
 use tonic::Status;
 
-use crate::held::{diff, Holds, Names, Scope};
+use crate::held::{diff, same_names, Holds, Items, Names, Scope};
 use crate::metrics::Metrics;
 use crate::resources::{is_wildcard_type, Encoded, WARMING_ORDER};
 use crate::server::{Session, Shared};
@@ -108,25 +108,30 @@ async fn serve<S: ResourceSource>(
     }
 }
 
-/// The subscription a request names: wildcard, and the names.
-fn subscription(type_url: &str, names: &[String], proxyless: bool) -> (bool, BTreeSet<Arc<str>>) {
+/// Whether a request subscribes to everything of its type.
+fn is_wildcard(type_url: &str, names: &[String], proxyless: bool) -> bool {
     let legacy_wildcard = names.is_empty() && is_wildcard_type(type_url) && !proxyless;
-    if legacy_wildcard || names.iter().any(|n| n == "*") {
-        return (true, BTreeSet::new());
-    }
-    (false, names.iter().map(|n| Arc::from(n.as_str())).collect())
+    legacy_wildcard || names.iter().any(|n| n == "*")
 }
 
 impl<S: ResourceSource> Conn<'_, S> {
     async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
         let type_url = req.type_url.clone();
-        let (wildcard, names) = subscription(&type_url, &req.resource_names, self.proxyless);
+        let wildcard = is_wildcard(&type_url, &req.resource_names, self.proxyless);
         let st = self.types.entry(type_url.clone()).or_default();
-        let same_names = st.wildcard == wildcard && *st.names == names;
+        // Envoy repeats its whole subscription in every ACK: compare before building a set.
+        let same_names = st.wildcard == wildcard
+            && (wildcard && st.names.is_empty() || same_names(&req.resource_names, &st.names));
         let resubscribe = |st: &mut TypeState, shared: &Shared<S>, current: &Encoded| {
             st.wildcard = wildcard;
             if !same_names {
-                st.names = shared.names.intern(names, current.of(&type_url));
+                st.names = if wildcard {
+                    Names::default()
+                } else {
+                    shared
+                        .names
+                        .intern_listed(&req.resource_names, current.shared(&type_url))
+                };
             }
         };
         if req.response_nonce.is_empty() {
@@ -248,9 +253,9 @@ impl<S: ResourceSource> Conn<'_, S> {
             return Ok(());
         }
         let resources = if complete {
-            d.after.values().cloned().collect()
+            Items::All(d.after.clone())
         } else {
-            d.updated.into_iter().map(|(_, r)| r).collect()
+            d.updated
         };
         self.nonces += 1;
         st.nonce = format!("{}-{}", self.generation, self.nonces);
@@ -277,7 +282,9 @@ impl<S: ResourceSource> Conn<'_, S> {
             resp.resources.len(),
             d.after,
         );
-        self.throttle.sending(type_url).await;
+        self.throttle
+            .sending(type_url, crate::wire::WireMessage::encoded_len(&resp))
+            .await;
         self.tx
             .send(Ok(Box::new(resp)))
             .await

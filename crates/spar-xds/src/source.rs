@@ -163,10 +163,16 @@ impl SnapshotStore {
     /// one (the assignments of the changed services translated again, the rest shared), so
     /// the push that follows costs no translation and carries only what changed.
     pub fn publish(&self, config: ConfigSet) -> u64 {
-        let registry = Registry::build(&config);
+        let started = Instant::now();
         let previous = self.current.load_full();
         let version = previous.version + 1;
         let endpoints_only = endpoints_only(&previous.config, &config);
+        let registry = if endpoints_only {
+            let services = endpoint_services(&previous.config, &config);
+            previous.registry.with_endpoints_of(&config, &services)
+        } else {
+            Registry::build(&config)
+        };
         let next = Arc::new(Snapshot {
             config,
             registry,
@@ -178,6 +184,13 @@ impl SnapshotStore {
             Vec::new()
         };
         drop(previous);
+        tracing::debug!(
+            version,
+            endpoints_only,
+            derived = derived.len(),
+            took_us = started.elapsed().as_micros(),
+            "snapshot built"
+        );
         {
             let mut cache = self.lock_cache();
             self.current.store(next);
@@ -258,17 +271,8 @@ impl SnapshotStore {
 /// The services (hostname, namespace) whose endpoints differ; `None` when anything else
 /// about the services differs too (then nothing is derived).
 fn changed_endpoints(old: &Registry, new: &Registry) -> Option<BTreeSet<(String, String)>> {
-    if old.services().len() != new.services().len() {
-        return None;
-    }
     let mut out = BTreeSet::new();
-    for (a, b) in old.services().iter().zip(new.services()) {
-        if a.endpoints == b.endpoints {
-            if a != b {
-                return None;
-            }
-            continue;
-        }
+    for (a, b) in old.differing_services(new)? {
         let same_otherwise = spar_registry::Service {
             endpoints: Vec::new(),
             ..a.clone()
@@ -282,6 +286,41 @@ fn changed_endpoints(old: &Registry, new: &Registry) -> Option<BTreeSet<(String,
         out.insert((a.hostname.clone(), a.namespace.clone()));
     }
     Some(out)
+}
+
+/// The Kubernetes services (namespace, name) whose Endpoints or EndpointSlices differ
+/// between the two configs, before and after (a slice may change services).
+fn endpoint_services(old: &ConfigSet, new: &ConfigSet) -> BTreeSet<(String, String)> {
+    fn owner(r: &spar_model::Resource) -> Option<(String, String)> {
+        let name = match r.kind {
+            Kind::EndpointSlice => r
+                .meta
+                .labels
+                .get(spar_registry::kube::SLICE_SERVICE_LABEL)?,
+            Kind::Endpoints => &r.meta.name,
+            _ => return None,
+        };
+        Some((r.meta.namespace.clone(), name.clone()))
+    }
+    type Index<'a> = HashMap<(Kind, String, String), &'a spar_model::Resource>;
+    fn of(c: &ConfigSet) -> Index<'_> {
+        c.resources()
+            .iter()
+            .filter(|r| matches!(r.kind, Kind::Endpoints | Kind::EndpointSlice))
+            .map(|r| ((r.kind, r.meta.namespace.clone(), r.meta.name.clone()), r))
+            .collect()
+    }
+    let (mut before, after) = (of(old), of(new));
+    let mut out = BTreeSet::new();
+    for (key, r) in after {
+        match before.remove(&key) {
+            Some(o) if o.meta == r.meta && o.body == r.body => {}
+            Some(o) => out.extend(owner(o).into_iter().chain(owner(r))),
+            None => out.extend(owner(r)),
+        }
+    }
+    out.extend(before.values().filter_map(|r| owner(r)));
+    out
 }
 
 /// `old` with the assignments of `hosts` translated again for `node`. `None` when that
@@ -551,6 +590,11 @@ mod tests {
         assert_eq!(store.translations(), 1, "derived, not translated");
         assert_eq!(store.derivations(), 1);
         let snap = store.load();
+        assert_eq!(
+            snap.registry,
+            Registry::build(&snap.config),
+            "incremental registry"
+        );
         let full = encode(&spar_translate::translate(
             &snap.config,
             &snap.registry,

@@ -6,6 +6,10 @@
 //! they take, are bounded by the permit count rather than by the number of proxies. A
 //! proxy that does not answer within [`ANSWER_TIMEOUT`] gives its permit back (it keeps its
 //! stream): one stuck client must not stall everyone's pushes.
+//!
+//! Responses under [`SMALL`] bytes (an endpoint change: one assignment per proxy) take no
+//! permit: their memory is negligible, and making 2,000 of them wait in turns of a
+//! hundred round trips would cost the latency the throttle is not there to bound.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -13,6 +17,9 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+/// Responses smaller than this go out without a permit.
+pub(crate) const SMALL: usize = 64 << 10;
 
 /// How long a connection may hold a permit waiting for its proxy's answers.
 pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,10 +43,13 @@ impl Throttle {
         }
     }
 
-    /// Called before sending a response of `type_url`: waits for a permit if the
-    /// connection holds none.
-    pub(crate) async fn sending(&mut self, type_url: &str) {
+    /// Called before sending a response of `type_url` of `size` bytes: waits for a permit
+    /// if the response is not small and the connection holds none.
+    pub(crate) async fn sending(&mut self, type_url: &str, size: usize) {
         if self.held.is_none() {
+            if size < SMALL {
+                return;
+            }
             // The semaphore is never closed, so acquiring only fails if it were.
             if let Ok(p) = self.permits.clone().acquire_owned().await {
                 self.held = Some((p, Instant::now() + self.timeout));
@@ -91,14 +101,17 @@ mod tests {
     async fn a_permit_is_held_until_every_type_is_answered() {
         let permits = Arc::new(Semaphore::new(1));
         let mut a = Throttle::new(permits.clone(), ANSWER_TIMEOUT);
-        a.sending("cds").await;
-        a.sending("eds").await;
+        a.sending("cds", SMALL).await;
+        a.sending("eds", SMALL).await;
         assert_eq!(permits.available_permits(), 0);
         a.answered("cds");
         assert_eq!(permits.available_permits(), 0, "eds still unanswered");
         a.answered("eds");
         assert_eq!(permits.available_permits(), 1);
         assert!(a.deadline().is_none());
+        a.sending("eds", 100).await;
+        assert!(a.deadline().is_none(), "a small response takes no permit");
+        assert_eq!(permits.available_permits(), 1);
     }
 
     #[tokio::test]
@@ -106,10 +119,10 @@ mod tests {
         let permits = Arc::new(Semaphore::new(1));
         let short = Duration::from_millis(20);
         let mut a = Throttle::new(permits.clone(), short);
-        a.sending("cds").await;
+        a.sending("cds", SMALL).await;
         let mut b = Throttle::new(permits.clone(), short);
         let waiting = tokio::spawn(async move {
-            b.sending("cds").await;
+            b.sending("cds", SMALL).await;
             b
         });
         until(a.deadline()).await;

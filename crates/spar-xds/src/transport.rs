@@ -66,6 +66,20 @@ impl Default for ServeOptions {
     }
 }
 
+/// Binds the xDS address with a listen backlog for a fleet: after a control-plane restart
+/// every proxy reconnects at once, and the default backlog (1,024) overflows into SYN
+/// cookies and resets on a busy machine.
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(8192)
+}
+
 /// Accepts connections on `listener` until `shutdown` completes.
 pub(crate) async fn serve<S: ResourceSource>(
     shared: Arc<Shared<S>>,
@@ -95,7 +109,10 @@ pub(crate) async fn serve<S: ResourceSource>(
             http.timer(TokioTimer::new())
                 .keep_alive_interval(opts.keepalive)
                 .keep_alive_timeout(Duration::from_secs(20))
-                .max_concurrent_streams(64);
+                .max_concurrent_streams(64)
+                // What HTTP/2 may hold for a stream beyond the peer's window: a couple of
+                // our chunks, not hyper's default 400 KB per proxy.
+                .max_send_buf_size(2 * CHUNK);
             let svc = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
                 let refuse_delta = opts.refuse_delta;
@@ -192,7 +209,7 @@ impl<M: Message + Default> Requests<M> {
         self.buf.advance(5);
         let msg = M::decode(self.buf.split_to(len).freeze())
             .map_err(|e| Status::invalid_argument(format!("cannot decode the xDS request: {e}")))?;
-        if self.buf.is_empty() && self.buf.capacity() > 4 * CHUNK {
+        if self.buf.is_empty() && self.buf.capacity() > CHUNK {
             // Do not keep a big request's buffer for the life of the stream.
             self.buf = BytesMut::new();
         }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::BufMut;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 
+use crate::held::Items;
 use crate::resources::EncodedResource;
 use crate::transport::Out;
 
@@ -25,18 +26,20 @@ pub(crate) trait WireMessage: Send + 'static {
     fn write_some(&self, state: &mut WriteState, out: &mut Out, limit: usize) -> bool;
 }
 
-/// How far [`WireMessage::write_some`] got: 0 before the leading fields, `i` after
-/// `i - 1` resources.
+/// How far [`WireMessage::write_some`] got: whether the leading fields are out, how many
+/// resources, and the last one's name (to resume a walk of a map).
 #[derive(Debug, Default)]
 pub(crate) struct WriteState {
-    step: usize,
+    started: bool,
+    written: usize,
+    last: Option<Arc<str>>,
 }
 
 /// `envoy.service.discovery.v3.DiscoveryResponse` (state of the world).
 #[derive(Debug, Default)]
 pub struct SotwResponse {
     pub version_info: String,
-    pub resources: Vec<Arc<EncodedResource>>,
+    pub resources: Items,
     pub type_url: String,
     pub nonce: String,
 }
@@ -46,7 +49,7 @@ pub struct SotwResponse {
 pub struct DeltaResponse {
     pub system_version_info: String,
     /// Each as a `Resource { name, version, resource }`.
-    pub resources: Vec<(Arc<str>, Arc<EncodedResource>)>,
+    pub resources: Items,
     pub type_url: String,
     pub removed_resources: Vec<Arc<str>>,
     pub nonce: String,
@@ -89,23 +92,29 @@ impl WireMessage for SotwResponse {
             + self
                 .resources
                 .iter()
-                .map(|r| bytes_field_len(2, r.any_bytes().len()))
+                .map(|(_, r)| bytes_field_len(2, r.any_bytes().len()))
                 .sum::<usize>()
             + string_len(4, &self.type_url)
             + string_len(5, &self.nonce)
     }
 
     fn write_some(&self, state: &mut WriteState, out: &mut Out, limit: usize) -> bool {
-        if state.step == 0 {
+        if !state.started {
             put_string(1, &self.version_info, &mut out.buf);
-            state.step = 1;
+            state.started = true;
         }
-        while let Some(r) = self.resources.get(state.step - 1) {
+        let mut prev: Option<&Arc<str>> = None;
+        for (name, r) in self.resources.after(state.last.as_deref(), state.written) {
             if out.pending() >= limit {
+                // Only a pause records where to resume (one reference count per chunk).
+                if let Some(p) = prev {
+                    state.last = Some(p.clone());
+                }
                 return false;
             }
             put_any(2, r, out);
-            state.step += 1;
+            state.written += 1;
+            prev = Some(name);
         }
         put_string(4, &self.type_url, &mut out.buf);
         put_string(5, &self.nonce, &mut out.buf);
@@ -136,12 +145,17 @@ impl WireMessage for DeltaResponse {
     }
 
     fn write_some(&self, state: &mut WriteState, out: &mut Out, limit: usize) -> bool {
-        if state.step == 0 {
+        if !state.started {
             put_string(1, &self.system_version_info, &mut out.buf);
-            state.step = 1;
+            state.started = true;
         }
-        while let Some((name, r)) = self.resources.get(state.step - 1) {
+        let mut prev: Option<&Arc<str>> = None;
+        for (name, r) in self.resources.after(state.last.as_deref(), state.written) {
             if out.pending() >= limit {
+                // Only a pause records where to resume (one reference count per chunk).
+                if let Some(p) = prev {
+                    state.last = Some(p.clone());
+                }
                 return false;
             }
             encode_key(2, WireType::LengthDelimited, &mut out.buf);
@@ -149,7 +163,8 @@ impl WireMessage for DeltaResponse {
             put_string(1, &r.version, &mut out.buf);
             put_any(2, r, out);
             put_string(3, name, &mut out.buf);
-            state.step += 1;
+            state.written += 1;
+            prev = Some(name);
         }
         put_string(4, &self.type_url, &mut out.buf);
         put_string(5, &self.nonce, &mut out.buf);
@@ -201,7 +216,16 @@ mod tests {
         let a = cluster("a");
         let resp = SotwResponse {
             version_info: "7".into(),
-            resources: vec![a.clone(), cluster("b")],
+            resources: Items::All(Arc::new(
+                [
+                    ("a", a.clone()),
+                    ("b", cluster("b")),
+                    ("c", cluster(&"c".repeat(10_000))),
+                ]
+                .into_iter()
+                .map(|(n, r)| (Arc::from(n), r))
+                .collect(),
+            )),
             type_url: type_url::CLUSTER.into(),
             nonce: "7-1".into(),
         };
@@ -211,7 +235,7 @@ mod tests {
         assert_eq!(std.version_info, "7");
         assert_eq!(std.type_url, type_url::CLUSTER);
         assert_eq!(std.nonce, "7-1");
-        assert_eq!(std.resources.len(), 2);
+        assert_eq!(std.resources.len(), 3);
         assert_eq!(std.resources[0], a.to_any());
     }
 
@@ -220,7 +244,7 @@ mod tests {
         let a = cluster("a");
         let resp = DeltaResponse {
             system_version_info: "3".into(),
-            resources: vec![(Arc::from("a"), a.clone())],
+            resources: Items::Some(vec![(Arc::from("a"), a.clone())]),
             type_url: type_url::CLUSTER.into(),
             removed_resources: vec![Arc::from("gone"), Arc::from("")],
             nonce: "3-9".into(),
