@@ -137,7 +137,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         .with_context(|| format!("watching {}", args.config_dir.display()))?;
     apply(&store, &metrics, &config_errors, initial);
 
-    let xds = TcpListener::bind(args.xds_addr).await.with_context(|| {
+    let xds = spar_xds::bind(args.xds_addr).await.with_context(|| {
         format!(
             "binding the xDS address {} (is the port in use?)",
             args.xds_addr
