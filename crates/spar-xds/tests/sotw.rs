@@ -4,9 +4,14 @@
 
 mod support;
 
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, LbEndpoint, LocalityLbEndpoints,
+};
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::pb::google::rpc;
-use spar_translate::type_url::{CLUSTER, LISTENER, ROUTE};
+use prost::Message;
+use spar_translate::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
 use spar_xds::SyncState;
 use support::*;
 
@@ -182,4 +187,59 @@ async fn a_node_id_that_is_not_istios_is_refused() {
     let err = s.rx.message().await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("nonsense"), "{}", err.message());
+}
+
+fn assignment(name: &str, endpoints: u32, priority: u32) -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: name.to_string(),
+        endpoints: vec![LocalityLbEndpoints {
+            priority,
+            lb_endpoints: (0..endpoints)
+                .map(|w| LbEndpoint {
+                    load_balancing_weight: Some(UInt32Value { value: w + 1 }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// EDS is not state of the world: a push carries only the assignment that changed. The first
+/// response is many transport chunks long and holds one resource above the size that is sent
+/// without a copy; it must arrive whole and byte for byte.
+#[tokio::test]
+async fn eds_pushes_only_what_changed_and_big_responses_arrive_whole() {
+    let names: Vec<String> = (0..300).map(|i| format!("c{i:03}")).collect();
+    let mut x = resources(&[], &[], &[]);
+    x.endpoints = names
+        .iter()
+        .map(|n| assignment(n, if n == "c000" { 3000 } else { 60 }, 0))
+        .collect();
+    let mut h = start(x.clone()).await;
+    let mut s = h.sotw().await;
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    s.send(req(ENDPOINT, &refs, "", "")).await;
+    let eds = s.recv().await;
+    let got: Vec<ClusterLoadAssignment> = eds
+        .resources
+        .iter()
+        .map(|a| ClusterLoadAssignment::decode(a.value.as_slice()).unwrap())
+        .collect();
+    assert_eq!(got, x.endpoints);
+    let bytes: usize = eds.resources.iter().map(|a| a.value.len()).sum();
+    assert!(bytes > 64 << 10, "{bytes} bytes: more than one chunk");
+    assert!(
+        eds.resources[0].value.len() > 8 << 10,
+        "c000 is sent without a copy"
+    );
+    s.send(req(ENDPOINT, &refs, &eds.version_info, &eds.nonce))
+        .await;
+    x.endpoints[7] = assignment("c007", 60, 1);
+    h.source.set(&x);
+    let push = s.recv().await;
+    assert_eq!(push.resources.len(), 1, "only the changed assignment");
+    let one = ClusterLoadAssignment::decode(push.resources[0].value.as_slice()).unwrap();
+    assert_eq!(one, x.endpoints[7]);
 }
