@@ -21,7 +21,7 @@ mod corpus;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -68,14 +68,6 @@ fn spar_proxy(xds: &str) -> SparProxy {
         }
     });
     SparProxy { child, log: rx }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A readiness probe: path, headers, the backend that must answer.

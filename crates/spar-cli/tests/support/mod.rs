@@ -386,13 +386,29 @@ impl AdsStream {
     }
 }
 
-/// A port that was free a moment ago (for listeners the config names).
+/// A port that is free now and outside the kernel's ephemeral range (32768-60999 by default), so
+/// an outgoing connection of some other test cannot take it before the listener that the config
+/// names binds it. Ports are handed out from a per-process start so test binaries run side by
+/// side do not walk the same sequence.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 97) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        // The wildcard bind fails if anything holds the port on any address.
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 /// A keep-alive HTTP/1.1 backend whose body is `backend=<name>`; reads and drops any
