@@ -4,13 +4,9 @@
 //! typed errors. Exit codes: 0 success, 1 the input is invalid (or analysis found an
 //! error), 2 the command itself could not run (bad flags, unreadable files).
 
+mod allocator;
 mod cmd;
 mod output;
-
-// Reading config allocates many small nodes; mimalloc does that markedly faster than
-// glibc's allocator (see bench/parse-config.sh).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::process::ExitCode;
 
@@ -53,6 +49,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::tune();
     let cli = Cli::parse();
     // Logs go to stderr; RUST_LOG narrows or widens them (default: info).
     tracing_subscriber::fmt()
