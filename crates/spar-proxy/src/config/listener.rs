@@ -81,6 +81,9 @@ pub struct HttpManager {
     pub use_remote_address: bool,
     pub skip_xff_append: bool,
     pub xff_num_trusted_hops: u32,
+    /// `internal_address_config.cidr_ranges`: peers that are not the edge. Empty (Envoy's
+    /// default since `explicit_internal_address_config`): every peer is external.
+    pub internal_addresses: Vec<ipnet::IpNet>,
     pub fault: bool,
     pub cors: bool,
     pub max_request_headers_kb: u32,
@@ -306,6 +309,7 @@ fn http_manager(
         use_remote_address: h.use_remote_address.as_ref().is_some_and(|b| b.value),
         skip_xff_append: h.skip_xff_append,
         xff_num_trusted_hops: h.xff_num_trusted_hops,
+        internal_addresses: internal_addresses(h, &what)?,
         fault,
         cors,
         max_request_headers_kb: h.max_request_headers_kb.as_ref().map_or(60, |v| v.value),
@@ -318,6 +322,32 @@ fn http_manager(
             .collect(),
         path: path_options(h),
     })
+}
+
+fn internal_addresses(
+    h: &HttpConnectionManager,
+    what: &dyn Fn() -> String,
+) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let Some(c) = &h.internal_address_config else {
+        return Ok(Vec::new());
+    };
+    c.cidr_ranges
+        .iter()
+        .map(|r| {
+            let len = r.prefix_len.as_ref().map_or(0, |l| l.value);
+            r.address_prefix
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .and_then(|ip| ipnet::IpNet::new(ip, u8::try_from(len).ok()?).ok())
+                .ok_or_else(|| ConfigError::Invalid {
+                    what: what(),
+                    why: format!(
+                        "internal_address_config.cidr_ranges: {}/{len} is not an address range",
+                        r.address_prefix
+                    ),
+                })
+        })
+        .collect()
 }
 
 fn path_options(h: &HttpConnectionManager) -> crate::http::path::PathOptions {

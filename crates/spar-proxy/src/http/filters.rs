@@ -245,7 +245,7 @@ pub fn cors_origin<'a>(c: &Cors, headers: &'a HeaderMap) -> Option<&'a HeaderVal
     c.origins.iter().any(|m| m.matches(o)).then_some(origin)
 }
 
-/// The preflight answer's headers.
+/// The preflight answer's headers (Envoy's CORS filter puts the exposed headers here too).
 pub fn cors_preflight(c: &Cors, origin: &HeaderValue) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = vec![(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone())];
     let mut push = |n: HeaderName, v: &str| {
@@ -257,6 +257,7 @@ pub fn cors_preflight(c: &Cors, origin: &HeaderValue) -> Vec<(HeaderName, Header
     };
     push(http::header::ACCESS_CONTROL_ALLOW_METHODS, &c.methods);
     push(http::header::ACCESS_CONTROL_ALLOW_HEADERS, &c.headers);
+    push(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, &c.expose);
     push(http::header::ACCESS_CONTROL_MAX_AGE, &c.max_age);
     if c.credentials {
         push(http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true");

@@ -3,11 +3,13 @@
 //! fault) and its action: forward (see [`router`]), redirect or direct response.
 //!
 //! Request headers set here, as Envoy does: `x-request-id` when absent,
-//! `x-forwarded-proto`, `x-forwarded-for` (appended when the manager says
-//! `use_remote_address`).
+//! `x-forwarded-proto`, and when the manager says `use_remote_address`: `x-forwarded-for`
+//! (the peer appended, or the node's own address for a loopback peer) and
+//! `x-envoy-external-address` (the peer, unless `internal_address_config` calls it internal).
 
 pub mod body;
 pub mod filters;
+pub mod local_address;
 pub mod path;
 pub mod router;
 pub mod upgrade;
@@ -151,14 +153,33 @@ fn prepare_headers(conn: &Conn, req: &mut Request<Incoming>) {
     if conn.hcm.use_remote_address || !h.contains_key("x-forwarded-proto") {
         h.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
     }
-    if conn.hcm.use_remote_address && !conn.hcm.skip_xff_append {
-        let ip = conn.peer.ip().to_string();
-        let v = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev},{ip}"),
-            None => ip,
-        };
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            h.insert("x-forwarded-for", v);
+    if conn.hcm.use_remote_address {
+        let peer = conn.peer.ip().to_canonical();
+        if !conn.hcm.skip_xff_append {
+            let hop = if peer.is_loopback() {
+                local_address::local_address()
+            } else {
+                peer
+            };
+            let v = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prev) => format!("{prev},{hop}"),
+                None => hop.to_string(),
+            };
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert("x-forwarded-for", v);
+            }
+        }
+        // This proxy is the edge for a peer it does not call internal: it tells the
+        // upstream who that peer was (and overwrites whatever the peer claimed).
+        if !conn
+            .hcm
+            .internal_addresses
+            .iter()
+            .any(|n| n.contains(&peer))
+        {
+            if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
+                h.insert("x-envoy-external-address", v);
+            }
         }
     }
 }

@@ -72,16 +72,24 @@ pub async fn forward(
     let upgrade =
         super::upgrade_type(req.headers()).map(|kind| (kind, hyper::upgrade::on(&mut req)));
     let (mut parts, body) = req.into_parts();
-    // Rewrites.
+    // Rewrites. Like Envoy's router, tell the upstream what the path and host were before
+    // (`x-envoy-original-path`, `x-envoy-original-host`).
     let mut new_path = path.to_string();
     if let Some(pr) = &fwd.prefix_rewrite {
         new_path = filters::prefix_rewrite(&new_path, &route.matcher.path, pr);
     } else if let Some((re, sub)) = &fwd.regex_rewrite {
         new_path = filters::regex_rewrite(&new_path, re, sub);
     }
+    if fwd.prefix_rewrite.is_some() || fwd.regex_rewrite.is_some() {
+        if let Ok(v) = HeaderValue::from_str(path) {
+            parts.headers.insert("x-envoy-original-path", v);
+        }
+    }
     if let Some(host) = &fwd.host_rewrite {
         if let Ok(v) = HeaderValue::from_str(host) {
-            parts.headers.insert(http::header::HOST, v);
+            if let Some(before) = parts.headers.insert(http::header::HOST, v) {
+                parts.headers.insert("x-envoy-original-host", before);
+            }
         }
     }
     let hash = filters::request_hash(&fwd.hash_policy, &parts.headers, path, conn.peer);

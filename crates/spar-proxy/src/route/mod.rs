@@ -169,6 +169,8 @@ pub fn header_matches(h: &HeaderMatcher, req: &RequestHead<'_>) -> bool {
     hit != h.invert
 }
 
+/// Envoy's route matcher parses the query without percent-decoding it: `debug=%31` does
+/// not match a `debug: {exact: "1"}` parameter, and neither does a percent-encoded name.
 fn query_matches(matchers: &[QueryMatcher], path: &str) -> bool {
     if matchers.is_empty() {
         return true;
@@ -178,38 +180,18 @@ fn query_matches(matchers: &[QueryMatcher], path: &str) -> bool {
     matchers.iter().all(|m| {
         let first = query.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k) == m.name).then(|| percent_decode(v))
+            (k == m.name).then_some(v)
         });
         match (&m.matcher, first) {
             (_, None) => false,
             (None, Some(_)) => true,
-            (Some(s), Some(v)) => string_match(s, &v),
+            (Some(s), Some(v)) => string_match(s, v),
         }
     })
 }
 
 fn string_match(s: &StringMatch, v: &str) -> bool {
     s.matches(v)
-}
-
-/// `%XX` decoding (and `+` left as is, as Envoy does for query matching).
-pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -108,6 +108,9 @@ fn translated_virtual_service_routes_like_envoy() {
     );
     let s = select(rc, &head("web", "/other?debug=2", &none)).unwrap();
     assert_eq!(s.route.name, "split");
+    // Query values are compared as sent, not percent-decoded (Envoy's matcher does the same).
+    let s = select(rc, &head("web", "/other?debug=%31", &none)).unwrap();
+    assert_eq!(s.route.name, "split");
     assert_eq!(cluster_of(&s), format!("{v1}=75,{v2}=25"));
     // Envoy: an absent header never matches an inverted string matcher.
     let s = select(rc, &head("web", "/beta", &none)).unwrap();
