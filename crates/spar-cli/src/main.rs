@@ -49,7 +49,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    allocator::tune();
     let cli = Cli::parse();
     // Logs go to stderr; RUST_LOG narrows or widens them (default: info).
     tracing_subscriber::fmt()
