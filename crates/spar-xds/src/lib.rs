@@ -18,6 +18,7 @@ pub mod monitoring;
 mod node;
 pub mod resources;
 mod server;
+mod share;
 mod sotw;
 pub mod source;
 pub mod status;

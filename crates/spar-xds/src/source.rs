@@ -239,10 +239,12 @@ impl SnapshotStore {
             .filter_map(|(c, e)| Some((c.clone(), e.node.clone(), e.cell.get()?.clone())))
             .collect();
         let mut out = Vec::with_capacity(cached.len());
+        let mut derived: Vec<Arc<Encoded>> = Vec::with_capacity(cached.len());
         for (class, node, old) in cached {
-            let Some(enc) = derive(&old, next, &node, &hosts) else {
+            let Some(enc) = derive(&old, next, &node, &hosts, &derived) else {
                 continue;
             };
+            derived.push(enc.clone());
             out.push((
                 class,
                 CacheEntry {
@@ -260,6 +262,15 @@ impl SnapshotStore {
     /// How many node-class outputs were derived from a previous one (endpoint changes).
     pub fn derivations(&self) -> u64 {
         self.derivations.load(Ordering::Relaxed)
+    }
+
+    /// The outputs already built for classes at `version`.
+    fn outputs_at(&self, version: u64) -> Vec<Arc<Encoded>> {
+        self.lock_cache()
+            .values()
+            .filter(|e| e.version == version)
+            .filter_map(|e| e.cell.get().cloned())
+            .collect()
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<NodeClass, CacheEntry>> {
@@ -324,12 +335,15 @@ fn endpoint_services(old: &ConfigSet, new: &ConfigSet) -> BTreeSet<(String, Stri
 }
 
 /// `old` with the assignments of `hosts` translated again for `node`. `None` when that
-/// would add an assignment `old` lacks (then the class is translated in full).
+/// would add an assignment `old` lacks (then the class is translated in full). The new
+/// assignments are shared with `derived` (other classes' outputs of this change) where
+/// identical; the other types stay `old`'s own maps, which the class's connections hold.
 fn derive(
     old: &Arc<Encoded>,
     snap: &Snapshot,
     node: &ProxyNode,
     hosts: &BTreeSet<(String, String)>,
+    derived: &[Arc<Encoded>],
 ) -> Option<Arc<Encoded>> {
     let eds = spar_translate::type_url::ENDPOINT;
     let previous = old.shared(eds).cloned().unwrap_or_default();
@@ -346,11 +360,14 @@ fn derive(
     if changed.is_empty() {
         return Some(old.clone());
     }
+    let mut only_eds = Encoded::default();
+    only_eds.types.insert(eds, Arc::new(next));
+    crate::share::share_with(&mut only_eds, derived);
     let mut enc = Encoded {
         types: old.types.clone(),
         changes: Default::default(),
     };
-    enc.types.insert(eds, Arc::new(next));
+    enc.types.extend(only_eds.types);
     enc.changes.insert(eds, TypeChange { previous, changed });
     Some(Arc::new(enc))
 }
@@ -441,11 +458,13 @@ impl ResourceSource for SnapshotStore {
         };
         cell.get_or_init(|| {
             self.translations.fetch_add(1, Ordering::Relaxed);
-            Arc::new(encode(&spar_translate::translate(
+            let mut enc = encode(&spar_translate::translate(
                 &snap.config,
                 &snap.registry,
                 node,
-            )))
+            ));
+            crate::share::share_with(&mut enc, &self.outputs_at(snap.version));
+            Arc::new(enc)
         })
         .clone()
     }
