@@ -183,6 +183,23 @@ async fn routes_splits_and_matches_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_http1_connections_are_reused() {
+    let w = world().await;
+    let (_proxy, _) = proxy_for(&w, "v1").await;
+    let c = client(false);
+    for i in 0..50 {
+        let r = get(&c, w.port, "/user", &[("end-user", "paul")]).await;
+        assert_eq!((r.status, r.backend()), (200, Some("v1")), "request {i}");
+    }
+    let opened = w.v1.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(w.v1.requests.load(std::sync::atomic::Ordering::SeqCst), 50);
+    assert!(
+        opened <= 2,
+        "50 sequential requests opened {opened} upstream connections; each should reuse the last"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_rewrites_and_local_replies() {
     let w = world().await;
     let (_proxy, _) = proxy_for(&w, "v1").await;

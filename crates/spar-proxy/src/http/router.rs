@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 
 use super::body::{local_reply, Body, Flag, Flags};
+use super::upstream::UpstreamError;
 use super::{filters, Conn};
 use crate::config::route::{Forward, HeaderOps, RetryPolicy, Route, Target};
 use crate::lb::{ClusterLb, Host, Outcome, PickCtx};
@@ -24,7 +25,7 @@ const RETRY_BUFFER: u64 = 64 * 1024;
 
 /// How one attempt ended.
 enum Attempt {
-    Response(Response<Incoming>),
+    Response(Response<Body>),
     ConnectFailure,
     Reset,
     Timeout,
@@ -235,6 +236,19 @@ fn upstream_request(
     b.body(body).ok()
 }
 
+/// An HTTP/1.1 upstream request: origin-form target, the router's headers.
+fn h1_request(
+    parts: &http::request::Parts,
+    path: &str,
+    body: Body,
+) -> Result<Request<Body>, UpstreamError> {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = super::upstream::origin_form(path)?;
+    *req.headers_mut() = parts.headers.clone();
+    Ok(req)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn attempts(
     conn: &Conn,
@@ -253,10 +267,9 @@ async fn attempts(
     }
     lb.active_requests.fetch_add(1, Ordering::Relaxed);
     let _guard = Decrement(&lb.active_requests);
-    let client = conn
-        .shared
-        .upstream
-        .client(cluster.http2, cluster.connect_timeout);
+    let client = cluster
+        .http2
+        .then(|| conn.shared.upstream.client(true, cluster.connect_timeout));
     let max_attempts = 1 + retry.map_or(0, |r| if buffered.is_some() { r.num_retries } else { 0 });
     let mut n = 0u32;
     loop {
@@ -277,11 +290,33 @@ async fn attempts(
             // Forwarding to the proxy's own listener would loop.
             return local_reply(Flag::UF);
         }
-        let Some(up) = upstream_request(parts, &host, path, body) else {
-            return local_reply(Flag::UF);
-        };
         host.active.fetch_add(1, Ordering::Relaxed);
-        let send = client.request(up);
+        let send = async {
+            match &client {
+                Some(client) => {
+                    let up = upstream_request(parts, &host, path, body)
+                        .ok_or_else(|| UpstreamError::BadPath(path.to_string()))?;
+                    let resp = client.request(up).await.map_err(|e| {
+                        if e.is_connect() {
+                            UpstreamError::Connect {
+                                authority: host.authority.clone(),
+                                why: e.to_string(),
+                            }
+                        } else {
+                            UpstreamError::Reset(e.to_string())
+                        }
+                    })?;
+                    Ok(resp.map(|b| b.map_err(|e| Box::new(e) as _).boxed_unsync()))
+                }
+                None => {
+                    let up = h1_request(parts, path, body)?;
+                    conn.shared
+                        .upstream
+                        .send_h1(&host.authority, cluster.connect_timeout, up)
+                        .await
+                }
+            }
+        };
         let per_try = retry.and_then(|r| r.per_try_timeout);
         let result = match per_try {
             Some(t) => tokio::time::timeout(t, send).await.ok(),
@@ -291,9 +326,11 @@ async fn attempts(
         let outcome = match result {
             None => Attempt::Timeout,
             Some(Ok(r)) => Attempt::Response(r),
-            Some(Err(e)) if e.is_connect() => Attempt::ConnectFailure,
+            Some(Err(UpstreamError::Connect { .. } | UpstreamError::BadPath(_))) => {
+                Attempt::ConnectFailure
+            }
             Some(Err(e)) => {
-                tracing::debug!(cluster = %cluster.name, "upstream reset: {e}");
+                tracing::debug!(cluster = %cluster.name, "{e}");
                 Attempt::Reset
             }
         };
@@ -321,7 +358,7 @@ async fn attempts(
         }
         let exhausted = can_retry;
         let mut resp = match outcome {
-            Attempt::Response(r) => r.map(|b| b.map_err(|e| Box::new(e) as _).boxed_unsync()),
+            Attempt::Response(r) => r,
             Attempt::ConnectFailure => local_reply(Flag::UF),
             Attempt::Reset => local_reply(Flag::UC),
             Attempt::Timeout => local_reply(Flag::UT),

@@ -1,22 +1,60 @@
-//! Upstream HTTP clients: one connection pool per (protocol, connect timeout), shared by
-//! every cluster with those settings; hyper keeps connections per host inside it.
-//! HTTP/2 (prior knowledge) when the cluster asks for it.
+//! Upstream HTTP clients.
+//!
+//! HTTP/1.1 upstreams (most of a mesh) go through [`Pools::send_h1`]: idle connections per
+//! upstream address, checked out and back under one short lock, each driven by its own
+//! task, and requests written in origin form with the Host header the router chose. hyper's
+//! pooled `Client` did the same with a pool key built from the URI, a formatted and parsed
+//! absolute URI per request and more bookkeeping; it was ~10% of the proxy's CPU per request.
+//! HTTP/2 upstreams (prior knowledge, when the cluster asks for it) keep hyper's pooled
+//! client, which multiplexes streams on shared connections.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 
-use super::body::Body;
+use super::body::{Body, BoxError};
 
 pub type HttpClient = Client<HttpConnector, Body>;
+
+/// How long an idle upstream HTTP/1.1 connection is kept (hyper's pooled client: 60 s; Envoy's
+/// `idle_timeout` default is an hour, but upstreams usually close sooner).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why an upstream request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection: refused, unreachable or not within the cluster's connect timeout.
+    #[error("cannot connect to {authority}: {why}")]
+    Connect { authority: String, why: String },
+    /// The connection failed after the request was (perhaps partly) sent.
+    #[error("upstream reset: {0}")]
+    Reset(String),
+    #[error("the request path {0:?} is not a valid request target")]
+    BadPath(String),
+}
+
+/// A pooled HTTP/1.1 connection and when it was last handed back.
+type Idle = (Instant, SendRequest<Body>);
+
+/// Idle HTTP/1.1 connections (each has finished its last response) by upstream `ip:port`.
+type IdleConnections = Mutex<HashMap<String, Vec<Idle>>>;
 
 /// The pools, created on first use.
 #[derive(Default)]
 pub struct Pools {
     clients: Mutex<HashMap<(bool, Duration), HttpClient>>,
+    h1: Arc<IdleConnections>,
 }
 
 impl std::fmt::Debug for Pools {
@@ -26,11 +64,9 @@ impl std::fmt::Debug for Pools {
 }
 
 impl Pools {
+    /// hyper's pooled client for HTTP/2 upstreams (and mirrors).
     pub fn client(&self, http2: bool, connect_timeout: Duration) -> HttpClient {
-        let mut map = match self.clients.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         map.entry((http2, connect_timeout))
             .or_insert_with(|| {
                 let mut conn = HttpConnector::new();
@@ -48,4 +84,159 @@ impl Pools {
             })
             .clone()
     }
+
+    /// Sends `req` (its URI: the path and query only) to `authority` over HTTP/1.1 on an idle
+    /// pooled connection, or a new one. A request that a reused connection closed before
+    /// taking it is sent again on a new connection, as hyper's pooled client does. The
+    /// connection goes back to the pool when the response body has been read to its end.
+    pub async fn send_h1(
+        &self,
+        authority: &str,
+        connect_timeout: Duration,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, UpstreamError> {
+        while let Some(mut sender) = self.checkout(authority) {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.pooled(authority, sender, resp)),
+                Err(mut e) => match e.take_message() {
+                    // Never written: the server had closed the idle connection.
+                    Some(unsent) => req = unsent,
+                    None => return Err(UpstreamError::Reset(e.into_error().to_string())),
+                },
+            }
+        }
+        let mut sender = connect(authority, connect_timeout).await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| UpstreamError::Reset(e.to_string()))?;
+        Ok(self.pooled(authority, sender, resp))
+    }
+
+    /// The most recently returned connection that is still open; ones idle longer than
+    /// [`IDLE_TIMEOUT`] are dropped on the way. Every pooled connection has finished its
+    /// last response, so it is ready for the next request as soon as its task notices.
+    fn checkout(&self, authority: &str) -> Option<SendRequest<Body>> {
+        let now = Instant::now();
+        let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = map.get_mut(authority)?;
+        while let Some((at, sender)) = idle.pop() {
+            if !sender.is_closed() && now.duration_since(at) <= IDLE_TIMEOUT {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// The response, with a body that hands the connection back once it is read to the end.
+    fn pooled(
+        &self,
+        authority: &str,
+        sender: SendRequest<Body>,
+        resp: Response<Incoming>,
+    ) -> Response<Body> {
+        let release = Release {
+            pool: self.h1.clone(),
+            authority: authority.to_string(),
+            sender,
+        };
+        resp.map(|inner| {
+            let mut body = PooledBody {
+                inner,
+                release: Some(release),
+            };
+            if body.inner.is_end_stream() {
+                body.release();
+            }
+            body.boxed_unsync()
+        })
+    }
+}
+
+/// A connection to hand back to the pool.
+struct Release {
+    pool: Arc<IdleConnections>,
+    authority: String,
+    sender: SendRequest<Body>,
+}
+
+/// An upstream response body that returns its connection to the pool when it ends; one
+/// dropped before its end takes the connection with it (its state is unknown).
+struct PooledBody {
+    inner: Incoming,
+    release: Option<Release>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some(r) = self.release.take() {
+            let entry = (Instant::now(), r.sender);
+            let mut map = r.pool.lock().unwrap_or_else(|p| p.into_inner());
+            match map.get_mut(r.authority.as_str()) {
+                Some(idle) => idle.push(entry),
+                None => {
+                    map.insert(r.authority, vec![entry]);
+                }
+            }
+        }
+    }
+}
+
+impl hyper::body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Err(_))) => self.release = None,
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
+            _ => {}
+        }
+        polled.map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A new HTTP/1.1 connection, driven by its own task until either side closes it.
+async fn connect(authority: &str, timeout: Duration) -> Result<SendRequest<Body>, UpstreamError> {
+    let failed = |why: String| UpstreamError::Connect {
+        authority: authority.to_string(),
+        why,
+    };
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(authority)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(failed(e.to_string())),
+        Err(_) => return Err(failed(format!("no answer within {timeout:?}"))),
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("upstream connection ended: {e}");
+        }
+    });
+    Ok(sender)
+}
+
+/// The request target for an HTTP/1.1 upstream: origin form, as Envoy sends it.
+pub fn origin_form(path: &str) -> Result<Uri, UpstreamError> {
+    Uri::try_from(path).map_err(|_| UpstreamError::BadPath(path.to_string()))
 }

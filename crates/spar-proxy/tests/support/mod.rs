@@ -28,6 +28,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub requests: Arc<AtomicUsize>,
     pub failures: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub connections: Arc<AtomicUsize>,
 }
 
 impl Backend {
@@ -37,12 +39,14 @@ impl Backend {
         let requests = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(AtomicUsize::new(0));
         let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let (r, f) = (requests.clone(), failures.clone());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (r, f, accepted) = (requests.clone(), failures.clone(), connections.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let (r, f, seen) = (r.clone(), f.clone(), seen.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
@@ -59,6 +63,7 @@ impl Backend {
             addr,
             requests,
             failures,
+            connections,
         }
     }
 }
