@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod forward;
 pub mod http;
 pub mod lb;
 pub mod listener;

@@ -27,6 +27,11 @@ pub struct ProxyOptions {
     pub bind: BTreeMap<String, SocketAddr>,
     /// How long draining waits for connections to finish.
     pub drain_time: Duration,
+    /// The explicit forward proxy's address (HTTP absolute-form, CONNECT, SOCKS5); `None`:
+    /// none.
+    pub forward: Option<SocketAddr>,
+    /// The proxy's namespace: short names given to the forward proxy are searched in it.
+    pub namespace: String,
     pub log_level: Option<LogLevelFn>,
 }
 
@@ -40,8 +45,16 @@ impl std::fmt::Debug for ProxyOptions {
     }
 }
 
+/// The name the forward proxy's listener has among the bound ones (not an xDS listener).
+pub const FORWARD_LISTENER: &str = "spar-forward-proxy";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    #[error("cannot bind the forward proxy on {addr}: {source} (is another proxy using this --forward-port?)")]
+    Forward {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot bind the admin server on {addr}: {source} (is another proxy using this --admin-port?)")]
     Admin {
         addr: SocketAddr,
@@ -109,9 +122,10 @@ impl Shared {
             };
             map.retain(|name, (addr, task)| {
                 // Ephemeral binds (port 0) keep their real address.
-                let keep = wanted
-                    .get(name)
-                    .is_some_and(|w| w == addr || (w.port() == 0 && w.ip() == addr.ip()));
+                let keep = name == FORWARD_LISTENER
+                    || wanted
+                        .get(name)
+                        .is_some_and(|w| w == addr || (w.port() == 0 && w.ip() == addr.ip()));
                 if !keep {
                     task.abort();
                     tracing::info!(listener = %name, %addr, "listener removed");
@@ -189,6 +203,16 @@ impl Proxy {
             }
             None => None,
         };
+        if let Some(addr) = options.forward {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ProxyError::Forward { addr, source })?;
+            let real = l.local_addr().unwrap_or(addr);
+            tracing::info!(addr = %real, "forward proxy listening");
+            let task = tokio::spawn(crate::forward::accept_loop(shared.clone(), l));
+            let mut map = shared.bound.lock().unwrap_or_else(|p| p.into_inner());
+            map.insert(FORWARD_LISTENER.to_string(), (real, task));
+        }
         shared.reconcile().await;
         let mut changes = store.subscribe();
         let s = shared.clone();

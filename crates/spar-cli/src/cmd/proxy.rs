@@ -65,6 +65,14 @@ pub struct Args {
     #[arg(long, default_value_t = 15006)]
     pub inbound_port: u16,
 
+    /// Serve an explicit forward proxy on 127.0.0.1 at this port (0: any free port), for
+    /// applications without iptables capture: `HTTP_PROXY=http://127.0.0.1:PORT` (HTTP
+    /// absolute-form requests), `CONNECT`, and `ALL_PROXY=socks5h://127.0.0.1:PORT`. Mesh
+    /// names (`reviews`, `reviews.ns`, FQDNs) route as a captured connection would. The
+    /// address in use is printed as `forward proxy listening on ADDR`.
+    #[arg(long)]
+    pub forward_port: Option<u16>,
+
     /// How long draining waits for open connections (Go syntax: 5s, 500ms).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain_time: Duration,
@@ -163,6 +171,21 @@ fn node(args: &Args) -> anyhow::Result<Node> {
     })
 }
 
+/// The namespace in the node's metadata (from `--node-id` or `--namespace`).
+fn node_namespace(node: &Node) -> Option<String> {
+    match node
+        .metadata
+        .as_ref()?
+        .fields
+        .get("NAMESPACE")?
+        .kind
+        .as_ref()?
+    {
+        Kind::StringValue(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -190,12 +213,19 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         bind,
         drain_time: args.drain_time,
         log_level: None,
+        forward: args
+            .forward_port
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
+        namespace: node_namespace(&node).unwrap_or_else(|| args.namespace.clone()),
     };
     let proxy = Proxy::start(store.clone(), options)
         .await
         .context("starting the proxy")?;
     if let Some(a) = proxy.admin_addr {
         eprintln!("admin listening on {a}");
+    }
+    if let Some(a) = proxy.listener_addr(spar_proxy::proxy::FORWARD_LISTENER) {
+        eprintln!("forward proxy listening on {a}");
     }
     let server = if args.xds_addr.contains("://") {
         args.xds_addr.clone()

@@ -9,6 +9,7 @@
 
 pub mod body;
 pub mod filters;
+pub mod forward;
 pub mod local_address;
 pub mod path;
 pub mod router;

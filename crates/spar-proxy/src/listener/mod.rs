@@ -53,7 +53,11 @@ fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
 
 /// The listener a virtual listener hands a connection to: the one bound to exactly
 /// `dst`, else the wildcard one on its port.
-fn listener_for<'a>(snap: &'a Snapshot, dst: SocketAddr, own: &str) -> Option<&'a Arc<Listener>> {
+pub(crate) fn listener_for<'a>(
+    snap: &'a Snapshot,
+    dst: SocketAddr,
+    own: &str,
+) -> Option<&'a Arc<Listener>> {
     let others = || snap.listeners.values().filter(|l| l.name != own);
     others().find(|l| l.address == dst).or_else(|| {
         others().find(|l| l.address.ip().is_unspecified() && l.address.port() == dst.port())
@@ -87,6 +91,42 @@ async fn handle(shared: Arc<Shared>, name: Arc<str>, stream: TcpStream, peer: So
             listener = other;
         }
     }
+    let listener = listener.clone();
+    run_chain(&shared, &snap, &listener, stream, peer, dst, local).await;
+}
+
+/// Carries a connection whose destination is `dst` as a captured one would be: through
+/// the listener of that address (else the sidecar's `virtualOutbound`, whose own chains
+/// pass unknown destinations through). The explicit forward proxy's tunnels (CONNECT,
+/// SOCKS5) come this way. Returns `false` when the snapshot has no listener for it.
+pub async fn carry_to(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    dst: SocketAddr,
+) -> bool {
+    let snap = shared.store.load();
+    let listener = listener_for(&snap, dst, "")
+        .or_else(|| snap.listeners.values().find(|l| l.use_original_dst))
+        .cloned();
+    let Some(listener) = listener else {
+        return false;
+    };
+    let local = stream.local_addr().unwrap_or(listener.address);
+    run_chain(shared, &snap, &listener, stream, peer, dst, local).await;
+    true
+}
+
+/// The listener's filters and chain for one connection.
+async fn run_chain(
+    shared: &Arc<Shared>,
+    snap: &Arc<Snapshot>,
+    listener: &Listener,
+    stream: TcpStream,
+    peer: SocketAddr,
+    dst: SocketAddr,
+    local: SocketAddr,
+) {
     let (tls, http) = chain::needs_inspection(listener);
     let detected = if tls || http {
         inspect::inspect(&stream, tls, http, INSPECT_TIMEOUT).await
