@@ -241,6 +241,25 @@ fn gateway_routes_splits_and_follows_a_live_change() {
     );
     assert_eq!(failed.load(Ordering::SeqCst), 0, "no failed request");
 
+    // /logging, as Envoy's admin: read the filter, refuse a bad level, turn one target up.
+    let (code, body) = http_get(&proxy.admin, "/logging");
+    assert_eq!((code, body.trim()), (200, "active log filter: info"));
+    assert_eq!(http_post(&proxy.admin, "/logging?level=loud").0, 400);
+    let (code, body) = http_post(&proxy.admin, "/logging?spar_proxy=debug");
+    assert_eq!(
+        (code, body.trim()),
+        (200, "active log filter: info,spar_proxy=debug")
+    );
+    let _ = proxy.log.try_iter().count();
+    assert_eq!(get(gw, "/live").0, 200);
+    wait_for("a debug line after /logging", &proxy, || {
+        proxy
+            .log
+            .try_iter()
+            .any(|l| l.contains("DEBUG") && l.contains("new connection"))
+    });
+    assert_eq!(http_post(&proxy.admin, "/logging?level=info").0, 200);
+
     // SIGTERM: drain and exit 0.
     let mut proxy = proxy;
     let pid = proxy.child.id().to_string();

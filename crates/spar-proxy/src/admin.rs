@@ -82,19 +82,32 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             reply(200, "OK\n")
         }
         "/logging" if post => {
-            let level = query
+            // Envoy's forms: `level=<l>` for everything, `<logger>=<l>` for one logger
+            // (here a tracing target, e.g. `spar_proxy::http`).
+            let change: Vec<String> = query
                 .split('&')
-                .find_map(|kv| kv.strip_prefix("level="))
-                .unwrap_or("");
+                .filter(|kv| !kv.is_empty())
+                .map(|kv| match kv.strip_prefix("level=") {
+                    Some(l) => l.to_string(),
+                    None => kv.to_string(),
+                })
+                .collect();
             match &shared.options.log_level {
-                Some(set) if !level.is_empty() => match set(level) {
-                    Ok(()) => reply(200, &format!("log level set to {level}\n")),
+                Some(_) if change.is_empty() => reply(
+                    400,
+                    "usage: POST /logging?level=<trace|debug|info|warn|error|off> or /logging?<target>=<level>\n",
+                ),
+                Some(c) => match (c.change)(&change.join(",")) {
+                    Ok(now) => reply(200, &format!("active log filter: {now}\n")),
                     Err(e) => reply(400, &format!("{e}\n")),
                 },
-                Some(_) => reply(400, "usage: POST /logging?level=<trace|debug|info|warn|error>\n"),
                 None => reply(501, "this proxy cannot change its log level\n"),
             }
         }
+        "/logging" if req.method() == Method::GET => match &shared.options.log_level {
+            Some(c) => reply(200, &format!("active log filter: {}\n", (c.current)())),
+            None => reply(501, "this proxy cannot change its log level\n"),
+        },
         "/drain" | "/drain_listeners" | "/quitquitquit" | "/logging" => {
             reply(405, "use POST\n")
         }

@@ -15,8 +15,16 @@ use crate::config::Store;
 use crate::http::upstream::Pools;
 use crate::stats::Stats;
 
-/// Sets the log level (`/logging?level=`); the binary owns the subscriber.
-pub type LogLevelFn = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+/// Applies a log filter change (`debug`, or `target=level,...`); returns the filter in force.
+pub type LogChangeFn = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
+
+/// Changes the log filter (`/logging`) and reports it; the binary owns the subscriber.
+#[derive(Clone)]
+pub struct LogControl {
+    pub change: LogChangeFn,
+    /// The filter in force.
+    pub current: Arc<dyn Fn() -> String + Send + Sync>,
+}
 
 #[derive(Clone, Default)]
 pub struct ProxyOptions {
@@ -32,7 +40,7 @@ pub struct ProxyOptions {
     pub forward: Option<SocketAddr>,
     /// The proxy's namespace: short names given to the forward proxy are searched in it.
     pub namespace: String,
-    pub log_level: Option<LogLevelFn>,
+    pub log_level: Option<LogControl>,
 }
 
 impl std::fmt::Debug for ProxyOptions {

@@ -212,7 +212,10 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         admin: Some(SocketAddr::from(([127, 0, 0, 1], args.admin_port))),
         bind,
         drain_time: args.drain_time,
-        log_level: None,
+        log_level: Some(spar_proxy::proxy::LogControl {
+            change: Arc::new(crate::logging::change),
+            current: Arc::new(crate::logging::current),
+        }),
         forward: args
             .forward_port
             .map(|p| SocketAddr::from(([127, 0, 0, 1], p))),

@@ -118,13 +118,22 @@ pub fn spar(args: &[&str]) -> Output {
 }
 
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http_request("GET", addr, path)
+}
+
+/// A POST without a body (admin endpoints).
+pub fn http_post(addr: &str, path: &str) -> (u16, String) {
+    http_request("POST", addr, path)
+}
+
+fn http_request(method: &str, addr: &str, path: &str) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect(addr) else {
         return (0, String::new());
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);

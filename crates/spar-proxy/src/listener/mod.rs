@@ -30,6 +30,7 @@ pub async fn accept_loop(shared: Arc<Shared>, name: Arc<str>, listener: TcpListe
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
+                tracing::debug!(listener = %name, %peer, "new connection");
                 shared
                     .stats
                     .downstream_cx_total
