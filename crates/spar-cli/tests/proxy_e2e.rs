@@ -2,7 +2,11 @@
 //! directory, a `spar proxy` child that gets its listeners, routes, clusters and endpoints
 //! over ADS (Delta), and two echo backends in this process. Proven: readiness after the
 //! first full config, weighted routing, and a VirtualService rewritten on disk taking
-//! effect with no failed request while traffic flows; SIGTERM drains and exits cleanly.
+//! effect with no failed request while traffic flows; SIGTERM drains and exits cleanly;
+//! `/logging` changes the log filter. The drain test: 25 HTTP/1.1 and 25 HTTP/2 (curl) POSTs
+//! with bodies of 1 B to 240 KB are all held at the backend when SIGTERM arrives; the
+//! listener closes, every request completes with its whole body counted, HTTP/1.1 answers
+//! carry `connection: close`, and the proxy exits 0.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -274,6 +278,216 @@ fn gateway_routes_splits_and_follows_a_live_change() {
         assert!(
             Instant::now() < deadline,
             "spar proxy did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A backend that reads each request's whole body, then holds the answer until `release`
+/// is set, and answers `got=<body bytes>`. `heads` counts requests whose body it has read.
+fn held_backend(heads: Arc<AtomicUsize>, release: Arc<AtomicBool>) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let (heads, release) = (heads.clone(), release.clone());
+            std::thread::spawn(move || {
+                let mut out = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let (mut length, mut chunked) = (0usize, false);
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let lower = h.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        chunked |=
+                            lower.starts_with("transfer-encoding:") && lower.contains("chunked");
+                        if h == "\r\n" {
+                            break;
+                        }
+                    }
+                    let got = if chunked {
+                        read_chunked(&mut r)
+                    } else {
+                        let mut body = vec![0u8; length];
+                        r.read_exact(&mut body).map(|()| length).unwrap_or(0)
+                    };
+                    heads.fetch_add(1, Ordering::SeqCst);
+                    let deadline = Instant::now() + WAIT;
+                    while !release.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    let body = format!("got={got}");
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if out.write_all(resp.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn read_chunked(r: &mut impl BufRead) -> usize {
+    let mut total = 0;
+    loop {
+        let mut size = String::new();
+        if r.read_line(&mut size).unwrap_or(0) == 0 {
+            return total;
+        }
+        let n =
+            usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+        let mut chunk = vec![0u8; n + 2];
+        if r.read_exact(&mut chunk).is_err() {
+            return total;
+        }
+        if n == 0 {
+            return total;
+        }
+        total += n;
+    }
+}
+
+/// One HTTP/1.1 POST of `size` bytes on its own connection: (status, body, `connection`).
+fn post_h1(port: u16, size: usize) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let head =
+        format!("POST /live HTTP/1.1\r\nHost: echo.example\r\ncontent-length: {size}\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&vec![b'x'; size]).unwrap();
+    let mut r = BufReader::new(s);
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    let (mut length, mut connection) = (0usize, String::new());
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).unwrap();
+        let lower = h.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+        if let Some(v) = lower.strip_prefix("connection:") {
+            connection = v.trim().to_string();
+        }
+        if h == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0u8; length];
+    r.read_exact(&mut body).unwrap();
+    let code = status.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, String::from_utf8(body).unwrap(), connection)
+}
+
+#[test]
+fn sigterm_lets_fifty_in_flight_requests_with_bodies_finish() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("SPAR_REQUIRE_PEERS").is_none(),
+            "curl (the HTTP/2 client here) is required"
+        );
+        eprintln!("skipped: curl is not installed (it is this test's HTTP/2 client)");
+        return;
+    }
+    let (heads, release) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let backend = held_backend(heads.clone(), release.clone());
+    let gw = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    write_atomic(dir.path(), "registry.yaml", &registry(backend, backend, gw));
+    write_atomic(dir.path(), "vs.yaml", &virtual_service("v1"));
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let mut proxy = start_proxy(&cp.xds);
+    wait_for("/ready", &proxy, || {
+        http_get(&proxy.admin, "/ready").0 == 200
+    });
+    wait_for("the gateway route", &proxy, || {
+        std::net::TcpStream::connect(("127.0.0.1", gw)).is_ok()
+    });
+
+    let sizes: Vec<usize> = (0..25).map(|i| 1 + i * 10_007).collect();
+    let h1: Vec<_> = sizes
+        .iter()
+        .map(|&size| (size, std::thread::spawn(move || post_h1(gw, size))))
+        .collect();
+    let h2: Vec<_> = sizes
+        .iter()
+        .map(|&size| {
+            let file = dir.path().join(format!("body-{size}"));
+            std::fs::write(&file, vec![b'y'; size]).unwrap();
+            let child = Command::new("curl")
+                .args(["-s", "-S", "--http2-prior-knowledge", "--max-time", "30"])
+                .args(["-w", "\n%{http_code} %{http_version}"])
+                .args(["-H", "Host: echo.example", "--data-binary"])
+                .arg(format!("@{}", file.display()))
+                .arg(format!("http://127.0.0.1:{gw}/live"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (size, child)
+        })
+        .collect();
+    wait_for("50 requests in flight at the backend", &proxy, || {
+        heads.load(Ordering::SeqCst) == 50
+    });
+
+    let pid = proxy.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // Draining: no new connections are taken once the listeners are closed.
+    wait_for("the gateway port to close", &proxy, || {
+        std::net::TcpStream::connect(("127.0.0.1", gw)).is_err()
+    });
+    release.store(true, Ordering::SeqCst);
+
+    for (size, t) in h1 {
+        let (code, body, connection) = t.join().unwrap();
+        assert_eq!((code, body.as_str()), (200, format!("got={size}").as_str()));
+        assert_eq!(
+            connection, "close",
+            "HTTP/1.1 answers during drain close the connection"
+        );
+    }
+    for (size, child) in h2 {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text.trim(),
+            format!("got={size}\n200 2"),
+            "HTTP/2 request of {size} bytes: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(s) = proxy.child.try_wait().unwrap() {
+            assert!(s.success(), "exit status {s}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spar proxy did not exit after draining"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
