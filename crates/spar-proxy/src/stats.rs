@@ -25,6 +25,41 @@ pub struct Stats {
     pub flags: [AtomicU64; 11],
     pub config_accepted: AtomicU64,
     pub config_rejected: AtomicU64,
+    pub detection: Detection,
+}
+
+/// Protocol detection outcomes on sniffed listeners (Envoy's `tls_inspector.*`,
+/// `http_inspector.*` and `downstream_pre_cx_timeout`).
+#[derive(Debug, Default)]
+pub struct Detection {
+    pub tls_found: AtomicU64,
+    pub tls_not_found: AtomicU64,
+    pub http11_found: AtomicU64,
+    pub http2_found: AtomicU64,
+    pub http_not_found: AtomicU64,
+    pub pre_cx_timeout: AtomicU64,
+}
+
+impl Detection {
+    pub fn record(&self, d: &crate::listener::inspect::Detected) {
+        let bump = |c: &AtomicU64| {
+            c.fetch_add(1, Ordering::Relaxed);
+        };
+        match d.tls_found {
+            Some(true) => bump(&self.tls_found),
+            Some(false) => bump(&self.tls_not_found),
+            None => {}
+        }
+        match d.http {
+            Some("http/1.1") => bump(&self.http11_found),
+            Some("h2c") => bump(&self.http2_found),
+            Some(_) => bump(&self.http_not_found),
+            None => {}
+        }
+        if d.timed_out {
+            bump(&self.pre_cx_timeout);
+        }
+    }
 }
 
 impl Stats {
@@ -120,6 +155,20 @@ impl Stats {
                 &format!("{{flag=\"{}\"}}", f.name()),
                 get(c),
             );
+        }
+        let d = &self.detection;
+        for (name, c) in [
+            ("envoy_tls_inspector_tls_found", &d.tls_found),
+            ("envoy_tls_inspector_tls_not_found", &d.tls_not_found),
+            ("envoy_http_inspector_http11_found", &d.http11_found),
+            ("envoy_http_inspector_http2_found", &d.http2_found),
+            ("envoy_http_inspector_http_not_found", &d.http_not_found),
+            (
+                "envoy_listener_downstream_pre_cx_timeout",
+                &d.pre_cx_timeout,
+            ),
+        ] {
+            counter(&mut out, name, "", get(c));
         }
         counter(
             &mut out,

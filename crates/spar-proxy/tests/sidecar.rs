@@ -99,6 +99,13 @@ async fn outbound_http_tcp_and_passthrough() {
         service("db", db_port, "tcp", &[("v1", db)]),
         "127.0.0.2",
     ));
+    // A port that names no protocol: sniffed (HTTP inspector), as in Istio.
+    let auto_port = free_port();
+    y.push_str("---\n");
+    y.push_str(&with_vip(
+        service("auto", auto_port, "app", &[("v1", web.addr)]),
+        "127.0.0.5",
+    ));
     let x = sidecar_resources(&y);
     let names: Vec<&str> = x.listeners.iter().map(|l| l.name.as_str()).collect();
     assert!(
@@ -134,6 +141,33 @@ async fn outbound_http_tcp_and_passthrough() {
     assert!(r.1.starts_with("backend=web"), "{}", r.1);
     let r = send_to(&c, "127.0.0.3", web_port, "/hello", "web").await;
     assert_eq!(r.0, 200, "short names route too: {}", r.1);
+
+    // Protocol detection on a sniffed port, counted with Envoy's names: HTTP/1.1 twice, h2c
+    // once, bytes that are not HTTP once, and a connection that sends nothing times out and
+    // goes on as what is known.
+    let auto_capture = capture_at(&store, SocketAddr::from(([127, 0, 0, 5], auto_port))).await;
+    for c in [client(false), client(false), client(true)] {
+        let r = send_to(&c, "127.0.0.5", auto_port, "/hello", "auto").await;
+        assert_eq!(r.0, 200, "sniffed HTTP: {}", r.1);
+    }
+    let mut raw = TcpStream::connect(("127.0.0.5", auto_port)).await.unwrap();
+    raw.write_all(b"\x00\x01 not http\r\n").await.unwrap();
+    let silent = TcpStream::connect(("127.0.0.5", auto_port)).await.unwrap();
+    let stats = &auto_capture.shared.stats;
+    let text = || stats.prometheus();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !text().contains("envoy_listener_downstream_pre_cx_timeout 1") {
+        assert!(std::time::Instant::now() < deadline, "{}", text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop((silent, raw));
+    for line in [
+        "envoy_http_inspector_http11_found 2",
+        "envoy_http_inspector_http2_found 1",
+        "envoy_http_inspector_http_not_found 1",
+    ] {
+        assert!(text().contains(line), "{line} in\n{}", text());
+    }
 
     // TCP: handed to 127.0.0.2_<port>, proxied to the db endpoint.
     let mut s = TcpStream::connect(("127.0.0.2", db_port)).await.unwrap();

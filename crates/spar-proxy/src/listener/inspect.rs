@@ -13,6 +13,14 @@ pub struct Detected {
     pub transport: &'static str,
     pub sni: Option<String>,
     pub alpn: Vec<String>,
+    /// The TLS inspector's verdict (`None`: it did not run or could not decide).
+    pub tls_found: Option<bool>,
+    /// The HTTP inspector's verdict: `Some("http/1.1" | "h2c")`, `Some("")` for not HTTP,
+    /// `None` when it did not run or could not decide.
+    pub http: Option<&'static str>,
+    /// The first bytes did not come within the timeout (Envoy's
+    /// `downstream_pre_cx_timeout`); the connection goes on with what is known.
+    pub timed_out: bool,
 }
 
 enum Verdict {
@@ -36,7 +44,11 @@ pub async fn inspect(stream: &TcpStream, tls: bool, http: bool, timeout: Duratio
     loop {
         let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
             Ok(Ok(n)) => n,
-            _ => return out,
+            Ok(Err(_)) => return out,
+            Err(_) => {
+                out.timed_out = true;
+                return out;
+            }
         };
         let data = &buf[..n];
         let mut undecided = false;
@@ -44,21 +56,26 @@ pub async fn inspect(stream: &TcpStream, tls: bool, http: bool, timeout: Duratio
             match client_hello(data) {
                 Verdict::Tls { sni, alpn } => {
                     out.transport = "tls";
+                    out.tls_found = Some(true);
                     out.sni = sni;
                     out.alpn = alpn;
                     return out;
                 }
                 Verdict::Need => undecided = true,
-                Verdict::NotTls => {}
+                Verdict::NotTls => out.tls_found = Some(false),
             }
         }
         if http && !undecided {
             match http_protocol(data) {
                 Some(Some(p)) => {
+                    out.http = Some(p);
                     out.alpn = vec![p.to_string()];
                     return out;
                 }
-                Some(None) => return out,
+                Some(None) => {
+                    out.http = Some("");
+                    return out;
+                }
                 None => undecided = true,
             }
         }
@@ -68,6 +85,7 @@ pub async fn inspect(stream: &TcpStream, tls: bool, http: bool, timeout: Duratio
         // Bytes are still arriving: peek returns at once with what is there, so wait a
         // little before looking again.
         if tokio::time::Instant::now() >= deadline {
+            out.timed_out = true;
             return out;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;

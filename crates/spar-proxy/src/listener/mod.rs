@@ -130,7 +130,9 @@ async fn run_chain(
 ) {
     let (tls, http) = chain::needs_inspection(listener);
     let detected = if tls || http {
-        inspect::inspect(&stream, tls, http, INSPECT_TIMEOUT).await
+        let d = inspect::inspect(&stream, tls, http, INSPECT_TIMEOUT).await;
+        shared.stats.detection.record(&d);
+        d
     } else {
         inspect::Detected {
             transport: "raw_buffer",
