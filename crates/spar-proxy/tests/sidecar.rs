@@ -391,3 +391,54 @@ spec:
         .unwrap();
     assert_eq!(&buf[..n], b"db:hi");
 }
+
+/// A Sidecar egress listener with `captureMode: NONE` and `bind` is a real socket the proxy
+/// binds (no iptables): the application calls it directly and the route table of that
+/// listener (`<bind>:<port>`) routes by Host as for captured traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_egress_bind_listener_is_bound_and_routes() {
+    let web = Backend::start("web").await;
+    let port = free_port();
+    let mut y = service("web", port, "http", &[("v1", web.addr)]);
+    y.push_str(&format!(
+        r#"---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: default}}
+spec:
+  egress:
+  - port: {{number: {port}, protocol: HTTP, name: egress-http}}
+    bind: 127.0.0.6
+    captureMode: NONE
+    hosts: ["./*"]
+"#
+    ));
+    let x = sidecar_resources(&y);
+    let name = format!("127.0.0.6_{port}");
+    assert!(
+        x.listeners.iter().any(|l| l.name == name),
+        "{:?}",
+        x.listeners.iter().map(|l| &l.name).collect::<Vec<_>>()
+    );
+    let store = Arc::new(Store::new(Snapshot::from_xds(&x).unwrap()));
+    let mut bind = BTreeMap::new();
+    for l in ["virtualOutbound", "virtualInbound"] {
+        bind.insert(l.to_string(), SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
+    let proxy = Proxy::start(
+        store,
+        ProxyOptions {
+            bind,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        proxy.listener_addr(&name),
+        Some(SocketAddr::from(([127, 0, 0, 6], port)))
+    );
+    let r = send_to(&client(false), "127.0.0.6", port, "/direct", "web").await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert!(r.1.starts_with("backend=web"), "{}", r.1);
+}
