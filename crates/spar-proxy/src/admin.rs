@@ -231,6 +231,6 @@ pub fn config_dump(shared: &Shared) -> Value {
         "listeners": listeners,
         "routes": routes,
         "clusters": clusters,
-        "secrets": snap.secrets,
+        "secrets": snap.secrets.keys().collect::<Vec<_>>(),
     })
 }

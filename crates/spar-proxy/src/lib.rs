@@ -27,6 +27,7 @@ pub mod stats;
 pub mod tcp;
 #[cfg(test)]
 mod testutil;
+pub mod tls;
 pub mod xds_handler;
 
 pub use config::{Snapshot, Store};

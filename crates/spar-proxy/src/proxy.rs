@@ -81,6 +81,8 @@ pub struct Shared {
     /// `true` once the proxy should exit.
     quit: watch::Sender<bool>,
     pub options: ProxyOptions,
+    /// TLS server configurations, built once per chain and secrets generation.
+    pub tls: crate::tls::ServerConfigs,
     bound: Mutex<HashMap<String, (SocketAddr, JoinHandle<()>)>>,
 }
 
@@ -198,6 +200,7 @@ impl Proxy {
             drain_tx,
             quit,
             options: options.clone(),
+            tls: Default::default(),
             bound: Mutex::new(HashMap::new()),
         });
         let admin_addr = match options.admin {

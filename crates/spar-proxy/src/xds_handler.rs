@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use envoy_types::pb::google::protobuf::Any;
-use spar_translate::type_url;
 use spar_xds::client::{TypeUpdate, XdsHandler};
 
 use crate::config::Store;
@@ -62,11 +61,7 @@ impl XdsHandler for ProxyHandler {
     }
 
     fn wanted(&self, type_url: &str) -> Option<BTreeSet<String>> {
-        match type_url {
-            // Upstream and downstream TLS are refused today, so no secret is needed.
-            type_url::SECRET => Some(BTreeSet::new()),
-            other => self.store.load().wanted(other),
-        }
+        self.store.load().wanted(type_url)
     }
 
     fn on_connected(&self, connected: bool) {

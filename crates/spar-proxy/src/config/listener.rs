@@ -60,6 +60,8 @@ pub struct FilterChain {
     pub name: String,
     pub matcher: ChainMatch,
     pub filter: NetworkFilter,
+    /// TLS termination (`transport_socket`), when the chain has it.
+    pub tls: Option<Arc<super::tls::DownstreamTls>>,
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +188,15 @@ impl Listener {
         })
     }
 
+    /// The SDS secret names this listener's chains use.
+    pub fn sds_names(&self) -> impl Iterator<Item = &str> {
+        self.chains
+            .iter()
+            .chain(self.default_chain.iter())
+            .filter_map(|c| c.tls.as_deref())
+            .flat_map(|t| t.sds_names())
+    }
+
     /// The RDS names this listener's chains ask for.
     pub fn rds_names(&self) -> impl Iterator<Item = &str> {
         self.chains
@@ -203,13 +214,17 @@ impl Listener {
 
 impl FilterChain {
     fn from_proto(c: &lpb::FilterChain, what: &dyn Fn() -> String) -> Result<Self, ConfigError> {
-        if c.transport_socket.is_some() {
-            return Err(ConfigError::Unsupported {
-                what: what(),
-                feature: "TLS termination (transport_socket) is not supported by spar proxy yet"
-                    .into(),
-            });
-        }
+        let tls = match &c.transport_socket {
+            None => None,
+            Some(ts) => {
+                let any = match &ts.config_type {
+                    Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(a)) => a.clone(),
+                    None => Default::default(),
+                };
+                let what_ts = || format!("{}: transport_socket", what());
+                Some(Arc::new(super::tls::downstream(&any, &ts.name, &what_ts)?))
+            }
+        };
         let m = c.filter_chain_match.clone().unwrap_or_default();
         let matcher = ChainMatch {
             destination_port: m.destination_port.and_then(|p| u16::try_from(p.value).ok()),
@@ -266,6 +281,7 @@ impl FilterChain {
             name: c.name.clone(),
             matcher,
             filter,
+            tls,
         })
     }
 }

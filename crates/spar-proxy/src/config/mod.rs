@@ -10,6 +10,7 @@ pub mod listener;
 pub mod matcher;
 pub mod route;
 mod route_proto;
+pub mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -53,7 +54,11 @@ pub struct Snapshot {
     pub assignments: BTreeMap<String, Arc<Vec<Locality>>>,
     /// Balancers by cluster name (hosts from EDS or inline).
     pub balancers: BTreeMap<String, Arc<ClusterLb>>,
-    pub secrets: BTreeSet<String>,
+    /// SDS secrets by name.
+    pub secrets: BTreeMap<String, Arc<tls::SecretData>>,
+    /// Bumped whenever a secret changes (TLS configurations built from them are cached
+    /// per generation).
+    pub secrets_generation: u64,
     /// Types received at least once.
     pub received: BTreeSet<String>,
     /// Bumped on every publish.
@@ -143,17 +148,12 @@ impl Snapshot {
                 });
             }
             type_url::SECRET => {
-                let names = decode_all::<Secret>(type_url, resources)?
-                    .into_iter()
-                    .map(|s| (s.name, ()))
-                    .collect();
-                let mut map: BTreeMap<String, Arc<()>> = next
-                    .secrets
+                let items = decode_all::<Secret>(type_url, resources)?
                     .iter()
-                    .map(|s| (s.clone(), Arc::new(())))
-                    .collect();
-                update(&mut map, names, removed, full_state);
-                next.secrets = map.into_keys().collect();
+                    .map(|s| tls::secret(s).map(|x| (s.name.clone(), x)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                update(&mut next.secrets, items, removed, full_state);
+                next.secrets_generation += 1;
             }
             other => return Err(ConfigError::UnknownType(other.to_string())),
         }
@@ -203,8 +203,9 @@ impl Snapshot {
             .apply(type_url::SECRET, &pack(&x.secrets), &[], true)
     }
 
-    /// Ready once listeners and clusters have arrived and every route configuration a
-    /// listener names is there (Envoy's initial warming; endpoints may still be empty).
+    /// Ready once listeners and clusters have arrived and every route configuration and
+    /// secret a listener names is there (Envoy's initial warming; endpoints may still be
+    /// empty).
     pub fn is_ready(&self) -> bool {
         self.received.contains(type_url::LISTENER)
             && self.received.contains(type_url::CLUSTER)
@@ -213,6 +214,11 @@ impl Snapshot {
                 .values()
                 .flat_map(|l| l.rds_names())
                 .all(|n| self.routes.contains_key(n))
+            && self
+                .listeners
+                .values()
+                .flat_map(|l| l.sds_names())
+                .all(|n| self.secrets.contains_key(n))
     }
 
     /// Names the proxy wants for `type_url` (None: everything, as for LDS and CDS).
@@ -229,6 +235,12 @@ impl Snapshot {
                     .values()
                     .filter(|c| c.discovery == Discovery::Eds)
                     .map(|c| c.eds_service_name.clone())
+                    .collect(),
+            ),
+            type_url::SECRET => Some(
+                self.listeners
+                    .values()
+                    .flat_map(|l| l.sds_names().map(str::to_string).collect::<Vec<_>>())
                     .collect(),
             ),
             _ => None,

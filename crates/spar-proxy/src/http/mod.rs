@@ -25,7 +25,6 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
 
 use crate::config::listener::{HttpManager, Routes};
 use crate::config::route::{Abort, Action, RouteConfig};
@@ -49,16 +48,21 @@ pub struct Conn {
     pub scheme: &'static str,
 }
 
-/// Serves one downstream connection until it closes or the proxy drains.
-pub async fn serve(
+/// Serves one downstream connection until it closes or the proxy drains. `scheme` is
+/// `https` when the connection came through TLS termination.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve<S>(
     shared: Arc<Shared>,
     snapshot: Arc<Snapshot>,
     hcm: Arc<HttpManager>,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     dst: SocketAddr,
     local: SocketAddr,
-) {
+    scheme: &'static str,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     drop(snapshot);
     let conn = Arc::new(Conn {
         shared: shared.clone(),
@@ -67,7 +71,7 @@ pub async fn serve(
         dst,
         local,
         local_text: local.to_string(),
-        scheme: "http",
+        scheme,
     });
     let svc = service_fn(move |req| {
         let conn = conn.clone();

@@ -154,7 +154,102 @@ async fn run_chain(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return;
     };
-    match &chain.filter {
+    match &chain.tls {
+        None => {
+            carry(
+                shared,
+                snap,
+                &chain.filter,
+                stream,
+                peer,
+                dst,
+                local,
+                "http",
+            )
+            .await
+        }
+        Some(tls) => {
+            let Some(stream) = terminate(shared, snap, tls, stream, peer).await else {
+                return;
+            };
+            carry(
+                shared,
+                snap,
+                &chain.filter,
+                stream,
+                peer,
+                dst,
+                local,
+                "https",
+            )
+            .await
+        }
+    }
+}
+
+/// How long a TLS handshake may take before the connection is closed.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS handshake of a chain that terminates TLS, and Envoy's checks on the peer's
+/// certificate; `None` (the connection is closed) when either fails.
+async fn terminate(
+    shared: &Arc<Shared>,
+    snap: &Arc<Snapshot>,
+    tls: &Arc<crate::config::tls::DownstreamTls>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let config = match shared.tls.get(tls, snap) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%peer, "TLS: {e}; closing");
+            return None;
+        }
+    };
+    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "TLS handshake failed: {e}");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return None;
+        }
+    };
+    let matchers = crate::tls::san_matchers(tls, snap);
+    if !matchers.is_empty() {
+        let sans = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(crate::tls::peer_sans)
+            .unwrap_or_default();
+        if !crate::tls::sans_pass(&matchers, &sans) {
+            tracing::debug!(%peer, ?sans, "peer certificate SANs match no allowed name; closing");
+            return None;
+        }
+    }
+    Some(stream)
+}
+
+/// The chain's network filter on the (plain or decrypted) stream.
+#[allow(clippy::too_many_arguments)]
+async fn carry<S>(
+    shared: &Arc<Shared>,
+    snap: &Arc<Snapshot>,
+    filter: &NetworkFilter,
+    stream: S,
+    peer: SocketAddr,
+    dst: SocketAddr,
+    local: SocketAddr,
+    scheme: &'static str,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match filter {
         NetworkFilter::Http(hcm) => {
             crate::http::serve(
                 shared.clone(),
@@ -164,6 +259,7 @@ async fn run_chain(
                 peer,
                 dst,
                 local,
+                scheme,
             )
             .await
         }

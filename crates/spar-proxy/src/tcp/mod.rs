@@ -29,14 +29,16 @@ fn pick_cluster(t: &TcpRoute) -> Option<&str> {
     None
 }
 
-pub async fn proxy(
+pub async fn proxy<S>(
     shared: Arc<Shared>,
     snap: Arc<Snapshot>,
     route: Arc<TcpRoute>,
-    mut downstream: TcpStream,
+    mut downstream: S,
     dst: SocketAddr,
     local: SocketAddr,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let Some(cluster) = pick_cluster(&route) else {
         return;
     };
