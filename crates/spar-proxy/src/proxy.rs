@@ -83,6 +83,8 @@ pub struct Shared {
     pub options: ProxyOptions,
     /// TLS server configurations, built once per chain and secrets generation.
     pub tls: crate::tls::ServerConfigs,
+    /// Upstream TLS client configurations, likewise.
+    pub tls_clients: crate::tls::client::ClientConfigs,
     bound: Mutex<HashMap<String, (SocketAddr, JoinHandle<()>)>>,
 }
 
@@ -201,6 +203,7 @@ impl Proxy {
             quit,
             options: options.clone(),
             tls: Default::default(),
+            tls_clients: Default::default(),
             bound: Mutex::new(HashMap::new()),
         });
         let admin_addr = match options.admin {

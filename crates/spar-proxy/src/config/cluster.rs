@@ -14,7 +14,10 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 };
 use prost::Message;
 
+use std::sync::Arc;
+
 use super::matcher::duration;
+use super::tls::{self, UpstreamTls};
 use super::ConfigError;
 
 pub const HTTP_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -80,6 +83,42 @@ pub struct Cluster {
     pub outlier: Option<Outlier>,
     /// Hosts carried inline (STATIC, STRICT_DNS, LOGICAL_DNS).
     pub inline_hosts: Option<Vec<Locality>>,
+    /// TLS origination from `transport_socket` (`None`: plaintext).
+    pub tls: Option<Arc<UpstreamTls>>,
+    /// `transport_socket_matches`, in order: an endpoint whose
+    /// `envoy.transport_socket_match` metadata has every field of a match uses its socket.
+    pub tls_matches: Vec<TlsMatch>,
+}
+
+/// One of a cluster's `transport_socket_matches`.
+#[derive(Debug, Clone)]
+pub struct TlsMatch {
+    pub name: String,
+    pub fields: Vec<(String, String)>,
+    pub tls: Option<Arc<UpstreamTls>>,
+}
+
+/// The endpoint metadata filter `transport_socket_matches` look at.
+pub const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
+
+impl Cluster {
+    /// The TLS a connection to `host` uses (Envoy: the first matching
+    /// `transport_socket_matches` entry, else the cluster's `transport_socket`).
+    pub fn tls_for(&self, host: &HostAddr) -> Option<Arc<UpstreamTls>> {
+        self.tls_matches
+            .iter()
+            .find(|m| m.fields.iter().all(|f| host.tls_match.contains(f)))
+            .map_or_else(|| self.tls.clone(), |m| m.tls.clone())
+    }
+
+    /// The SDS names this cluster's TLS contexts use.
+    pub fn sds_names(&self) -> Vec<&str> {
+        self.tls
+            .iter()
+            .chain(self.tls_matches.iter().filter_map(|m| m.tls.as_ref()))
+            .flat_map(|t| t.sds_names())
+            .collect()
+    }
 }
 
 /// One upstream host as the proxy balances over it.
@@ -90,6 +129,9 @@ pub struct HostAddr {
     pub port: u16,
     pub weight: u32,
     pub healthy: bool,
+    /// String fields of the endpoint's `envoy.transport_socket_match` metadata (e.g.
+    /// `tlsMode: istio`), sorted.
+    pub tls_match: Vec<(String, String)>,
 }
 
 impl HostAddr {
@@ -123,6 +165,30 @@ fn socket(a: Option<&Address>) -> Option<(String, u16)> {
     }
 }
 
+fn struct_strings(s: &envoy_types::pb::google::protobuf::Struct) -> Vec<(String, String)> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let mut out: Vec<(String, String)> = s
+        .fields
+        .iter()
+        .filter_map(|(k, v)| match &v.kind {
+            Some(Kind::StringValue(s)) => Some((k.clone(), s.clone())),
+            Some(Kind::BoolValue(b)) => Some((k.clone(), b.to_string())),
+            Some(Kind::NumberValue(n)) => Some((k.clone(), n.to_string())),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn socket_match(
+    m: Option<&envoy_types::pb::envoy::config::core::v3::Metadata>,
+) -> Vec<(String, String)> {
+    m.and_then(|m| m.filter_metadata.get(TRANSPORT_SOCKET_MATCH))
+        .map(struct_strings)
+        .unwrap_or_default()
+}
+
 /// The hosts of an assignment, grouped by locality, in the order given.
 pub fn localities(la: &ClusterLoadAssignment) -> Result<Vec<Locality>, ConfigError> {
     la.endpoints
@@ -140,6 +206,7 @@ pub fn localities(la: &ClusterLoadAssignment) -> Result<Vec<Locality>, ConfigErr
                     let status =
                         HealthStatus::try_from(e.health_status).unwrap_or(HealthStatus::Unknown);
                     Some(HostAddr {
+                        tls_match: socket_match(e.metadata.as_ref()),
                         hostname,
                         port,
                         weight: e
@@ -224,11 +291,27 @@ impl Cluster {
                 });
             }
         }
-        if c.transport_socket.is_some() || !c.transport_socket_matches.is_empty() {
-            return Err(unsupported(
-                "upstream TLS (transport_socket) is not supported by spar proxy yet".into(),
-            ));
-        }
+        let what_ts = || format!("{}: transport_socket", what());
+        let tls = match &c.transport_socket {
+            Some(ts) => tls::upstream(ts, &what_ts)?.map(Arc::new),
+            None => None,
+        };
+        let tls_matches = c
+            .transport_socket_matches
+            .iter()
+            .map(|m| {
+                let what_m = || format!("{}: transport_socket_matches {:?}", what(), m.name);
+                let tls = match &m.transport_socket {
+                    Some(ts) => tls::upstream(ts, &what_m)?.map(Arc::new),
+                    None => None,
+                };
+                Ok(TlsMatch {
+                    name: m.name.clone(),
+                    fields: m.r#match.as_ref().map(struct_strings).unwrap_or_default(),
+                    tls,
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
         let mut http2 = c.http2_protocol_options.is_some();
         if let Some(any) = c.typed_extension_protocol_options.get(HTTP_OPTIONS_KEY) {
             let opts = HttpProtocolOptions::decode(any.value.as_slice()).map_err(|e| {
@@ -245,6 +328,12 @@ impl Cluster {
                     Some(ProtocolConfig::Http2ProtocolOptions(_))
                 );
             }
+        }
+        let any_tls = tls.is_some() || tls_matches.iter().any(|m| m.tls.is_some());
+        if http2 && any_tls {
+            return Err(unsupported(
+                "HTTP/2 to a TLS upstream (transport_socket with http2 protocol options) is not supported by spar proxy yet".into(),
+            ));
         }
         let limits = c
             .circuit_breakers
@@ -306,6 +395,8 @@ impl Cluster {
             limits,
             outlier,
             inline_hosts,
+            tls,
+            tls_matches,
         })
     }
 }

@@ -241,6 +241,12 @@ impl Snapshot {
                 self.listeners
                     .values()
                     .flat_map(|l| l.sds_names().map(str::to_string).collect::<Vec<_>>())
+                    .chain(self.clusters.values().flat_map(|c| {
+                        c.sds_names()
+                            .into_iter()
+                            .map(str::to_string)
+                            .collect::<Vec<_>>()
+                    }))
                     .collect(),
             ),
             _ => None,

@@ -33,7 +33,7 @@ pub struct Validation {
 }
 
 /// `match_typed_subject_alt_names`: a SAN of `kind` matching `value`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SanMatch {
     pub kind: SanKind,
     pub value: StringMatch,
@@ -272,4 +272,84 @@ pub fn secret(s: &Secret) -> Result<SecretData, ConfigError> {
             feature: "secret type (only tls_certificate and validation_context)".into(),
         }),
     }
+}
+
+/// A cluster's (or one transport-socket match's) TLS origination.
+#[derive(Debug)]
+pub struct UpstreamTls {
+    /// The SNI to send; empty: none (the connection is to an address).
+    pub sni: String,
+    pub alpn: Vec<Vec<u8>>,
+    /// A client certificate (mutual TLS), when the context has one.
+    pub cert: Option<Source<CertKey>>,
+    /// What the server's certificate must chain to; `None`: not verified (Envoy's
+    /// behaviour without a validation context).
+    pub validation: Option<Source<Validation>>,
+    pub extra_sans: Vec<SanMatch>,
+}
+
+impl UpstreamTls {
+    /// The SDS names this context uses.
+    pub fn sds_names(&self) -> impl Iterator<Item = &str> {
+        let cert = match &self.cert {
+            Some(Source::Sds(n)) => Some(n.as_str()),
+            _ => None,
+        };
+        let validation = match &self.validation {
+            Some(Source::Sds(n)) => Some(n.as_str()),
+            _ => None,
+        };
+        cert.into_iter().chain(validation)
+    }
+}
+
+/// A cluster's `transport_socket`: TLS origination, or `None` for plaintext
+/// (`envoy.transport_sockets.raw_buffer`).
+pub fn upstream(
+    ts: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
+    what: &dyn Fn() -> String,
+) -> Result<Option<UpstreamTls>, ConfigError> {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+    let any = match &ts.config_type {
+        Some(ConfigType::TypedConfig(a)) => a.clone(),
+        None => Any::default(),
+    };
+    if ts.name == "envoy.transport_sockets.raw_buffer" || any.type_url.ends_with(".RawBuffer") {
+        return Ok(None);
+    }
+    if ts.name != TLS_TRANSPORT_SOCKET && !any.type_url.ends_with("UpstreamTlsContext") {
+        return Err(ConfigError::Unsupported {
+            what: what(),
+            feature: format!(
+                "transport socket {:?} (only {TLS_TRANSPORT_SOCKET} and raw_buffer)",
+                ts.name
+            ),
+        });
+    }
+    let ctx =
+        UpstreamTlsContext::decode(any.value.as_slice()).map_err(|e| ConfigError::Invalid {
+            what: what(),
+            why: format!("UpstreamTlsContext does not decode: {e}"),
+        })?;
+    let common = ctx.common_tls_context.unwrap_or_default();
+    let has_cert = !common.tls_certificates.is_empty()
+        || !common.tls_certificate_sds_secret_configs.is_empty();
+    let cert = if has_cert {
+        Some(cert_of(&common, what)?)
+    } else {
+        None
+    };
+    let (validation, extra_sans) = validation_of(&common, what)?;
+    Ok(Some(UpstreamTls {
+        sni: ctx.sni,
+        alpn: common
+            .alpn_protocols
+            .iter()
+            .map(|p| p.clone().into_bytes())
+            .collect(),
+        cert,
+        validation,
+        extra_sans,
+    }))
 }

@@ -146,7 +146,7 @@ async fn passthrough(shared: &Shared, dst: SocketAddr, req: Request<Incoming>) -
     *up.headers_mut() = parts.headers;
     match shared
         .upstream
-        .send_h1(&dst.to_string(), PASSTHROUGH_CONNECT_TIMEOUT, up)
+        .send_h1(&dst.to_string(), PASSTHROUGH_CONNECT_TIMEOUT, None, up)
         .await
     {
         Ok(mut resp) => {

@@ -236,6 +236,32 @@ fn upstream_request(
     b.body(body).ok()
 }
 
+/// The TLS to originate to a host whose cluster says so (its secrets from the snapshot in
+/// force).
+pub(crate) fn tls_target(
+    conn: &Conn,
+    tls: &Arc<crate::config::tls::UpstreamTls>,
+    authority: &str,
+) -> Result<super::upstream::TlsTarget, UpstreamError> {
+    let failed = |why: String| UpstreamError::Connect {
+        authority: authority.to_string(),
+        why,
+    };
+    let snap = conn.shared.store.load();
+    let config = conn
+        .shared
+        .tls_clients
+        .get(tls, &snap)
+        .map_err(|e| failed(e.to_string()))?;
+    let server_name = crate::tls::client::server_name(tls, authority)
+        .ok_or_else(|| failed(format!("no TLS server name for {authority}")))?;
+    Ok(super::upstream::TlsTarget {
+        config,
+        server_name,
+        pool_suffix: format!("{}|{:x}", tls.sni, Arc::as_ptr(tls) as usize),
+    })
+}
+
 /// An HTTP/1.1 upstream request: origin-form target, the router's headers.
 fn h1_request(
     parts: &http::request::Parts,
@@ -310,9 +336,13 @@ async fn attempts(
                 }
                 None => {
                     let up = h1_request(parts, path, body)?;
+                    let tls = match &host.tls {
+                        None => None,
+                        Some(t) => Some(tls_target(conn, t, &host.authority)?),
+                    };
                     conn.shared
                         .upstream
-                        .send_h1(&host.authority, cluster.connect_timeout, up)
+                        .send_h1(&host.authority, cluster.connect_timeout, tls.as_ref(), up)
                         .await
                 }
             }

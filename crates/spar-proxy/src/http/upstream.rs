@@ -93,14 +93,24 @@ impl Pools {
         &self,
         authority: &str,
         connect_timeout: Duration,
+        tls: Option<&TlsTarget>,
         mut req: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
-        while let Some(mut sender) = self.checkout(authority) {
+        // TLS connections are pooled apart from plaintext ones to the same address.
+        let key_buf;
+        let key = match tls {
+            None => authority,
+            Some(t) => {
+                key_buf = format!("{authority}|tls|{}", t.pool_suffix);
+                key_buf.as_str()
+            }
+        };
+        while let Some(mut sender) = self.checkout(key) {
             if sender.ready().await.is_err() {
                 continue;
             }
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.pooled(authority, sender, resp)),
+                Ok(resp) => return Ok(self.pooled(key, sender, resp)),
                 Err(mut e) => match e.take_message() {
                     // Never written: the server had closed the idle connection.
                     Some(unsent) => req = unsent,
@@ -108,12 +118,12 @@ impl Pools {
                 },
             }
         }
-        let mut sender = connect(authority, connect_timeout).await?;
+        let mut sender = connect(authority, connect_timeout, tls).await?;
         let resp = sender
             .send_request(req)
             .await
             .map_err(|e| UpstreamError::Reset(e.to_string()))?;
-        Ok(self.pooled(authority, sender, resp))
+        Ok(self.pooled(key, sender, resp))
     }
 
     /// The most recently returned connection that is still open; ones idle longer than
@@ -212,28 +222,82 @@ impl hyper::body::Body for PooledBody {
     }
 }
 
-/// A new HTTP/1.1 connection, driven by its own task until either side closes it.
-async fn connect(authority: &str, timeout: Duration) -> Result<SendRequest<Body>, UpstreamError> {
+/// TLS to originate on an upstream connection.
+pub struct TlsTarget {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: rustls_pki_types::ServerName<'static>,
+    /// Tells this context's pooled connections apart (the SNI and the context).
+    pub pool_suffix: String,
+}
+
+/// A TCP connection to `authority`, with TLS when `tls` says so; the timeout covers both
+/// (Envoy's `connect_timeout` includes the transport socket's handshake).
+pub async fn connect_stream(
+    authority: &str,
+    timeout: Duration,
+    tls: Option<&TlsTarget>,
+) -> Result<UpstreamStream, UpstreamError> {
     let failed = |why: String| UpstreamError::Connect {
         authority: authority.to_string(),
         why,
     };
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(authority)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(failed(e.to_string())),
-        Err(_) => return Err(failed(format!("no answer within {timeout:?}"))),
-    };
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("upstream connection ended: {e}");
+    let connect = async {
+        let stream = TcpStream::connect(authority)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        match tls {
+            None => Ok(UpstreamStream::Plain(stream)),
+            Some(t) => tokio_rustls::TlsConnector::from(t.config.clone())
+                .connect(t.server_name.clone(), stream)
+                .await
+                .map(|s| UpstreamStream::Tls(Box::new(s)))
+                .map_err(|e| failed(format!("TLS handshake: {e}"))),
         }
-    });
+    };
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(r) => r,
+        Err(_) => Err(failed(format!("no answer within {timeout:?}"))),
+    }
+}
+
+/// An upstream connection, plain or TLS.
+pub enum UpstreamStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// A new HTTP/1.1 connection, driven by its own task until either side closes it.
+async fn connect(
+    authority: &str,
+    timeout: Duration,
+    tls: Option<&TlsTarget>,
+) -> Result<SendRequest<Body>, UpstreamError> {
+    let stream = connect_stream(authority, timeout, tls).await?;
+    let failed = |e: hyper::Error| UpstreamError::Connect {
+        authority: authority.to_string(),
+        why: e.to_string(),
+    };
+    let builder = hyper::client::conn::http1::Builder::new();
+    let sender = match stream {
+        UpstreamStream::Plain(s) => {
+            let (sender, conn) = builder.handshake(TokioIo::new(s)).await.map_err(failed)?;
+            tokio::spawn(drive(conn));
+            sender
+        }
+        UpstreamStream::Tls(s) => {
+            let (sender, conn) = builder.handshake(TokioIo::new(*s)).await.map_err(failed)?;
+            tokio::spawn(drive(conn));
+            sender
+        }
+    };
     Ok(sender)
+}
+
+async fn drive<F: std::future::Future<Output = Result<(), hyper::Error>>>(conn: F) {
+    if let Err(e) = conn.await {
+        tracing::debug!("upstream connection ended: {e}");
+    }
 }
 
 /// The request target for an HTTP/1.1 upstream: origin form, as Envoy sends it.

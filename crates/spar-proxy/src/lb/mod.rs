@@ -36,6 +36,8 @@ pub struct Host {
     ejections: AtomicU32,
     /// Milliseconds since the cluster's epoch; 0 when not ejected.
     ejected_until: AtomicU64,
+    /// TLS to originate to this host (its cluster's transport socket for its metadata).
+    pub tls: Option<Arc<crate::config::tls::UpstreamTls>>,
 }
 
 impl Host {
@@ -51,6 +53,7 @@ impl Host {
             consecutive_local: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            tls: None,
         }
     }
 }
@@ -98,17 +101,19 @@ pub struct ClusterLb {
     pub rq_xx: [AtomicU64; 5],
 }
 
-fn build_hosts(localities: &[Locality]) -> Vec<Arc<Host>> {
+fn build_hosts(cluster: &Cluster, localities: &[Locality]) -> Vec<Arc<Host>> {
     let min_priority = localities.iter().map(|l| l.priority).min().unwrap_or(0);
     let mut hosts = Vec::new();
     for l in localities {
         for h in &l.hosts {
-            hosts.push(Arc::new(Host::new(
+            let mut host = Host::new(
                 h.key(),
                 h.weight.max(1),
                 l.priority - min_priority,
                 h.healthy,
-            )));
+            );
+            host.tls = cluster.tls_for(h);
+            hosts.push(Arc::new(host));
         }
     }
     hosts
@@ -116,7 +121,7 @@ fn build_hosts(localities: &[Locality]) -> Vec<Arc<Host>> {
 
 impl ClusterLb {
     pub fn new(cluster: Arc<Cluster>, localities: &[Locality]) -> ClusterLb {
-        let hosts = build_hosts(localities);
+        let hosts = build_hosts(&cluster, localities);
         let keys: Vec<(String, u32)> = hosts
             .iter()
             .filter(|h| h.priority == 0)
@@ -180,7 +185,9 @@ impl ClusterLb {
     pub fn pick(&self, ctx: &PickCtx) -> Option<Arc<Host>> {
         if let Picker::OriginalDst = self.picker {
             let dst = ctx.original_dst?;
-            return Some(Arc::new(Host::new(dst.to_string(), 1, 0, true)));
+            let mut host = Host::new(dst.to_string(), 1, 0, true);
+            host.tls = self.cluster.tls.clone();
+            return Some(Arc::new(host));
         }
         if self.hosts.is_empty() {
             return None;

@@ -18,6 +18,8 @@ fn cluster(lb: LbKind, outlier: Option<Outlier>) -> Arc<Cluster> {
         limits: Limits::default(),
         outlier,
         inline_hosts: None,
+        tls: None,
+        tls_matches: Vec::new(),
     })
 }
 
@@ -34,6 +36,7 @@ fn hosts(weights: &[u32]) -> Vec<Locality> {
                 port: 80,
                 weight: *w,
                 healthy: true,
+                tls_match: Vec::new(),
             })
             .collect(),
     }]

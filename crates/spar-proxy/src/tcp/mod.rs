@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
+use crate::http::upstream::{connect_stream, TlsTarget, UpstreamStream};
 
 use crate::config::listener::TcpRoute;
 use crate::config::Snapshot;
@@ -63,28 +63,31 @@ pub async fn proxy<S>(
     if lb.active_requests.load(Ordering::Relaxed) >= lb.cluster.limits.max_connections {
         return;
     }
-    let connect = TcpStream::connect(host.authority.as_str());
-    let mut upstream = match tokio::time::timeout(lb.cluster.connect_timeout, connect).await {
-        Ok(Ok(s)) => s,
-        _ => {
+    let tls = match &host.tls {
+        None => None,
+        Some(t) => match tls_target(&shared, &snap, t, &host.authority) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(cluster, host = %host.authority, "tcp proxy: {e}");
+                return;
+            }
+        },
+    };
+    let connect = connect_stream(&host.authority, lb.cluster.connect_timeout, tls.as_ref());
+    let upstream = match connect.await {
+        Ok(s) => s,
+        Err(e) => {
             lb.report(&host, Outcome::LocalFailure);
-            tracing::debug!(cluster, host = %host.authority, "tcp proxy: upstream connect failed");
+            tracing::debug!(cluster, "tcp proxy: {e}");
             return;
         }
     };
-    let _ = upstream.set_nodelay(true);
     lb.active_requests.fetch_add(1, Ordering::Relaxed);
     host.active.fetch_add(1, Ordering::Relaxed);
     shared.stats.tcp_connections.fetch_add(1, Ordering::Relaxed);
-    let copied = match route.idle_timeout {
-        // The idle timeout bounds the whole copy only when set; Istio leaves it at 1h.
-        Some(t) => tokio::time::timeout(
-            t,
-            tokio::io::copy_bidirectional(&mut downstream, &mut upstream),
-        )
-        .await
-        .unwrap_or(Ok((0, 0))),
-        None => tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await,
+    let copied = match upstream {
+        UpstreamStream::Plain(mut up) => copy(&mut downstream, &mut up, route.idle_timeout).await,
+        UpstreamStream::Tls(mut up) => copy(&mut downstream, &mut *up, route.idle_timeout).await,
     };
     if let Ok((up, down)) = copied {
         shared.stats.tcp_bytes_sent.fetch_add(up, Ordering::Relaxed);
@@ -96,4 +99,43 @@ pub async fn proxy<S>(
     host.active.fetch_sub(1, Ordering::Relaxed);
     lb.active_requests.fetch_sub(1, Ordering::Relaxed);
     lb.report(&host, Outcome::Success);
+}
+
+/// Both directions until either side closes; the idle timeout bounds the whole copy only
+/// when set (Istio leaves it at 1 h).
+async fn copy<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: Option<std::time::Duration>,
+) -> std::io::Result<(u64, u64)>
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match idle {
+        Some(t) => tokio::time::timeout(t, tokio::io::copy_bidirectional(a, b))
+            .await
+            .unwrap_or(Ok((0, 0))),
+        None => tokio::io::copy_bidirectional(a, b).await,
+    }
+}
+
+/// The TLS to originate to a host (its secrets from `snap`).
+fn tls_target(
+    shared: &Shared,
+    snap: &Snapshot,
+    tls: &Arc<crate::config::tls::UpstreamTls>,
+    authority: &str,
+) -> Result<TlsTarget, String> {
+    let config = shared
+        .tls_clients
+        .get(tls, snap)
+        .map_err(|e| e.to_string())?;
+    let server_name = crate::tls::client::server_name(tls, authority)
+        .ok_or_else(|| format!("no TLS server name for {authority}"))?;
+    Ok(TlsTarget {
+        config,
+        server_name,
+        pool_suffix: String::new(),
+    })
 }
