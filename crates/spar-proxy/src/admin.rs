@@ -232,5 +232,6 @@ pub fn config_dump(shared: &Shared) -> Value {
         "routes": routes,
         "clusters": clusters,
         "secrets": snap.secrets.keys().collect::<Vec<_>>(),
+        "local_secrets": snap.local_secrets.keys().collect::<Vec<_>>(),
     })
 }

@@ -19,6 +19,7 @@ pub mod admin;
 pub mod config;
 pub mod forward;
 pub mod http;
+pub mod identity;
 pub mod lb;
 pub mod listener;
 pub mod proxy;

@@ -73,6 +73,34 @@ pub struct Args {
     #[arg(long)]
     pub forward_port: Option<u16>,
 
+    /// The CA to get this proxy's certificate from (`https://host:port`, the control
+    /// plane's `--ca-addr`). The proxy makes its own key, asks for
+    /// `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`, serves the answer as
+    /// its `default` and `ROOTCA` secrets and renews it at half its lifetime.
+    #[arg(long, requires = "ca_root")]
+    pub ca_addr: Option<String>,
+
+    /// The CA's root certificate (PEM), e.g. the control plane's `<data-dir>/ca/root-cert.pem`.
+    #[arg(long)]
+    pub ca_root: Option<std::path::PathBuf>,
+
+    /// A file holding the bearer token the CA maps to this proxy's identity (`--ca-tokens`
+    /// on the control plane). Without it, the CA must accept the proxy's current certificate.
+    #[arg(long)]
+    pub ca_token_file: Option<std::path::PathBuf>,
+
+    /// The name on the CA's serving certificate.
+    #[arg(long, default_value = "istiod.istio-system.svc")]
+    pub ca_server_name: String,
+
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+
+    /// The certificate lifetime to ask for (Go syntax: 1h, 30m); the CA's default when not
+    /// given.
+    #[arg(long, value_parser = parse_duration)]
+    pub cert_ttl: Option<Duration>,
+
     /// How long draining waits for open connections (Go syntax: 5s, 500ms).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain_time: Duration,
@@ -171,6 +199,48 @@ fn node(args: &Args) -> anyhow::Result<Node> {
     })
 }
 
+/// Stops the identity task when the proxy stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What the identity task needs, when `--ca-addr` is given.
+fn identity_options(
+    args: &Args,
+    node: &Node,
+) -> anyhow::Result<Option<spar_proxy::identity::IdentityOptions>> {
+    let Some(ca_addr) = &args.ca_addr else {
+        return Ok(None);
+    };
+    let root = args.ca_root.as_ref().context("--ca-addr needs --ca-root")?;
+    let ca_root_pem = std::fs::read_to_string(root)
+        .with_context(|| format!("reading the CA root {}", root.display()))?;
+    let token = match &args.ca_token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading the CA token file {}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let namespace = node_namespace(node).unwrap_or_else(|| args.namespace.clone());
+    let id = spar_ca::SpiffeId::new(&args.trust_domain, &namespace, &args.service_account)
+        .context("the proxy's SPIFFE identity (--trust-domain, --namespace, --service-account)")?;
+    Ok(Some(spar_proxy::identity::IdentityOptions {
+        ca_addr: ca_addr.clone(),
+        ca_root_pem,
+        ca_server_name: args.ca_server_name.clone(),
+        token,
+        id,
+        ttl: args.cert_ttl.unwrap_or_default(),
+    }))
+}
+
 /// The namespace in the node's metadata (from `--node-id` or `--namespace`).
 fn node_namespace(node: &Node) -> Option<String> {
     match node
@@ -230,6 +300,8 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     if let Some(a) = proxy.listener_addr(spar_proxy::proxy::FORWARD_LISTENER) {
         eprintln!("forward proxy listening on {a}");
     }
+    let _identity = identity_options(args, &node)?
+        .map(|opts| AbortOnDrop(tokio::spawn(spar_proxy::identity::run(store.clone(), opts))));
     let server = if args.xds_addr.contains("://") {
         args.xds_addr.clone()
     } else {

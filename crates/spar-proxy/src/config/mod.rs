@@ -56,6 +56,9 @@ pub struct Snapshot {
     pub balancers: BTreeMap<String, Arc<ClusterLb>>,
     /// SDS secrets by name.
     pub secrets: BTreeMap<String, Arc<tls::SecretData>>,
+    /// Secrets the proxy made itself (its own identity: `default`, `ROOTCA`); they win over
+    /// SDS secrets of the same name and are not asked for over xDS.
+    pub local_secrets: BTreeMap<String, Arc<tls::SecretData>>,
     /// Bumped whenever a secret changes (TLS configurations built from them are cached
     /// per generation).
     pub secrets_generation: u64,
@@ -218,7 +221,14 @@ impl Snapshot {
                 .listeners
                 .values()
                 .flat_map(|l| l.sds_names())
-                .all(|n| self.secrets.contains_key(n))
+                .all(|n| self.secret(n).is_some())
+    }
+
+    /// The secret `name`: the proxy's own, else the one SDS sent.
+    pub fn secret(&self, name: &str) -> Option<&Arc<tls::SecretData>> {
+        self.local_secrets
+            .get(name)
+            .or_else(|| self.secrets.get(name))
     }
 
     /// Names the proxy wants for `type_url` (None: everything, as for LDS and CDS).
@@ -247,6 +257,7 @@ impl Snapshot {
                             .map(str::to_string)
                             .collect::<Vec<_>>()
                     }))
+                    .filter(|n| !self.local_secrets.contains_key(n))
                     .collect(),
             ),
             _ => None,
@@ -254,11 +265,13 @@ impl Snapshot {
     }
 }
 
-/// The published snapshot. One writer (the xDS handler); readers never block.
+/// The published snapshot. Writers (the xDS handler, the identity task) take turns;
+/// readers never block.
 #[derive(Debug)]
 pub struct Store {
     current: ArcSwap<Snapshot>,
     changed: tokio::sync::watch::Sender<u64>,
+    write: std::sync::Mutex<()>,
 }
 
 impl Default for Store {
@@ -273,6 +286,7 @@ impl Store {
         Store {
             current: ArcSwap::from_pointee(s),
             changed,
+            write: std::sync::Mutex::new(()),
         }
     }
 
@@ -295,12 +309,25 @@ impl Store {
         removed: &[String],
         full_state: bool,
     ) -> Result<(), String> {
+        let _turn = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let next = self
             .load()
             .apply(type_url, resources, removed, full_state)
             .map_err(|e| e.to_string())?;
         self.publish(next);
         Ok(())
+    }
+
+    /// Installs the proxy's own secrets (replacing earlier ones of the same names).
+    pub fn set_local_secrets(&self, secrets: Vec<(String, tls::SecretData)>) {
+        let _turn = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = (*self.load()).clone();
+        for (name, data) in secrets {
+            next.local_secrets.insert(name, Arc::new(data));
+        }
+        next.secrets_generation += 1;
+        next.version += 1;
+        self.publish(next);
     }
 
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {

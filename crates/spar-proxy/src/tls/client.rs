@@ -66,8 +66,7 @@ fn client_config(tls: &UpstreamTls, snap: &Snapshot) -> Result<ClientConfig, Tls
         None => None,
         Some(Source::Inline(v)) => Some(v.clone()),
         Some(Source::Sds(name)) => Some(
-            snap.secrets
-                .get(name)
+            snap.secret(name)
                 .ok_or_else(|| TlsError::MissingSecret(name.clone()))?
                 .validation
                 .clone()
@@ -99,8 +98,7 @@ fn client_config(tls: &UpstreamTls, snap: &Snapshot) -> Result<ClientConfig, Tls
             let ck = match src {
                 Source::Inline(c) => c.clone(),
                 Source::Sds(name) => snap
-                    .secrets
-                    .get(name)
+                    .secret(name)
                     .ok_or_else(|| TlsError::MissingSecret(name.clone()))?
                     .cert
                     .clone()

@@ -75,8 +75,7 @@ fn cert_key(src: &Source<CertKey>, snap: &Snapshot) -> Result<Arc<CertKey>, TlsE
     match src {
         Source::Inline(c) => Ok(c.clone()),
         Source::Sds(name) => snap
-            .secrets
-            .get(name)
+            .secret(name)
             .ok_or_else(|| TlsError::MissingSecret(name.clone()))?
             .cert
             .clone()
@@ -88,8 +87,7 @@ fn validation(src: &Source<Validation>, snap: &Snapshot) -> Result<Arc<Validatio
     match src {
         Source::Inline(v) => Ok(v.clone()),
         Source::Sds(name) => snap
-            .secrets
-            .get(name)
+            .secret(name)
             .ok_or_else(|| TlsError::MissingSecret(name.clone()))?
             .validation
             .clone()
@@ -163,7 +161,7 @@ pub fn san_matchers<'a>(tls: &'a DownstreamTls, snap: &'a Snapshot) -> Vec<&'a S
     match &tls.validation {
         Some(Source::Inline(v)) => out.extend(v.sans.iter()),
         Some(Source::Sds(name)) => {
-            if let Some(v) = snap.secrets.get(name).and_then(|s| s.validation.as_ref()) {
+            if let Some(v) = snap.secret(name).and_then(|s| s.validation.as_ref()) {
                 out.extend(v.sans.iter());
             }
         }
