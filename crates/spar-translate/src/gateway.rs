@@ -225,13 +225,7 @@ pub fn listeners(ctx: &Ctx<'_>) -> (Vec<Listener>, Vec<RouteConfiguration>, Vec<
             address: Some(socket("0.0.0.0", *port)),
             filter_chains: chains,
             listener_filters: if needs_tls_inspector {
-                vec![ListenerFilter {
-                    name: TLS_INSPECTOR.to_string(),
-                    config_type: Some(listener_filter::ConfigType::TypedConfig(any(
-                        &TlsInspector::default(),
-                    ))),
-                    ..Default::default()
-                }]
+                vec![tls_inspector()]
             } else {
                 Vec::new()
             },
@@ -539,4 +533,15 @@ fn auto_passthrough_chains(ctx: &Ctx<'_>, b: &Bound<'_>) -> Vec<FilterChain> {
         }
     }
     out
+}
+
+/// Envoy's TLS inspector (SNI, ALPN and whether the connection is TLS at all).
+pub fn tls_inspector() -> ListenerFilter {
+    ListenerFilter {
+        name: TLS_INSPECTOR.to_string(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+            &TlsInspector::default(),
+        ))),
+        ..Default::default()
+    }
 }

@@ -47,6 +47,7 @@ mod http_route;
 mod listener;
 mod locality;
 mod node;
+mod peer_auth;
 mod route;
 mod scope;
 mod secret;

@@ -414,9 +414,11 @@ fn virtual_outbound(ctx: &Ctx<'_>) -> Listener {
 }
 
 fn virtual_inbound(ctx: &Ctx<'_>, authz: &Authz, ports: &[InboundPort]) -> Listener {
+    use crate::peer_auth::Mode;
+    let mut any_tls = false;
     let mut chains: Vec<FilterChain> = ports
         .iter()
-        .map(|p| {
+        .flat_map(|p| {
             let cluster = util::cluster_name("inbound", p.target_port, "", "");
             let filters = if p.protocol.is_http() {
                 vec![inbound_hcm(ctx, authz, &cluster)]
@@ -428,14 +430,28 @@ fn virtual_inbound(ctx: &Ctx<'_>, authz: &Authz, ports: &[InboundPort]) -> Liste
                 ));
                 f
             };
-            FilterChain {
+            let chain = |transport: &str, tls: bool| FilterChain {
                 name: format!("0.0.0.0_{}", p.target_port),
                 filter_chain_match: Some(FilterChainMatch {
                     destination_port: Some(u32v(p.target_port)),
+                    transport_protocol: transport.to_string(),
                     ..Default::default()
                 }),
-                filters,
+                filters: filters.clone(),
+                transport_socket: tls.then(crate::peer_auth::inbound_tls),
                 ..Default::default()
+            };
+            // PeerAuthentication (see peer_auth): TLS and/or plaintext chains per port.
+            match crate::peer_auth::mode(ctx, p.target_port) {
+                None | Some(Mode::Disable) => vec![chain("", false)],
+                Some(Mode::Strict) => {
+                    any_tls = true;
+                    vec![chain("tls", true)]
+                }
+                Some(Mode::Permissive) => {
+                    any_tls = true;
+                    vec![chain("tls", true), chain("raw_buffer", false)]
+                }
             }
         })
         .collect();
@@ -450,9 +466,16 @@ fn virtual_inbound(ctx: &Ctx<'_>, authz: &Authz, ports: &[InboundPort]) -> Liste
     Listener {
         name: util::VIRTUAL_INBOUND.to_string(),
         address: Some(socket("0.0.0.0", 15006)),
-        use_original_dst: Some(BoolValue { value: true }),
+        // No `use_original_dst`: the original_dst listener filter restores the destination
+        // and the chains match on its port. Handing the connection to the listener of its
+        // destination (as virtualOutbound does) would pick the outbound listener of a
+        // service on the same port.
         traffic_direction: TrafficDirection::Inbound as i32,
-        listener_filters: vec![original_dst()],
+        listener_filters: if any_tls {
+            vec![original_dst(), crate::gateway::tls_inspector()]
+        } else {
+            vec![original_dst()]
+        },
         filter_chains: chains,
         ..Default::default()
     }

@@ -304,7 +304,13 @@ fn inbound_clusters_and_virtual_inbound_for_the_workload() {
             .value,
         9080
     );
-    assert!(l.use_original_dst.as_ref().unwrap().value);
+    // The destination comes from the original_dst listener filter; virtualInbound does not
+    // hand connections on (it would find the outbound listener of a service on the port).
+    assert!(l.use_original_dst.is_none());
+    assert!(l
+        .listener_filters
+        .iter()
+        .any(|f| f.name == "envoy.filters.listener.original_dst"));
     // The client itself serves nothing.
     assert!(!run("")
         .clusters

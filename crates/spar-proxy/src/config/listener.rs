@@ -38,6 +38,9 @@ pub struct Listener {
     pub address: SocketAddr,
     pub bind_to_port: bool,
     pub use_original_dst: bool,
+    /// The `original_dst` listener filter: the connection's destination is the one before
+    /// iptables redirected it (chains match on it), without handing the connection on.
+    pub original_dst_filter: bool,
     pub tls_inspector: bool,
     pub http_inspector: bool,
     pub chains: Vec<FilterChain>,
@@ -151,10 +154,11 @@ impl Listener {
             what: what(),
             why: "address is not an IP socket address".into(),
         })?;
-        let (mut tls_inspector, mut http_inspector) = (false, false);
+        let (mut tls_inspector, mut http_inspector, mut original_dst_filter) =
+            (false, false, false);
         for f in &l.listener_filters {
             match f.name.as_str() {
-                ORIGINAL_DST => {}
+                ORIGINAL_DST => original_dst_filter = true,
                 TLS_INSPECTOR => tls_inspector = true,
                 HTTP_INSPECTOR => http_inspector = true,
                 other => {
@@ -181,6 +185,7 @@ impl Listener {
             address,
             bind_to_port: l.bind_to_port.as_ref().is_none_or(|b| b.value),
             use_original_dst: l.use_original_dst.as_ref().is_some_and(|b| b.value),
+            original_dst_filter,
             tls_inspector,
             http_inspector,
             chains,

@@ -86,8 +86,10 @@ async fn handle(shared: Arc<Shared>, name: Arc<str>, stream: TcpStream, peer: So
     let local = stream.local_addr().unwrap_or(own.address);
     let mut listener = own;
     let mut dst = local;
-    if own.use_original_dst {
+    if own.use_original_dst || own.original_dst_filter {
         dst = original_dst(&stream).unwrap_or(local);
+    }
+    if own.use_original_dst {
         if let Some(other) = listener_for(&snap, dst, &own.name) {
             listener = other;
         }
@@ -199,18 +201,27 @@ async fn terminate(
     stream: TcpStream,
     peer: SocketAddr,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    let config = match shared.tls.get(tls, snap) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(%peer, "TLS: {e}; closing");
-            return None;
-        }
+    let handshake = async {
+        // The ClientHello first: the configuration depends on the ALPN it offers.
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+                .await
+                .map_err(|e| format!("reading the ClientHello: {e}"))?;
+        let hello = start.client_hello();
+        let offered: Option<Vec<&[u8]>> = hello.alpn().map(|a| a.collect());
+        let config = shared
+            .tls
+            .get(tls, snap, offered.as_deref())
+            .map_err(|e| e.to_string())?;
+        start
+            .into_stream(config)
+            .await
+            .map_err(|e| format!("TLS handshake failed: {e}"))
     };
-    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            tracing::debug!(%peer, "TLS handshake failed: {e}");
+            tracing::debug!(%peer, "{e}");
             return None;
         }
         Err(_) => {

@@ -36,10 +36,10 @@ pub enum TlsError {
     Rustls(String),
 }
 
-/// Server configurations by (context address, secrets generation).
+/// Server configurations by (context address, secrets generation, with ALPN).
 #[derive(Default)]
 pub struct ServerConfigs {
-    built: Mutex<HashMap<(usize, u64), Arc<ServerConfig>>>,
+    built: Mutex<HashMap<(usize, u64, bool), Arc<ServerConfig>>>,
 }
 
 impl std::fmt::Debug for ServerConfigs {
@@ -49,18 +49,32 @@ impl std::fmt::Debug for ServerConfigs {
 }
 
 impl ServerConfigs {
-    /// The configuration for `tls` under `snap`'s secrets.
+    /// The configuration for `tls` under `snap`'s secrets, for a client that offered
+    /// `client_alpn`. When none of the client's protocols is one the context offers, the
+    /// handshake goes on without ALPN, as Envoy's (BoringSSL's) does; rustls would refuse it.
     pub fn get(
         &self,
         tls: &Arc<DownstreamTls>,
         snap: &Snapshot,
+        client_alpn: Option<&[&[u8]]>,
     ) -> Result<Arc<ServerConfig>, TlsError> {
-        let key = (Arc::as_ptr(tls) as usize, snap.secrets_generation);
+        let overlap = client_alpn
+            .is_none_or(|offered| offered.iter().any(|p| tls.alpn.iter().any(|a| a == p)));
+        let with_alpn = !tls.alpn.is_empty() && overlap;
+        let key = (
+            Arc::as_ptr(tls) as usize,
+            snap.secrets_generation,
+            with_alpn,
+        );
         let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = built.get(&key) {
             return Ok(c.clone());
         }
-        let config = Arc::new(server_config(tls, snap)?);
+        let mut config = server_config(tls, snap)?;
+        if !with_alpn {
+            config.alpn_protocols.clear();
+        }
+        let config = Arc::new(config);
         // Old generations and removed chains: forget them now and then (a lookup keyed by
         // a stale address can only miss, never match another chain).
         if built.len() > 256 {
