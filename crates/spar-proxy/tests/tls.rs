@@ -11,36 +11,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use spar_proxy::config::Snapshot;
 use spar_proxy::{Proxy, ProxyOptions, Store};
 use support::*;
-
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn ca(name: &str) -> Ca {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, name);
-    let key = KeyPair::generate().unwrap();
-    let cert = p.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        issuer: Issuer::new(p, key),
-    }
-}
-
-/// A leaf for `names` signed by `ca`: (certificate PEM, key PEM).
-fn leaf(ca: &Ca, names: &[&str]) -> (String, String) {
-    let p =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = p.signed_by(&key, &ca.issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
 
 fn b64(s: &str) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -162,8 +135,8 @@ async fn https_gateway_simple_and_mutual_with_sds_certificates() {
     }
     let dir = tempfile::tempdir().unwrap();
     let backend = Backend::start("web").await;
-    let server_ca = ca("server-ca");
-    let cert = leaf(&server_ca, &["web.example.com"]);
+    let server_ca = test_ca("server-ca");
+    let cert = test_leaf(&server_ca, &["web.example.com"], None);
 
     // SIMPLE: the certificate comes over SDS from the Secret.
     let port = free_port();
@@ -180,8 +153,8 @@ async fn https_gateway_simple_and_mutual_with_sds_certificates() {
     drop(proxy);
 
     // MUTUAL: a client certificate from the CA the Secret's ca.crt names is required.
-    let client_ca = ca("client-ca");
-    let client = leaf(&client_ca, &["client.example.com"]);
+    let client_ca = test_ca("client-ca");
+    let client = test_leaf(&client_ca, &["client.example.com"], None);
     let port = free_port();
     let (_proxy, _) = gateway(&config(
         backend.addr,
@@ -205,7 +178,7 @@ async fn https_gateway_simple_and_mutual_with_sds_certificates() {
         .await
         .unwrap();
     assert_eq!(code, "200", "{body}");
-    let stranger = leaf(&ca("other-ca"), &["client.example.com"]);
+    let stranger = test_leaf(&test_ca("other-ca"), &["client.example.com"], None);
     let (d, pem) = (dir.path().to_path_buf(), server_ca.pem.clone());
     let (code, _) = tokio::task::spawn_blocking(move || curl(port, &d, &pem, Some(&stranger)))
         .await
@@ -220,13 +193,13 @@ async fn a_missing_secret_warms_and_a_rotated_one_serves_new_connections() {
     }
     let dir = tempfile::tempdir().unwrap();
     let backend = Backend::start("web").await;
-    let first_ca = ca("first");
+    let first_ca = test_ca("first");
     let port = free_port();
     let x = gateway_resources(&config(
         backend.addr,
         port,
         "SIMPLE",
-        &leaf(&first_ca, &["web.example.com"]),
+        &test_leaf(&first_ca, &["web.example.com"], None),
         None,
     ));
     assert!(
@@ -256,12 +229,12 @@ async fn a_missing_secret_warms_and_a_rotated_one_serves_new_connections() {
         .unwrap();
     assert_eq!(code, "200", "{body}");
     // Rotation to a certificate from another CA: new connections get it.
-    let second_ca = ca("second");
+    let second_ca = test_ca("second");
     let rotated = gateway_resources(&config(
         backend.addr,
         port,
         "SIMPLE",
-        &leaf(&second_ca, &["web.example.com"]),
+        &test_leaf(&second_ca, &["web.example.com"], None),
         None,
     ));
     let next = store

@@ -16,41 +16,11 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use spar_proxy::config::Snapshot;
 use spar_proxy::{Proxy, ProxyOptions, Store};
 use support::*;
-
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn ca(name: &str) -> Ca {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, name);
-    let key = KeyPair::generate().unwrap();
-    let cert = p.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        issuer: Issuer::new(p, key),
-    }
-}
-
-fn leaf(ca: &Ca, dns: &[&str], uri: Option<&str>) -> (String, String) {
-    let mut p =
-        CertificateParams::new(dns.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    if let Some(u) = uri {
-        p.subject_alt_names
-            .push(SanType::URI(u.try_into().unwrap()));
-    }
-    let key = KeyPair::generate().unwrap();
-    let cert = p.signed_by(&key, &ca.issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
 
 /// An HTTPS backend (client certificates optional, from `client_ca`) answering
 /// `backend=tls peer=<the client certificate's first SAN, or none>`.
@@ -176,9 +146,9 @@ async fn through(x: spar_translate::XdsResources, port: u16) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simple_mutual_and_istio_mutual_origination() {
     let dir = tempfile::tempdir().unwrap();
-    let server_ca = ca("server-ca");
-    let client_ca = ca("client-ca");
-    let server = leaf(
+    let server_ca = test_ca("server-ca");
+    let client_ca = test_ca("client-ca");
+    let server = test_leaf(
         &server_ca,
         &["web.example.com"],
         Some("spiffe://cluster.local/ns/default/sa/web"),
@@ -198,7 +168,7 @@ async fn simple_mutual_and_istio_mutual_origination() {
     assert_eq!((code, body.as_str()), (200, "backend=tls peer=none"));
 
     // SIMPLE trusting another CA: the handshake fails (503 UF).
-    let other_file = file("other-ca.pem", &ca("other").pem);
+    let other_file = file("other-ca.pem", &test_ca("other").pem);
     let port = free_port();
     let tls = format!("{{mode: SIMPLE, caCertificates: {other_file}}}");
     let (code, _) = through(gateway_resources(&config(backend, port, &tls)), port).await;
@@ -213,7 +183,7 @@ async fn simple_mutual_and_istio_mutual_origination() {
     assert_eq!(code, 503);
 
     // MUTUAL: a client certificate from files.
-    let client = leaf(&client_ca, &["client.example.com"], None);
+    let client = test_leaf(&client_ca, &["client.example.com"], None);
     let (cert_file, key_file) = (file("client.pem", &client.0), file("client.key", &client.1));
     let port = free_port();
     let tls = format!(
@@ -225,7 +195,7 @@ async fn simple_mutual_and_istio_mutual_origination() {
 
     // ISTIO_MUTUAL: the proxy's own SVID and the mesh root over SDS; the server must carry
     // the SPIFFE identity the rule names.
-    let svid = leaf(
+    let svid = test_leaf(
         &client_ca,
         &[],
         Some("spiffe://cluster.local/ns/istio-system/sa/gateway"),

@@ -275,3 +275,37 @@ status: {{podIP: {ip}}}
     }
     y
 }
+
+/// A test CA: its certificate (PEM) and what signs with it.
+pub struct TestCa {
+    pub pem: String,
+    pub issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+/// A self-signed CA named `name`.
+pub fn test_ca(name: &str) -> TestCa {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    let cert = p.self_signed(&key).unwrap();
+    TestCa {
+        pem: cert.pem(),
+        issuer: rcgen::Issuer::new(p, key),
+    }
+}
+
+/// A leaf for DNS names `dns` (and a URI SAN) signed by `ca`: (certificate PEM, key PEM).
+pub fn test_leaf(ca: &TestCa, dns: &[&str], uri: Option<&str>) -> (String, String) {
+    let mut p =
+        rcgen::CertificateParams::new(dns.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    if let Some(u) = uri {
+        p.subject_alt_names
+            .push(rcgen::SanType::URI(u.try_into().unwrap()));
+    }
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &ca.issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
