@@ -3,7 +3,7 @@
 //! only mTLS under a `PeerAuthentication` STRICT. Each proxy holds an SVID from one mesh CA
 //! (spar-ca) as its own `default`/`ROOTCA` secrets. The call succeeds over mTLS; a plaintext
 //! client is refused by `reviews`' sidecar; PERMISSIVE then lets it in; a peer from another
-//! CA is refused.
+//! CA is refused. On a gRPC port the hop between the sidecars is HTTP/2 over that mTLS.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,6 +26,17 @@ const SERVER_IP: &str = "127.0.0.7";
 const VIP: &str = "127.0.0.8";
 
 fn mesh(port: u16, backend: SocketAddr, mode: &str) -> String {
+    mesh_with(port, backend, mode, "http", "HTTP")
+}
+
+/// The mesh with reviews' port named `port_name` and its Sidecar ingress `protocol`.
+fn mesh_with(
+    port: u16,
+    backend: SocketAddr,
+    mode: &str,
+    port_name: &str,
+    protocol: &str,
+) -> String {
     format!(
         r#"apiVersion: v1
 kind: Service
@@ -33,13 +44,13 @@ metadata: {{name: reviews, namespace: default}}
 spec:
   clusterIP: {VIP}
   selector: {{app: reviews}}
-  ports: [{{name: http, port: {port}}}]
+  ports: [{{name: {port_name}, port: {port}}}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {{name: reviews-1, namespace: default, labels: {{kubernetes.io/service-name: reviews}}}}
 addressType: IPv4
-ports: [{{name: http, port: {port}}}]
+ports: [{{name: {port_name}, port: {port}}}]
 endpoints: [{{addresses: [{SERVER_IP}], targetRef: {{kind: Pod, name: reviews-1}}}}]
 ---
 apiVersion: v1
@@ -61,7 +72,7 @@ metadata: {{name: reviews, namespace: default}}
 spec:
   workloadSelector: {{labels: {{app: reviews}}}}
   ingress:
-  - port: {{number: {port}, protocol: HTTP, name: http}}
+  - port: {{number: {port}, protocol: {protocol}, name: {port_name}}}
     defaultEndpoint: 127.0.0.1:{backend_port}
 ---
 apiVersion: security.istio.io/v1
@@ -277,4 +288,95 @@ async fn istio_mutual_to_a_strict_sidecar() {
         .unwrap()
         .unwrap();
     assert_eq!(resp.status(), 503, "a peer from another CA is refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_mutual_over_http2_on_a_grpc_port() {
+    let backend = Backend::start("reviews").await;
+    let port = free_port();
+    let ca = Ca::generate(TD).unwrap();
+    let any = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 0);
+    let yaml = mesh_with(port, backend.addr, "STRICT", "grpc", "GRPC");
+    let server_x = resources(
+        &yaml,
+        &format!("sidecar~{SERVER_IP}~reviews-1.default~default.svc.cluster.local"),
+        "reviews",
+    );
+    let (_server, _) = sidecar(
+        &server_x,
+        any("127.0.0.1"),
+        SocketAddr::new(SERVER_IP.parse().unwrap(), port),
+        identity(&ca, "reviews"),
+    )
+    .await;
+    let client_x = resources(
+        &yaml,
+        "sidecar~127.0.0.1~productpage-1.default~default.svc.cluster.local",
+        "productpage",
+    );
+    let (_client, client_store) = sidecar(
+        &client_x,
+        SocketAddr::new(VIP.parse().unwrap(), port),
+        any("127.0.0.1"),
+        identity(&ca, "productpage"),
+    )
+    .await;
+    let cluster_name = format!("outbound|{port}||reviews.default.svc.cluster.local");
+    let snap = client_store.load();
+    let cluster = snap
+        .clusters
+        .get(&cluster_name)
+        .expect("the outbound cluster");
+    assert!(cluster.http2, "a gRPC port's cluster speaks HTTP/2");
+
+    // Many concurrent streams, on the one multiplexed mTLS connection between the sidecars.
+    let c = client(true);
+    let mut calls = Vec::new();
+    for i in 0..20 {
+        let c = c.clone();
+        calls.push(tokio::spawn(async move {
+            let req = http::Request::builder()
+                .method("POST")
+                .uri(format!("http://{VIP}:{port}/reviews.Reviews/Get{i}"))
+                .header("host", "reviews")
+                .header("content-type", "application/grpc")
+                .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+                    b'x';
+                    5000
+                ])))
+                .unwrap();
+            let resp = tokio::time::timeout(Duration::from_secs(10), c.request(req))
+                .await
+                .unwrap()
+                .unwrap();
+            let status = resp.status();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }));
+    }
+    for (i, call) in calls.into_iter().enumerate() {
+        let (status, body) = call.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains(&format!("path=/reviews.Reviews/Get{i}")),
+            "{body}"
+        );
+        assert!(body.contains("version=HTTP/2.0"), "{body}");
+        assert!(
+            body.contains(&"x".repeat(5000)),
+            "the request body arrived whole"
+        );
+    }
+    assert_eq!(
+        backend
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "reviews' sidecar multiplexes the streams on one HTTP/2 connection to reviews"
+    );
+    // STRICT still refuses plaintext on that port.
+    assert_eq!(plaintext(port).await, 0);
 }

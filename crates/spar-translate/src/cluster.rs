@@ -187,7 +187,7 @@ fn service_cluster(
             ),
         );
     }
-    if let Some(opts) = http_options(port, policy) {
+    if let Some(opts) = http_options(port.protocol, policy) {
         c.typed_extension_protocol_options
             .insert(HTTP_OPTIONS_KEY.to_string(), any(&opts));
     }
@@ -286,7 +286,10 @@ fn outlier(o: &spar_model::istio::types::OutlierDetection) -> OutlierDetection {
 
 /// Upstream HTTP settings: HTTP/2 for `http2`/`grpc` ports, and the connection pool's
 /// per-connection limits and idle timeout.
-fn http_options(port: &ServicePort, policy: &Policy<'_>) -> Option<UpstreamHttpOptions> {
+fn http_options(
+    protocol: spar_registry::Protocol,
+    policy: &Policy<'_>,
+) -> Option<UpstreamHttpOptions> {
     let http = policy.connection_pool.and_then(|p| p.http.as_ref());
     let common = HttpProtocolOptions {
         idle_timeout: http.and_then(|h| parse_duration(h.idle_timeout.as_deref())),
@@ -294,10 +297,10 @@ fn http_options(port: &ServicePort, policy: &Policy<'_>) -> Option<UpstreamHttpO
         ..Default::default()
     };
     let has_common = common != HttpProtocolOptions::default();
-    if !port.protocol.is_http2() && !has_common {
+    if !protocol.is_http2() && !has_common {
         return None;
     }
-    let explicit = if port.protocol.is_http2() {
+    let explicit = if protocol.is_http2() {
         upstream_opts::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
             Http2ProtocolOptions {
                 max_concurrent_streams: http.and_then(|h| u32v_i(h.max_concurrent_streams)),
@@ -546,13 +549,19 @@ pub fn inbound_ports(ctx: &Ctx<'_>) -> Vec<InboundPort> {
     out
 }
 
-/// `inbound|<port>||`: STATIC to the app on 127.0.0.1:<port>.
+/// `inbound|<port>||`: STATIC to the app on 127.0.0.1:<port>; HTTP/2 to the app on an
+/// `http2`/`grpc` port, as istiod configures it.
 pub fn inbound(ctx: &Ctx<'_>, ports: &[InboundPort]) -> Vec<Cluster> {
     ports
         .iter()
         .map(|p| {
             let name = util::cluster_name("inbound", p.target_port, "", "");
+            let mut typed_extension_protocol_options = std::collections::HashMap::new();
+            if let Some(opts) = http_options(p.protocol, &Policy::default()) {
+                typed_extension_protocol_options.insert(HTTP_OPTIONS_KEY.to_string(), any(&opts));
+            }
             Cluster {
+                typed_extension_protocol_options,
                 name: name.clone(),
                 cluster_discovery_type: discovery(DiscoveryType::Static),
                 connect_timeout: Some(mesh_connect_timeout(ctx)),

@@ -329,12 +329,6 @@ impl Cluster {
                 );
             }
         }
-        let any_tls = tls.is_some() || tls_matches.iter().any(|m| m.tls.is_some());
-        if http2 && any_tls {
-            return Err(unsupported(
-                "HTTP/2 to a TLS upstream (transport_socket with http2 protocol options) is not supported by spar proxy yet".into(),
-            ));
-        }
         let limits = c
             .circuit_breakers
             .as_ref()

@@ -16,8 +16,10 @@ use hyper::body::{Body as _, Incoming};
 use super::body::{local_reply, Body, Flag, Flags};
 use super::upstream::UpstreamError;
 use super::{filters, Conn};
+use crate::config::cluster::Cluster;
 use crate::config::route::{Forward, HeaderOps, RetryPolicy, Route, Target};
 use crate::lb::{ClusterLb, Host, Outcome, PickCtx};
+use crate::proxy::Shared;
 
 /// Request bodies up to this size are buffered so that a retry can resend them; larger
 /// (or unknown-length) bodies stream and are not retried.
@@ -174,19 +176,51 @@ fn mirror(conn: &Conn, lb: Arc<ClusterLb>, parts: &http::request::Parts, path: &
     if let Some(v) = shadow.and_then(|s| HeaderValue::from_str(&s).ok()) {
         parts.headers.insert(http::header::HOST, v);
     }
-    let Some(req) = upstream_request(&parts, &host, path, super::body::full(body)) else {
-        return;
+    let tls = match &host.tls {
+        None => None,
+        Some(t) => match tls_target(conn, t, &host.authority) {
+            Ok(t) => Some(t),
+            Err(_) => return,
+        },
     };
-    let client = conn
-        .shared
-        .upstream
-        .client(lb.cluster.http2, lb.cluster.connect_timeout);
+    let shared = conn.shared.clone();
+    let path = path.to_string();
     tokio::spawn(async move {
-        if let Ok(resp) = client.request(req).await {
+        let body = super::body::full(body);
+        let sent = send_one(&shared, &lb.cluster, &host, tls, &parts, &path, body).await;
+        if let Ok(resp) = sent {
             // Read the answer so the connection can be reused.
             let _ = resp.into_body().collect().await;
         }
     });
+}
+
+/// One request to `host` of `cluster`: HTTP/2 or HTTP/1.1 as the cluster says, inside `tls`
+/// when the host's cluster (or its transport socket match) originates TLS.
+async fn send_one(
+    shared: &Shared,
+    cluster: &Cluster,
+    host: &Host,
+    tls: Option<super::upstream::TlsTarget>,
+    parts: &http::request::Parts,
+    path: &str,
+    body: Body,
+) -> Result<Response<Body>, UpstreamError> {
+    if cluster.http2 {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let up = upstream_request(parts, scheme, host, path, body)
+            .ok_or_else(|| UpstreamError::BadPath(path.to_string()))?;
+        shared
+            .upstream
+            .send_h2(&host.authority, cluster.connect_timeout, tls.as_ref(), up)
+            .await
+    } else {
+        let up = h1_request(parts, path, body)?;
+        shared
+            .upstream
+            .send_h1(&host.authority, cluster.connect_timeout, tls.as_ref(), up)
+            .await
+    }
 }
 
 /// Envoy's backoff: a random wait in `[0, min(base * (2^n - 1), max)]`.
@@ -224,11 +258,14 @@ fn retriable(policy: &RetryPolicy, a: &Attempt) -> bool {
 
 fn upstream_request(
     parts: &http::request::Parts,
+    scheme: &str,
     host: &Host,
     path: &str,
     body: Body,
 ) -> Option<Request<Body>> {
-    let uri: Uri = format!("http://{}{}", host.authority, path).parse().ok()?;
+    let uri: Uri = format!("{scheme}://{}{}", host.authority, path)
+        .parse()
+        .ok()?;
     let mut b = Request::builder().method(parts.method.clone()).uri(uri);
     if let Some(h) = b.headers_mut() {
         *h = parts.headers.clone();
@@ -293,9 +330,6 @@ async fn attempts(
     }
     lb.active_requests.fetch_add(1, Ordering::Relaxed);
     let _guard = Decrement(&lb.active_requests);
-    let client = cluster
-        .http2
-        .then(|| conn.shared.upstream.client(true, cluster.connect_timeout));
     let max_attempts = 1 + retry.map_or(0, |r| if buffered.is_some() { r.num_retries } else { 0 });
     let mut n = 0u32;
     loop {
@@ -318,34 +352,11 @@ async fn attempts(
         }
         host.active.fetch_add(1, Ordering::Relaxed);
         let send = async {
-            match &client {
-                Some(client) => {
-                    let up = upstream_request(parts, &host, path, body)
-                        .ok_or_else(|| UpstreamError::BadPath(path.to_string()))?;
-                    let resp = client.request(up).await.map_err(|e| {
-                        if e.is_connect() {
-                            UpstreamError::Connect {
-                                authority: host.authority.clone(),
-                                why: e.to_string(),
-                            }
-                        } else {
-                            UpstreamError::Reset(e.to_string())
-                        }
-                    })?;
-                    Ok(resp.map(|b| b.map_err(|e| Box::new(e) as _).boxed_unsync()))
-                }
-                None => {
-                    let up = h1_request(parts, path, body)?;
-                    let tls = match &host.tls {
-                        None => None,
-                        Some(t) => Some(tls_target(conn, t, &host.authority)?),
-                    };
-                    conn.shared
-                        .upstream
-                        .send_h1(&host.authority, cluster.connect_timeout, tls.as_ref(), up)
-                        .await
-                }
-            }
+            let tls = match &host.tls {
+                None => None,
+                Some(t) => Some(tls_target(conn, t, &host.authority)?),
+            };
+            send_one(&conn.shared, cluster, &host, tls, parts, path, body).await
         };
         let per_try = retry.and_then(|r| r.per_try_timeout);
         let result = match per_try {

@@ -5,8 +5,10 @@
 //! task, and requests written in origin form with the Host header the router chose. hyper's
 //! pooled `Client` did the same with a pool key built from the URI, a formatted and parsed
 //! absolute URI per request and more bookkeeping; it was ~10% of the proxy's CPU per request.
-//! HTTP/2 upstreams (prior knowledge, when the cluster asks for it) keep hyper's pooled
-//! client, which multiplexes streams on shared connections.
+//! HTTP/2 upstreams (prior knowledge, when the cluster asks for it, plaintext or over the
+//! cluster's TLS) go through [`Pools::send_h2`]: one multiplexed connection per upstream
+//! address and TLS context, as Envoy keeps one per host until it is closed. Upgraded
+//! (WebSocket) requests use hyper's pooled `Client` ([`Pools::client`]), in plaintext.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -19,6 +21,7 @@ use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::http2;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
@@ -50,11 +53,27 @@ type Idle = (Instant, SendRequest<Body>);
 /// Idle HTTP/1.1 connections (each has finished its last response) by upstream `ip:port`.
 type IdleConnections = Mutex<HashMap<String, Vec<Idle>>>;
 
+/// The shared HTTP/2 connection to each upstream address (and TLS context). Its slot is
+/// locked while a connection is being made, so requests that arrive meanwhile wait for that
+/// one instead of each opening their own (as Envoy attaches them to the connecting one).
+type H2Slot = Arc<tokio::sync::Mutex<Option<http2::SendRequest<Body>>>>;
+type H2Connections = Mutex<HashMap<String, H2Slot>>;
+
 /// The pools, created on first use.
 #[derive(Default)]
 pub struct Pools {
     clients: Mutex<HashMap<(bool, Duration), HttpClient>>,
     h1: Arc<IdleConnections>,
+    h2: H2Connections,
+}
+
+/// The pool key: the address, and the TLS context when there is one (TLS connections are
+/// pooled apart from plaintext ones to the same address).
+fn pool_key<'a>(authority: &'a str, tls: Option<&TlsTarget>) -> std::borrow::Cow<'a, str> {
+    match tls {
+        None => std::borrow::Cow::Borrowed(authority),
+        Some(t) => std::borrow::Cow::Owned(format!("{authority}|tls|{}", t.pool_suffix)),
+    }
 }
 
 impl std::fmt::Debug for Pools {
@@ -64,7 +83,7 @@ impl std::fmt::Debug for Pools {
 }
 
 impl Pools {
-    /// hyper's pooled client for HTTP/2 upstreams (and mirrors).
+    /// hyper's pooled client, for upgraded (WebSocket) requests.
     pub fn client(&self, http2: bool, connect_timeout: Duration) -> HttpClient {
         let mut map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         map.entry((http2, connect_timeout))
@@ -96,15 +115,8 @@ impl Pools {
         tls: Option<&TlsTarget>,
         mut req: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
-        // TLS connections are pooled apart from plaintext ones to the same address.
-        let key_buf;
-        let key = match tls {
-            None => authority,
-            Some(t) => {
-                key_buf = format!("{authority}|tls|{}", t.pool_suffix);
-                key_buf.as_str()
-            }
-        };
+        let key = pool_key(authority, tls);
+        let key = key.as_ref();
         while let Some(mut sender) = self.checkout(key) {
             if sender.ready().await.is_err() {
                 continue;
@@ -124,6 +136,62 @@ impl Pools {
             .await
             .map_err(|e| UpstreamError::Reset(e.to_string()))?;
         Ok(self.pooled(key, sender, resp))
+    }
+
+    /// Sends `req` (an absolute URI) to `authority` over HTTP/2 with prior knowledge, on the
+    /// connection shared by every request to that address and TLS context, or a new one
+    /// when there is none or it closed. A request the shared connection refused before
+    /// sending it (it was going away) is sent again on a new connection.
+    pub async fn send_h2(
+        &self,
+        authority: &str,
+        connect_timeout: Duration,
+        tls: Option<&TlsTarget>,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let key = pool_key(authority, tls);
+        let slot = {
+            let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+            match map.get(key.as_ref()) {
+                Some(slot) => slot.clone(),
+                None => map.entry(key.to_string()).or_default().clone(),
+            }
+        };
+        // The shared connection gets one try; a request it could not take goes on a new one.
+        let mut reuse = true;
+        loop {
+            let (mut sender, fresh) = {
+                let mut shared = slot.lock().await;
+                match shared.as_ref() {
+                    Some(s) if reuse && !s.is_closed() => (s.clone(), false),
+                    _ => {
+                        let s = connect_h2(authority, connect_timeout, tls).await?;
+                        *shared = Some(s.clone());
+                        (s, true)
+                    }
+                }
+            };
+            let sent = match sender.ready().await {
+                Ok(()) => sender.try_send_request(req).await,
+                Err(e) if fresh => return Err(UpstreamError::Reset(e.to_string())),
+                Err(_) => {
+                    reuse = false;
+                    continue;
+                }
+            };
+            match sent {
+                Ok(resp) => {
+                    return Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if !fresh => {
+                        reuse = false;
+                        req = unsent;
+                    }
+                    _ => return Err(UpstreamError::Reset(e.into_error().to_string())),
+                },
+            }
+        }
     }
 
     /// The most recently returned connection that is still open; ones idle longer than
@@ -279,6 +347,36 @@ async fn connect(
         why: e.to_string(),
     };
     let builder = hyper::client::conn::http1::Builder::new();
+    let sender = match stream {
+        UpstreamStream::Plain(s) => {
+            let (sender, conn) = builder.handshake(TokioIo::new(s)).await.map_err(failed)?;
+            tokio::spawn(drive(conn));
+            sender
+        }
+        UpstreamStream::Tls(s) => {
+            let (sender, conn) = builder.handshake(TokioIo::new(*s)).await.map_err(failed)?;
+            tokio::spawn(drive(conn));
+            sender
+        }
+    };
+    Ok(sender)
+}
+
+/// A new HTTP/2 connection (prior knowledge, whatever ALPN settled on: the cluster says the
+/// upstream speaks HTTP/2, as Envoy's explicit http2 protocol options do), driven by its
+/// own task.
+async fn connect_h2(
+    authority: &str,
+    timeout: Duration,
+    tls: Option<&TlsTarget>,
+) -> Result<http2::SendRequest<Body>, UpstreamError> {
+    let stream = connect_stream(authority, timeout, tls).await?;
+    let failed = |e: hyper::Error| UpstreamError::Connect {
+        authority: authority.to_string(),
+        why: e.to_string(),
+    };
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new());
     let sender = match stream {
         UpstreamStream::Plain(s) => {
             let (sender, conn) = builder.handshake(TokioIo::new(s)).await.map_err(failed)?;
