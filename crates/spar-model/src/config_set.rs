@@ -27,7 +27,9 @@ pub use parsed::ParsedFile;
 /// diagnostic found on the way.
 #[derive(Debug, Default)]
 pub struct ConfigSet {
-    resources: Vec<Resource>,
+    /// Shared with the parsed files they came from: assembling a set again after one file
+    /// changed copies pointers, not every resource's tree of small allocations.
+    resources: Vec<Arc<Resource>>,
     diagnostics: Vec<Diagnostic>,
     mesh: MeshConfig,
 }
@@ -84,7 +86,7 @@ impl ConfigSet {
         set
     }
 
-    pub fn resources(&self) -> &[Resource] {
+    pub fn resources(&self) -> &[Arc<Resource>] {
         &self.resources
     }
 
@@ -92,7 +94,9 @@ impl ConfigSet {
     /// set that is served, not analysed; field lines fall back to each document's first line.
     pub fn drop_source_trees(&mut self) {
         for r in &mut self.resources {
-            r.drop_source_tree();
+            if r.has_source_tree() {
+                Arc::make_mut(r).drop_source_tree();
+            }
         }
     }
 
@@ -119,11 +123,14 @@ impl ConfigSet {
     }
 
     pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Resource> {
-        self.resources.iter().filter(move |r| r.kind == kind)
+        self.resources
+            .iter()
+            .map(|r| &**r)
+            .filter(move |r| r.kind == kind)
     }
 
     /// A MeshConfig from `mesh.yaml`, else from a ConfigMap `istio` (key `mesh`), else defaults.
-    fn take_mesh_from_configmap(&mut self, resources: &[Resource], file: Option<MeshConfig>) {
+    fn take_mesh_from_configmap(&mut self, resources: &[Arc<Resource>], file: Option<MeshConfig>) {
         if let Some(m) = file {
             self.mesh = m;
             return;
@@ -204,16 +211,14 @@ impl ConfigSet {
         self.diagnostics.extend(converted.diagnostics);
         let all = std::mem::take(&mut self.resources)
             .into_iter()
-            .chain(converted.resources)
+            .chain(converted.resources.into_iter().map(Arc::new))
             .collect();
         self.resources = dedupe(all, &mut self.diagnostics);
     }
 }
 
-/// Every file's resources, in order. Copying them is most of what assembling costs (each
-/// is a tree of small allocations); copying on several threads was measured slower (the
-/// allocator's locks), so it is one pass.
-fn clone_resources(files: &[&ParsedFile]) -> Vec<Resource> {
+/// Every file's resources, in order (shared, not copied).
+fn clone_resources(files: &[&ParsedFile]) -> Vec<Arc<Resource>> {
     let count: usize = files.iter().map(|f| f.resources().len()).sum();
     let mut out = Vec::with_capacity(count);
     for f in files {
@@ -258,7 +263,7 @@ fn mesh_result(
 
 /// Two resources with one kind, namespace and name: the later one replaces the earlier,
 /// as applying the files in order with `kubectl apply` would, and a warning says so.
-fn dedupe(resources: Vec<Resource>, diags: &mut Vec<Diagnostic>) -> Vec<Resource> {
+fn dedupe(resources: Vec<Arc<Resource>>, diags: &mut Vec<Diagnostic>) -> Vec<Arc<Resource>> {
     // Keyed by borrowed names: no copies of every name on every assemble.
     let mut last: HashMap<(Kind, &str, &str), usize> = HashMap::with_capacity(resources.len());
     let mut replaced = vec![false; resources.len()];
@@ -303,7 +308,7 @@ mod tests {
         let mut set = ConfigSet::load([("a.yaml", text)], &LoadOptions::default());
         assert!(!set.has_errors(), "{:?}", set.diagnostics());
         let path = FieldPath::root().field("spec").field("http");
-        let before = set.resources()[0].clone();
+        let before = (*set.resources()[0]).clone();
         assert_eq!(before.line_of(&path), 8, "the http list starts on line 8");
         set.drop_source_trees();
         let after = &set.resources()[0];

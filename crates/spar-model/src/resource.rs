@@ -139,11 +139,16 @@ impl Resource {
         self.node.locate(path).mark.line
     }
 
+    /// Whether the positioned YAML tree is still held (see [`Resource::drop_source_tree`]).
+    pub fn has_source_tree(&self) -> bool {
+        !matches!(&self.node.kind, NodeKind::Map(m) if m.is_empty())
+    }
+
     /// Drops the positioned YAML tree (about 14 bytes per byte of YAML), keeping the root's
     /// position. For holders that never ask for a field's line again, such as a long-running
     /// control plane: diagnostics are produced while loading, before this is called.
     pub fn drop_source_tree(&mut self) {
-        if matches!(&self.node.kind, NodeKind::Map(m) if m.is_empty()) {
+        if !self.has_source_tree() {
             return;
         }
         self.node = Arc::new(Node {

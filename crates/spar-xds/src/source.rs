@@ -313,7 +313,7 @@ fn endpoint_services(old: &ConfigSet, new: &ConfigSet) -> BTreeSet<(String, Stri
         };
         Some((r.meta.namespace.clone(), name.clone()))
     }
-    type Index<'a> = HashMap<(Kind, String, String), &'a spar_model::Resource>;
+    type Index<'a> = HashMap<(Kind, String, String), &'a Arc<spar_model::Resource>>;
     fn of(c: &ConfigSet) -> Index<'_> {
         c.resources()
             .iter()
@@ -325,7 +325,7 @@ fn endpoint_services(old: &ConfigSet, new: &ConfigSet) -> BTreeSet<(String, Stri
     let mut out = BTreeSet::new();
     for (key, r) in after {
         match before.remove(&key) {
-            Some(o) if o.meta == r.meta && o.body == r.body => {}
+            Some(o) if same_resource(o, r) => {}
             Some(o) => out.extend(owner(o).into_iter().chain(owner(r))),
             None => out.extend(owner(r)),
         }
@@ -375,15 +375,28 @@ fn derive(
 /// Whether `new` differs from `old` in endpoints only: every other resource (kind,
 /// metadata, body, in order) and the mesh config are equal.
 fn endpoints_only(old: &ConfigSet, new: &ConfigSet) -> bool {
-    fn rest(
-        c: &ConfigSet,
-    ) -> impl Iterator<Item = (Kind, &spar_model::ObjectMeta, &spar_model::Body)> {
+    fn rest(c: &ConfigSet) -> impl Iterator<Item = &Arc<spar_model::Resource>> {
         c.resources()
             .iter()
             .filter(|r| !matches!(r.kind, Kind::Endpoints | Kind::EndpointSlice))
-            .map(|r| (r.kind, &r.meta, &r.body))
     }
-    old.mesh() == new.mesh() && rest(old).eq(rest(new))
+    let (mut a, mut b) = (rest(old), rest(new));
+    if old.mesh() != new.mesh() {
+        return false;
+    }
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(x), Some(y)) if same_resource(x, y) => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The same kind, metadata and body; a resource of a file that did not change is the same
+/// allocation in both configs, so most comparisons are one pointer comparison.
+fn same_resource(a: &Arc<spar_model::Resource>, b: &Arc<spar_model::Resource>) -> bool {
+    Arc::ptr_eq(a, b) || (a.kind == b.kind && a.meta == b.meta && a.body == b.body)
 }
 
 /// The debounce loop: the first change of a burst starts it; it ends after a quiet time

@@ -28,7 +28,7 @@ pub struct ParsedFile {
 
 #[derive(Debug, Clone)]
 pub(super) enum Content {
-    Resources(Vec<Resource>),
+    Resources(Vec<Arc<Resource>>),
     /// A bare MeshConfig file; `None` when it is invalid (its diagnostics say why).
     Mesh(Option<Box<MeshConfig>>),
 }
@@ -48,7 +48,7 @@ impl ParsedFile {
         let loaded = load_text(name, text, opts);
         ParsedFile {
             name: Arc::from(name),
-            content: Content::Resources(loaded.resources),
+            content: Content::Resources(loaded.resources.into_iter().map(Arc::new).collect()),
             diagnostics: loaded.diagnostics,
         }
     }
@@ -94,7 +94,7 @@ impl ParsedFile {
     }
 
     /// The file's resources (none for a bare MeshConfig file).
-    pub fn resources(&self) -> &[Resource] {
+    pub fn resources(&self) -> &[Arc<Resource>] {
         match &self.content {
             Content::Resources(r) => r,
             Content::Mesh(_) => &[],
@@ -118,8 +118,8 @@ impl ParsedFile {
     pub fn drop_source_trees(&mut self) {
         if let Content::Resources(resources) = &mut self.content {
             for r in resources.iter_mut() {
-                if !is_mesh_configmap(r) {
-                    r.drop_source_tree();
+                if !is_mesh_configmap(r) && r.has_source_tree() {
+                    Arc::make_mut(r).drop_source_tree();
                 }
             }
         }
