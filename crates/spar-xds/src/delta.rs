@@ -20,9 +20,10 @@ use spar_translate::ProxyNode;
 use tonic::Status;
 
 use crate::held::{diff, Holds, Names, Scope};
+use crate::identity::OwnSecrets;
 use crate::metrics::Metrics;
 use crate::resources::{is_wildcard_type, Encoded, WARMING_ORDER};
-use crate::server::{Session, Shared};
+use crate::server::{Caller, Session, Shared};
 use crate::source::ResourceSource;
 use crate::throttle::Throttle;
 use crate::transport::{Requests, Tx};
@@ -32,8 +33,9 @@ pub(crate) async fn run<S: ResourceSource>(
     shared: Arc<Shared<S>>,
     mut requests: Requests<DeltaDiscoveryRequest>,
     tx: Tx,
+    caller: Option<Caller>,
 ) {
-    if let Err(status) = serve(&shared, &mut requests, &tx).await {
+    if let Err(status) = serve(&shared, &mut requests, &tx, caller.as_ref()).await {
         tracing::debug!(%status, "delta stream ended");
         let _ = tx.send(Err(status)).await;
     }
@@ -64,7 +66,11 @@ struct Conn<'a, S> {
     proxyless: bool,
     id: u64,
     generation: u64,
+    /// The node class's output this connection follows.
+    base: Arc<Encoded>,
+    /// What it is sent: `base` plus its own secrets ([`crate::identity`]).
     current: Arc<Encoded>,
+    own: Option<OwnSecrets>,
     types: HashMap<String, TypeState>,
     nonces: u64,
     throttle: Throttle,
@@ -74,16 +80,19 @@ async fn serve<S: ResourceSource>(
     shared: &Shared<S>,
     requests: &mut Requests<DeltaDiscoveryRequest>,
     tx: &Tx,
+    caller: Option<&Caller>,
 ) -> Result<(), Status> {
     let Some(first) = requests.message().await? else {
         return Ok(());
     };
-    let session = Session::open(shared, first.node.as_ref(), "delta")?;
+    let mut session = Session::open(shared, first.node.as_ref(), "delta", caller)?;
     let mut changes = session.changes.clone();
     let mut conn = Conn {
         shared,
         tx,
+        base: session.base.clone(),
         current: session.current.clone(),
+        own: session.own.take(),
         node: session.node.clone(),
         proxyless: session.proxyless,
         id: session.id,
@@ -101,6 +110,7 @@ async fn serve<S: ResourceSource>(
                 Some(req) => conn.on_request(req).await?,
                 None => return Ok(()),
             },
+            () = crate::identity::renewal(conn.own.as_ref()) => conn.renew().await?,
             changed = changes.changed() => {
                 if changed.is_err() {
                     return Ok(());
@@ -201,7 +211,7 @@ impl<S: ResourceSource> Conn<'_, S> {
         if subscribing {
             if self.proxyless && type_url == spar_translate::type_url::LISTENER {
                 // A proxyless client's listener names decide what is translated.
-                self.current = self.compute();
+                self.set_base(self.compute());
                 self.respond(&type_url, true, &req.resource_names_subscribe, None)
                     .await?;
                 return self.push_changed(None).await;
@@ -228,10 +238,32 @@ impl<S: ResourceSource> Conn<'_, S> {
     async fn on_change(&mut self, generation: u64) -> Result<(), Status> {
         self.generation = generation;
         let next = self.compute();
-        if Arc::ptr_eq(&next, &self.current) {
+        if Arc::ptr_eq(&next, &self.base) {
             return Ok(());
         }
-        self.current = next;
+        self.set_base(next);
+        self.push_changed(Some(Instant::now())).await
+    }
+
+    fn set_base(&mut self, base: Arc<Encoded>) {
+        self.current = match &self.own {
+            Some(o) => o.overlay(&base),
+            None => base.clone(),
+        };
+        self.base = base;
+    }
+
+    /// Renews the connection's own certificate and pushes it; a failed renewal keeps the
+    /// current one (it is retried shortly).
+    async fn renew(&mut self) -> Result<(), Status> {
+        let Some(own) = &mut self.own else {
+            return Ok(());
+        };
+        if let Err(status) = own.renew() {
+            tracing::warn!(proxy = %self.node.id, identity = %own.identity(), %status, "renewing the workload certificate failed; keeping the current one");
+            return Ok(());
+        }
+        self.set_base(self.base.clone());
         self.push_changed(Some(Instant::now())).await
     }
 

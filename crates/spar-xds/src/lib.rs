@@ -13,10 +13,12 @@ pub mod client;
 mod delta;
 pub mod dump;
 mod held;
+pub mod identity;
 pub mod metrics;
 pub mod monitoring;
 mod node;
 pub mod resources;
+mod secure;
 mod server;
 mod share;
 mod sotw;
@@ -26,9 +28,11 @@ mod throttle;
 mod transport;
 mod wire;
 
+pub use identity::{Issued, WorkloadIdentity};
 pub use metrics::Metrics;
 pub use node::{is_proxyless, proxy_node};
 pub use resources::{encode, encode_one, Encoded, EncodedResource, TypeChange, TypeResources};
+pub use secure::SecureAds;
 pub use server::{AdsServer, DEFAULT_PUSH_CONCURRENCY};
 pub use source::{
     Overlay, PushDebounce, ResourceSource, Snapshot, SnapshotStore, SourceError, StaticSource,

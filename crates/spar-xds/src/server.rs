@@ -30,26 +30,40 @@ pub const DEFAULT_PUSH_CONCURRENCY: usize = 100;
 
 /// The Aggregated Discovery Service over a [`ResourceSource`].
 pub struct AdsServer<S> {
-    shared: Shared<S>,
+    shared: Arc<Shared<S>>,
 }
 
 impl<S: ResourceSource> AdsServer<S> {
     pub fn new(source: S, status: Arc<StatusRegistry>, metrics: Arc<Metrics>) -> AdsServer<S> {
         AdsServer {
-            shared: Shared {
+            shared: Arc::new(Shared {
                 source,
                 status,
                 metrics,
                 permits: Arc::new(Semaphore::new(DEFAULT_PUSH_CONCURRENCY)),
                 names: NameSets::default(),
-            },
+            }),
         }
     }
 
     /// How many connections may have a push in flight at once (at least one).
+    ///
+    /// # Panics
+    /// When called after [`Self::secure_service`] shared the server's state.
     pub fn push_concurrency(mut self, n: usize) -> AdsServer<S> {
-        self.shared.permits = Arc::new(Semaphore::new(n.max(1)));
+        Arc::get_mut(&mut self.shared)
+            .expect("push_concurrency is set before the server is shared")
+            .permits = Arc::new(Semaphore::new(n.max(1)));
         self
+    }
+
+    /// The same ADS, for the secure port: callers authenticate with `issuer` and get their
+    /// own workload certificates over SDS. Serve it with TLS (a tonic server).
+    pub fn secure_service(
+        &self,
+        issuer: Arc<dyn crate::identity::WorkloadIdentity>,
+    ) -> crate::secure::SecureAds<S> {
+        crate::secure::SecureAds::new(self.shared.clone(), issuer)
     }
 
     /// Serves ADS (plaintext gRPC) on `listener` until `shutdown` completes.
@@ -59,7 +73,7 @@ impl<S: ResourceSource> AdsServer<S> {
         opts: ServeOptions,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        crate::transport::serve(Arc::new(self.shared), listener, opts, shutdown).await
+        crate::transport::serve(self.shared, listener, opts, shutdown).await
     }
 }
 
@@ -79,6 +93,14 @@ impl Drop for Connected {
     }
 }
 
+/// An authenticated caller of the secure port.
+#[derive(Clone)]
+pub(crate) struct Caller {
+    pub(crate) issuer: Arc<dyn crate::identity::WorkloadIdentity>,
+    /// The SPIFFE ID it proved.
+    pub(crate) identity: String,
+}
+
 /// What every ADS stream sets up from its first request, whichever variant it speaks:
 /// who the proxy is, its first resources, and the change feed to follow.
 pub(crate) struct Session {
@@ -86,7 +108,11 @@ pub(crate) struct Session {
     pub(crate) proxyless: bool,
     pub(crate) id: u64,
     pub(crate) generation: u64,
+    /// The node class's output, before this connection's own secrets are added.
+    pub(crate) base: Arc<crate::resources::Encoded>,
+    /// What this connection is sent: `base`, plus its own secrets on the secure port.
     pub(crate) current: Arc<crate::resources::Encoded>,
+    pub(crate) own: Option<crate::identity::OwnSecrets>,
     pub(crate) changes: tokio::sync::watch::Receiver<u64>,
     // Held for the stream's life: dropping them records the disconnect.
     _registration: crate::status::Registration,
@@ -98,6 +124,7 @@ impl Session {
         shared: &Shared<S>,
         node: Option<&envoy_types::pb::envoy::config::core::v3::Node>,
         variant: &'static str,
+        caller: Option<&Caller>,
     ) -> Result<Session, Status> {
         let proxyless = crate::node::is_proxyless(node);
         let node =
@@ -106,19 +133,33 @@ impl Session {
         let connected = Connected::new(&shared.metrics);
         let mut changes = shared.source.changes();
         let generation = *changes.borrow_and_update();
-        let current = if proxyless {
+        let own = match caller {
+            Some(c) => {
+                let own = crate::identity::OwnSecrets::issue(c.issuer.clone(), c.identity.clone())?;
+                tracing::info!(proxy = %node.id, identity = %own.identity(), "authenticated xDS connection");
+                Some(own)
+            }
+            None => None,
+        };
+        let base = if proxyless {
             shared
                 .source
                 .grpc_resources(&node, &std::collections::BTreeSet::new())
         } else {
             shared.source.resources(&node)
         };
+        let current = match &own {
+            Some(o) => o.overlay(&base),
+            None => base.clone(),
+        };
         Ok(Session {
             id: registration.id,
             node,
             proxyless,
             generation,
+            base,
             current,
+            own,
             changes,
             _registration: registration,
             _connected: connected,

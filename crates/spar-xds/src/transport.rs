@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use crate::server::Shared;
+use crate::server::{Caller, Shared};
 use crate::source::ResourceSource;
 use crate::wire::{WireMessage, WriteState};
 
@@ -113,10 +113,14 @@ pub(crate) async fn serve<S: ResourceSource>(
                 // What HTTP/2 may hold for a stream beyond the peer's window: a couple of
                 // our chunks, not hyper's default 400 KB per proxy.
                 .max_send_buf_size(2 * CHUNK);
-            let svc = hyper::service::service_fn(move |req| {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let shared = shared.clone();
                 let refuse_delta = opts.refuse_delta;
-                async move { Ok::<_, Infallible>(route(shared, req, refuse_delta)) }
+                let (parts, body) = req.into_parts();
+                let body = tonic::body::Body::new(body);
+                async move {
+                    Ok::<_, Infallible>(route(shared, parts.uri.path(), body, None, refuse_delta))
+                }
             });
             if let Err(e) = http.serve_connection(TokioIo::new(stream), svc).await {
                 tracing::debug!(error = %e, "xDS connection ended");
@@ -125,22 +129,26 @@ pub(crate) async fn serve<S: ResourceSource>(
     }
 }
 
-fn route<S: ResourceSource>(
+/// Starts the stream `path` names. `caller` is the authenticated identity on the secure
+/// port, `None` on the plaintext one.
+pub(crate) fn route<S: ResourceSource>(
     shared: Arc<Shared<S>>,
-    req: Request<Incoming>,
+    path: &str,
+    body: tonic::body::Body,
+    caller: Option<Caller>,
     refuse_delta: bool,
 ) -> Response<ResponseBody> {
-    match req.uri().path() {
+    match path {
         SOTW_PATH => {
             let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
-            let requests = Requests::<DiscoveryRequest>::new(req.into_body());
-            tokio::spawn(crate::sotw::run(shared, requests, tx));
+            let requests = Requests::<DiscoveryRequest>::new(body);
+            tokio::spawn(crate::sotw::run(shared, requests, tx, caller));
             ResponseBody::streaming(rx)
         }
         DELTA_PATH if !refuse_delta => {
             let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
-            let requests = Requests::<DeltaDiscoveryRequest>::new(req.into_body());
-            tokio::spawn(crate::delta::run(shared, requests, tx));
+            let requests = Requests::<DeltaDiscoveryRequest>::new(body);
+            tokio::spawn(crate::delta::run(shared, requests, tx, caller));
             ResponseBody::streaming(rx)
         }
         path => ResponseBody::trailers_only(&Status::unimplemented(format!(
@@ -151,13 +159,13 @@ fn route<S: ResourceSource>(
 
 /// The request messages of one stream.
 pub(crate) struct Requests<M> {
-    body: Incoming,
+    body: tonic::body::Body,
     buf: BytesMut,
     _message: PhantomData<M>,
 }
 
 impl<M: Message + Default> Requests<M> {
-    fn new(body: Incoming) -> Self {
+    fn new(body: tonic::body::Body) -> Self {
         Requests {
             body,
             buf: BytesMut::new(),
@@ -239,7 +247,7 @@ impl ResponseBody {
         })
     }
 
-    fn trailers_only(status: &Status) -> Response<ResponseBody> {
+    pub(crate) fn trailers_only(status: &Status) -> Response<ResponseBody> {
         let mut resp = grpc_response(ResponseBody {
             rx: None,
             current: None,

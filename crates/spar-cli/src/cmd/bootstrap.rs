@@ -99,7 +99,21 @@ pub struct EnvoyArgs {
 
     #[arg(long, value_enum, default_value_t = AdsApi::Sotw)]
     pub ads: AdsApi,
+
+    /// Connect to the control plane's secure port (15012) over TLS, trusting this root
+    /// (PEM); the server is checked as `istiod.istio-system.svc`. Envoy then gets its own
+    /// workload certificate (`default`, `ROOTCA`) over SDS.
+    #[arg(long, value_name = "FILE")]
+    pub xds_root_cert: Option<std::path::PathBuf>,
+
+    /// A bearer token (`--ca-tokens` of `spar control-plane`) proving the workload's
+    /// identity on the secure port; read now and sent as `authorization` metadata.
+    #[arg(long, value_name = "FILE", requires = "xds_root_cert")]
+    pub xds_token_file: Option<std::path::PathBuf>,
 }
+
+/// The name the control plane's serving certificate carries, as istiod's does.
+const XDS_SERVER_NAME: &str = "istiod.istio-system.svc";
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     match &args.command {
@@ -191,6 +205,55 @@ pub fn envoy(args: &EnvoyArgs) -> anyhow::Result<serde_json::Value> {
         AdsApi::Sotw => "GRPC",
         AdsApi::Delta => "DELTA_GRPC",
     };
+    let mut grpc_service = json!({ "envoy_grpc": { "cluster_name": "xds-grpc" } });
+    if let Some(path) = &args.xds_token_file {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("--xds-token-file {}", path.display()))?;
+        let token = token.trim();
+        if token.is_empty() {
+            bail!("--xds-token-file {}: the file is empty", path.display());
+        }
+        grpc_service["initial_metadata"] =
+            json!([{ "key": "authorization", "value": format!("Bearer {token}") }]);
+    }
+    let mut xds_cluster = json!({
+        "name": "xds-grpc",
+        "type": cluster_type,
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": "xds-grpc",
+            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
+                "socket_address": { "address": host, "port_value": port },
+            } } }] }],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": { "http2_protocol_options": {} },
+            },
+        },
+    });
+    if let Some(root) = &args.xds_root_cert {
+        let root = std::fs::canonicalize(root)
+            .with_context(|| format!("--xds-root-cert {}", root.display()))?;
+        xds_cluster["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": XDS_SERVER_NAME,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2"],
+                    "validation_context": {
+                        "trusted_ca": { "filename": root },
+                        "match_typed_subject_alt_names": [{
+                            "san_type": "DNS",
+                            "matcher": { "exact": XDS_SERVER_NAME },
+                        }],
+                    },
+                },
+            },
+        });
+    }
     Ok(json!({
         "node": {
             "id": id,
@@ -212,30 +275,12 @@ pub fn envoy(args: &EnvoyArgs) -> anyhow::Result<serde_json::Value> {
             "ads_config": {
                 "api_type": ads_api,
                 "transport_api_version": "V3",
-                "grpc_services": [{ "envoy_grpc": { "cluster_name": "xds-grpc" } }],
+                "grpc_services": [grpc_service],
                 "set_node_on_first_message_only": true,
             },
             "cds_config": { "ads": {}, "resource_api_version": "V3" },
             "lds_config": { "ads": {}, "resource_api_version": "V3" },
         },
-        "static_resources": {
-            "clusters": [{
-                "name": "xds-grpc",
-                "type": cluster_type,
-                "connect_timeout": "1s",
-                "load_assignment": {
-                    "cluster_name": "xds-grpc",
-                    "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
-                        "socket_address": { "address": host, "port_value": port },
-                    } } }] }],
-                },
-                "typed_extension_protocol_options": {
-                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                        "explicit_http_config": { "http2_protocol_options": {} },
-                    },
-                },
-            }],
-        },
+        "static_resources": { "clusters": [xds_cluster] },
     }))
 }

@@ -8,8 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use spar_ca::{AnyOf, Authenticator, Ca, CaService, PeerCertificate, TokenFile, TtlPolicy};
+use spar_ca::{
+    AnyOf, AuthError, Authenticator, Ca, CaService, Caller, PeerCertificate, SpiffeId, TokenFile,
+    TtlPolicy,
+};
+use spar_xds::{Issued, WorkloadIdentity};
 use tokio::net::TcpListener;
+use tonic::transport::server::{Router, TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::Server;
+use tonic::Status;
 
 /// CA flags of `spar control-plane`.
 ///
@@ -99,7 +106,12 @@ pub fn load(args: &CaArgs) -> anyhow::Result<Ca> {
 
 /// Starts the CA when the flags ask for one, serving until ctrl-c (or until the runtime
 /// ends); returns the address it listens on (the real port when `--ca-addr` asked for 0).
-pub async fn start(args: &CaArgs) -> anyhow::Result<Option<SocketAddr>> {
+/// `more` adds services to the same TLS port (the control plane's authenticated ADS),
+/// given how callers are authenticated and certificates issued.
+pub async fn start(
+    args: &CaArgs,
+    more: impl FnOnce(Router, Arc<dyn WorkloadIdentity>) -> Router,
+) -> anyhow::Result<Option<SocketAddr>> {
     if !args.enabled() {
         return Ok(None);
     }
@@ -126,7 +138,13 @@ pub async fn start(args: &CaArgs) -> anyhow::Result<Option<SocketAddr>> {
         default: args.workload_cert_ttl,
         max: args.max_workload_cert_ttl,
     };
-    let service = CaService::new(ca.clone(), Box::new(AnyOf(auths)), ttl);
+    let auth: Arc<dyn Authenticator> = Arc::new(AnyOf(auths));
+    let service = CaService::new(ca.clone(), Box::new(SharedAuth(auth.clone())), ttl);
+    let issuer = Arc::new(CaIdentity {
+        ca: ca.clone(),
+        auth,
+        ttl: args.workload_cert_ttl,
+    });
     let tls =
         spar_ca::server::tls_config(&ca).context("issuing the CA's TLS serving certificate")?;
     let listener = TcpListener::bind(args.ca_addr).await.with_context(|| {
@@ -137,15 +155,86 @@ pub async fn start(args: &CaArgs) -> anyhow::Result<Option<SocketAddr>> {
     })?;
     let addr = listener.local_addr()?;
     eprintln!("ca listening on {addr}");
+    let router = Server::builder()
+        .tls_config(tls)
+        .context("the CA's TLS settings")?
+        .add_service(service);
+    let router = more(router, issuer);
     tokio::spawn(async move {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        if let Err(e) = spar_ca::server::serve(listener, tls, service, shutdown).await {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+        {
             eprintln!("spar: ca: {e}");
         }
     });
     Ok(Some(addr))
+}
+
+/// One authenticator for the CSR API and the secure ADS port.
+struct SharedAuth(Arc<dyn Authenticator>);
+
+impl Authenticator for SharedAuth {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn authenticate(&self, caller: &Caller<'_>) -> Result<SpiffeId, AuthError> {
+        self.0.authenticate(caller)
+    }
+}
+
+/// Identity for proxies on the secure ADS port: the CA's authenticators decide who the
+/// caller is; the control plane makes the key and signs it, as pilot-agent would locally.
+struct CaIdentity {
+    ca: Arc<Ca>,
+    auth: Arc<dyn Authenticator>,
+    ttl: Duration,
+}
+
+impl WorkloadIdentity for CaIdentity {
+    fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Result<String, Status> {
+        let metadata = tonic::metadata::MetadataMap::from_headers(headers.clone());
+        let peer = extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(TlsConnectInfo::peer_certs);
+        let caller = Caller {
+            metadata: &metadata,
+            peer_certs: peer.as_deref().map(Vec::as_slice),
+        };
+        self.auth
+            .authenticate(&caller)
+            .map(|id| id.to_string())
+            .map_err(|e| Status::unauthenticated(format!("xDS on the secure port: {e}")))
+    }
+
+    fn issue(&self, identity: &str) -> Result<Issued, Status> {
+        let id: SpiffeId = identity
+            .parse()
+            .map_err(|e| Status::internal(format!("{identity}: {e}")))?;
+        let (csr, key_pem) = spar_ca::client::generate_csr(&id)
+            .map_err(|e| Status::internal(format!("making a key for {identity}: {e}")))?;
+        let chain = self
+            .ca
+            .sign_csr(&csr, &id, self.ttl)
+            .map_err(|e| Status::internal(format!("signing for {identity}: {e}")))?;
+        // The answer ends with the root, which SDS carries in `ROOTCA` instead.
+        let certs = chain.pem.len().saturating_sub(1).max(1);
+        Ok(Issued {
+            chain_pem: chain.pem[..certs].concat(),
+            key_pem,
+            roots_pem: self.ca.root_pem(),
+            lifetime: self.ttl,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -191,7 +280,7 @@ mod tests {
             "--workload-cert-ttl",
             "10m",
         ]);
-        let ca_addr = start(&cli.ca).await.unwrap().unwrap();
+        let ca_addr = start(&cli.ca, |r, _| r).await.unwrap().unwrap();
         let root_pem = std::fs::read_to_string(dir.path().join("ca/root-cert.pem")).unwrap();
         assert!(dir.path().join("ca/ca-key.pem").exists());
 

@@ -153,8 +153,6 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         })?;
     eprintln!("xds listening on {}", xds.local_addr()?);
     eprintln!("monitoring listening on {}", mon.local_addr()?);
-    // Istio's CSR API on --ca-addr, when a CA flag is given (see `ca::CaArgs`).
-    let _ca = super::ca::start(&args.ca).await?;
     tokio::spawn(monitoring::serve(
         mon,
         Arc::new(Monitoring {
@@ -165,19 +163,13 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     ));
     let extra = test_clusters(args);
     if extra.types.is_empty() {
-        run_ads(xds, store, status, metrics, args.push_concurrency).await
+        run_ads(xds, store, status, metrics, args).await
     } else {
-        run_ads(
-            xds,
-            Overlay {
-                inner: store,
-                extra,
-            },
-            status,
-            metrics,
-            args.push_concurrency,
-        )
-        .await
+        let source = Overlay {
+            inner: store,
+            extra,
+        };
+        run_ads(xds, source, status, metrics, args).await
     }
 }
 
@@ -204,15 +196,20 @@ async fn run_ads<S: ResourceSource>(
     source: S,
     status: Arc<StatusRegistry>,
     metrics: Arc<Metrics>,
-    push_concurrency: usize,
+    args: &Args,
 ) -> anyhow::Result<()> {
-    AdsServer::new(source, status, metrics)
-        .push_concurrency(push_concurrency)
-        .serve(listener, ServeOptions::default(), async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .context("serving xDS")
+    let ads = AdsServer::new(source, status, metrics).push_concurrency(args.push_concurrency);
+    // Istio's CSR API on --ca-addr, when a CA flag is given (see `ca::CaArgs`), with the
+    // authenticated ADS beside it, as istiod serves both on 15012.
+    super::ca::start(&args.ca, |router, issuer| {
+        router.add_service(ads.secure_service(issuer))
+    })
+    .await?;
+    ads.serve(listener, ServeOptions::default(), async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .context("serving xDS")
 }
 
 fn apply(store: &SnapshotStore, metrics: &Metrics, config_errors: &ConfigErrors, u: Update) {

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod netns;
+
 pub const WAIT: Duration = Duration::from_secs(30);
 
 pub struct ControlPlane {

@@ -1,0 +1,289 @@
+//! Real Envoy and `spar proxy` as the two sidecars of a mesh under STRICT mutual TLS, each in
+//! its own network namespace (a pod) with `spar iptables` capture (root only).
+//!
+//! Envoy (productpage) connects to the control plane's secure port (15012, TLS, bearer
+//! token) and gets everything there, its own workload certificate and the trust bundle
+//! included, over SDS (`default`, `ROOTCA`), as an Istio sidecar gets them from its agent.
+//! `spar proxy` (reviews) takes its certificate from the CA itself. Plain `curl` in each pod
+//! reaches the other pod's application through both sidecars, in both directions; the
+//! same call in plaintext from outside the mesh is refused by each sidecar, so what got
+//! through was mutual TLS; Envoy's `/certs` shows the SVID Spar's CA issued to it.
+//!
+//! Without Envoy, root or the tools the test says why and passes, unless
+//! `SPAR_REQUIRE_PEERS=1`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::netns::{missing, sh, Lab, APP_UID, PROXY_UID};
+
+const HUB_IP: &str = "10.99.0.254";
+const PRODUCTPAGE_IP: &str = "10.99.0.1";
+const REVIEWS_IP: &str = "10.99.0.2";
+
+fn mesh() -> String {
+    let mut y = String::new();
+    for (name, vip, ip) in [
+        ("productpage", "10.96.88.1", PRODUCTPAGE_IP),
+        ("reviews", "10.96.88.2", REVIEWS_IP),
+    ] {
+        y.push_str(&format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  clusterIP: {vip}
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: 9080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: http, port: 9080}}]
+endpoints: [{{addresses: [{ip}], targetRef: {{kind: Pod, name: {name}-1}}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}-1, namespace: default, labels: {{app: {name}}}}}
+spec: {{containers: [{{name: {name}}}], serviceAccountName: {name}}}
+status: {{podIP: {ip}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}, namespace: default}}
+spec:
+  host: {name}.default.svc.cluster.local
+  trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}
+---
+"#
+        ));
+    }
+    y.push_str(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: default}\nspec: {mtls: {mode: STRICT}}\n",
+    );
+    y
+}
+
+fn wait_for(lab: &Lab, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out: {what}\n{}",
+            lab.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn envoy_with_sds_from_spar_and_spar_proxy_talk_istio_mutual_both_ways() {
+    let envoy = support::envoy_or_skip("envoy_mtls");
+    let why = missing(&["ip", "iptables-restore", "setpriv", "curl", "python3"]);
+    let (Some(envoy), None) = (envoy, &why) else {
+        if let Some(why) = why {
+            assert!(
+                std::env::var_os("SPAR_REQUIRE_PEERS").is_none(),
+                "SPAR_REQUIRE_PEERS is set but {why}"
+            );
+            eprintln!("skipping the Envoy mTLS pods test: {why}");
+        }
+        return;
+    };
+    let spar = env!("CARGO_BIN_EXE_spar");
+    let pid = std::process::id();
+    let mut lab = Lab::new();
+    let (hub, pp, rv) = (
+        format!("smh{pid}"),
+        format!("smp{pid}"),
+        format!("smr{pid}"),
+    );
+    for ns in [&hub, &pp, &rv] {
+        lab.netns(ns);
+    }
+    lab.bridge(&hub, "br0", &format!("{HUB_IP}/24"));
+    lab.attach(
+        &pp,
+        &hub,
+        "br0",
+        &format!("{PRODUCTPAGE_IP}/24"),
+        &format!("p{pid}"),
+    );
+    lab.attach(
+        &rv,
+        &hub,
+        "br0",
+        &format!("{REVIEWS_IP}/24"),
+        &format!("r{pid}"),
+    );
+    let hosts = "127.0.0.1 localhost\n10.96.88.1 productpage productpage.default productpage.default.svc.cluster.local\n10.96.88.2 reviews reviews.default reviews.default.svc.cluster.local\n";
+    lab.hosts(&pp, hosts);
+    lab.hosts(&rv, hosts);
+
+    let dir = lab.path().to_path_buf();
+    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let config = dir.join("config");
+    std::fs::create_dir(&config).unwrap();
+    std::fs::write(config.join("mesh.yaml"), mesh()).unwrap();
+    std::fs::write(
+        dir.join("tokens"),
+        "tok-pp default/productpage\ntok-rv default/reviews\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("pp.token"), "tok-pp\n").unwrap();
+    std::fs::write(dir.join("rv.token"), "tok-rv\n").unwrap();
+    let data = dir.join("data");
+    let cp_args = [
+        spar.to_string(),
+        "control-plane".into(),
+        "--config-dir".into(),
+        s(&config),
+        "--xds-addr".into(),
+        format!("{HUB_IP}:15010"),
+        "--ca-addr".into(),
+        format!("{HUB_IP}:15012"),
+        "--monitoring-addr".into(),
+        "127.0.0.1:15014".into(),
+        "--data-dir".into(),
+        s(&data),
+        "--ca-tokens".into(),
+        s(&dir.join("tokens")),
+    ];
+    let cp_args: Vec<&str> = cp_args.iter().map(String::as_str).collect();
+    lab.spawn(&hub, None, &cp_args, "cp.log");
+    let root = data.join("ca/root-cert.pem");
+    wait_for(&lab, "the CA's root certificate", || root.exists());
+    sh(&["chmod", "-R", "a+rX", &s(&data)]);
+
+    // The applications: each serves a file `who` naming itself, on all addresses.
+    for (ns, name) in [(&pp, "productpage"), (&rv, "reviews")] {
+        let www = dir.join(name);
+        std::fs::create_dir_all(&www).unwrap();
+        std::fs::write(www.join("who"), format!("{name}\n")).unwrap();
+        let www = s(&www);
+        let args = ["python3", "-m", "http.server", "9080", "--directory", &www];
+        lab.spawn(ns, None, &args, &format!("{name}-app.log"));
+        sh(&[spar, "iptables", "--netns", ns, "-u", PROXY_UID]);
+    }
+
+    // productpage's sidecar: real Envoy, everything from the secure port.
+    let out = support::spar(&[
+        "bootstrap",
+        "envoy",
+        "--node-id",
+        &format!("sidecar~{PRODUCTPAGE_IP}~productpage-1.default~default.svc.cluster.local"),
+        "--xds-addr",
+        &format!("{HUB_IP}:15012"),
+        "--admin-port",
+        "15000",
+        "--label",
+        "app=productpage",
+        "--service-account",
+        "productpage",
+        "--ads",
+        "delta",
+        "--xds-root-cert",
+        &s(&root),
+        "--xds-token-file",
+        &s(&dir.join("pp.token")),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(dir.join("envoy.json"), &out.stdout).unwrap();
+    let envoy_args = [
+        s(&envoy),
+        "-c".into(),
+        s(&dir.join("envoy.json")),
+        "--log-path".into(),
+        s(&dir.join("envoy.log")),
+        "--disable-hot-restart".into(),
+        "--concurrency".into(),
+        "1".into(),
+        "-l".into(),
+        "info".into(),
+    ];
+    let envoy_args: Vec<&str> = envoy_args.iter().map(String::as_str).collect();
+    lab.spawn(&pp, Some(PROXY_UID), &envoy_args, "envoy.stderr");
+
+    // reviews' sidecar: spar proxy with its own key and certificate from the CA.
+    let proxy_args = [
+        spar.to_string(),
+        "proxy".into(),
+        "--role".into(),
+        "sidecar".into(),
+        "--namespace".into(),
+        "default".into(),
+        "--workload".into(),
+        "reviews-1".into(),
+        "--ip".into(),
+        REVIEWS_IP.into(),
+        "--labels".into(),
+        "app=reviews".into(),
+        "--service-account".into(),
+        "reviews".into(),
+        "--xds-addr".into(),
+        format!("{HUB_IP}:15010"),
+        "--ca-addr".into(),
+        format!("https://{HUB_IP}:15012"),
+        "--ca-root".into(),
+        s(&root),
+        "--ca-token-file".into(),
+        s(&dir.join("rv.token")),
+        "--admin-port".into(),
+        "15000".into(),
+    ];
+    let proxy_args: Vec<&str> = proxy_args.iter().map(String::as_str).collect();
+    lab.spawn(&rv, Some(PROXY_UID), &proxy_args, "proxy.log");
+
+    // Envoy → spar proxy, and spar proxy → Envoy.
+    for (from, to) in [(&pp, "reviews"), (&rv, "productpage")] {
+        let url = format!("http://{to}:9080/who");
+        wait_for(&lab, &format!("curl {url} from {from}"), || {
+            lab.curl(from, APP_UID, &[&url]) == ("200".into(), to.into())
+        });
+        for _ in 0..5 {
+            assert_eq!(
+                lab.curl(from, APP_UID, &[&url]),
+                ("200".into(), to.into()),
+                "{}",
+                lab.logs()
+            );
+        }
+    }
+
+    // From outside the mesh, in plaintext, both sidecars refuse (STRICT).
+    for ip in [PRODUCTPAGE_IP, REVIEWS_IP] {
+        let (code, _) = lab.curl(&hub, "0", &[&format!("http://{ip}:9080/who")]);
+        assert_eq!(code, "000", "plaintext to {ip} got through\n{}", lab.logs());
+    }
+
+    // Envoy holds the SVID Spar's CA issued for its token's identity, and used TLS both ways.
+    let admin = |path: &str| {
+        lab.curl(&pp, "0", &[&format!("http://127.0.0.1:15000{path}")])
+            .1
+    };
+    let certs = admin("/certs");
+    assert!(
+        certs.contains("spiffe://cluster.local/ns/default/sa/productpage"),
+        "{certs}"
+    );
+    let stats = admin("/stats");
+    let stat = |name: &str| -> u64 {
+        stats
+            .lines()
+            .filter(|l| l.contains(name))
+            .filter_map(|l| l.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
+            .sum()
+    };
+    assert!(
+        stat("outbound|9080||reviews.default.svc.cluster.local.ssl.handshake") > 0,
+        "Envoy made no TLS handshake to reviews:\n{stats}"
+    );
+    assert!(
+        stat("listener.0.0.0.0_15006.ssl.handshake") > 0,
+        "Envoy's inbound listener made no TLS handshake:\n{stats}"
+    );
+}
