@@ -8,6 +8,9 @@
 //! reaches the other pod's application through both sidecars, in both directions; the
 //! same call in plaintext from outside the mesh is refused by each sidecar, so what got
 //! through was mutual TLS; Envoy's `/certs` shows the SVID Spar's CA issued to it.
+//! `openssl s_client` from outside: with no client certificate both STRICT ports refuse
+//! it; with an SVID from the mesh CA it gets through to each and sees the server's SPIFFE
+//! URI SAN. The namespace policy rewritten to PERMISSIVE lets plaintext curl through both.
 //!
 //! Without Envoy, root or the tools the test says why and passes, unless
 //! `SPAR_REQUIRE_PEERS=1`.
@@ -16,6 +19,9 @@
 
 mod support;
 
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::netns::{missing, sh, Lab, APP_UID, PROXY_UID};
@@ -62,10 +68,66 @@ spec:
 "#
         ));
     }
-    y.push_str(
-        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: default}\nspec: {mtls: {mode: STRICT}}\n",
-    );
+    y.push_str(STRICT);
     y
+}
+
+const STRICT: &str = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: default}\nspec: {mtls: {mode: STRICT}}\n";
+
+/// `openssl s_client` from `ns` to `ip:9080` sending one GET: its whole output (the
+/// server's certificate first, then the answer, if any).
+fn s_client(ns: &str, ip: &str, root: &Path, client: Option<(&Path, &Path)>) -> String {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["10", "ip", "netns", "exec", ns, "openssl", "s_client"])
+        .args([
+            "-connect",
+            &format!("{ip}:9080"),
+            "-ign_eof",
+            "-alpn",
+            "istio",
+        ])
+        .arg("-CAfile")
+        .arg(root);
+    if let Some((cert, key)) = client {
+        cmd.arg("-cert").arg(cert).arg("-key").arg(key);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            format!("GET /who HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The URI SANs of the first certificate in `pem_text`.
+fn uri_sans(pem_text: &str) -> String {
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(pem_text.as_bytes())
+        .unwrap();
+    String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
 }
 
 fn wait_for(lab: &Lab, what: &str, mut f: impl FnMut() -> bool) {
@@ -83,7 +145,14 @@ fn wait_for(lab: &Lab, what: &str, mut f: impl FnMut() -> bool) {
 #[test]
 fn envoy_with_sds_from_spar_and_spar_proxy_talk_istio_mutual_both_ways() {
     let envoy = support::envoy_or_skip("envoy_mtls");
-    let why = missing(&["ip", "iptables-restore", "setpriv", "curl", "python3"]);
+    let why = missing(&[
+        "ip",
+        "iptables-restore",
+        "setpriv",
+        "curl",
+        "python3",
+        "openssl",
+    ]);
     let (Some(envoy), None) = (envoy, &why) else {
         if let Some(why) = why {
             assert!(
@@ -155,9 +224,12 @@ fn envoy_with_sds_from_spar_and_spar_proxy_talk_istio_mutual_both_ways() {
     ];
     let cp_args: Vec<&str> = cp_args.iter().map(String::as_str).collect();
     lab.spawn(&hub, None, &cp_args, "cp.log");
-    let root = data.join("ca/root-cert.pem");
-    wait_for(&lab, "the CA's root certificate", || root.exists());
-    sh(&["chmod", "-R", "a+rX", &s(&data)]);
+    let ca_root = data.join("ca/root-cert.pem");
+    wait_for(&lab, "the CA's root certificate", || ca_root.exists());
+    // The data directory stays private (the CA refuses loose modes); the sidecars, running
+    // as the proxy's uid, read a copy of the root.
+    let root = dir.join("root-cert.pem");
+    std::fs::copy(&ca_root, &root).unwrap();
 
     // The applications: each serves a file `who` naming itself, on all addresses.
     for (ns, name) in [(&pp, "productpage"), (&rv, "reviews")] {
@@ -286,4 +358,45 @@ fn envoy_with_sds_from_spar_and_spar_proxy_talk_istio_mutual_both_ways() {
         stat("listener.0.0.0.0_15006.ssl.handshake") > 0,
         "Envoy's inbound listener made no TLS handshake:\n{stats}"
     );
+
+    // openssl from outside the mesh: STRICT wants a client certificate from the mesh CA.
+    let ca = spar_ca::store::load_or_create(&data, "cluster.local").unwrap();
+    let me = spar_ca::SpiffeId::new("cluster.local", "default", "ratings").unwrap();
+    let (csr, key) = spar_ca::client::generate_csr(&me).unwrap();
+    let chain = ca
+        .sign_csr(&csr, &me, Duration::from_secs(600))
+        .unwrap()
+        .pem;
+    let (cert_file, key_file) = (dir.join("svid.pem"), dir.join("svid.key"));
+    std::fs::write(&cert_file, chain.concat()).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    for (ip, sa) in [(REVIEWS_IP, "reviews"), (PRODUCTPAGE_IP, "productpage")] {
+        let refused = s_client(&hub, ip, &root, None);
+        assert!(
+            !refused.contains(" 200 "),
+            "{ip} answered a client with no certificate:\n{refused}"
+        );
+        let out = s_client(&hub, ip, &root, Some((&cert_file, &key_file)));
+        assert!(
+            out.contains(" 200 "),
+            "{ip} refused an SVID:\n{out}\n{}",
+            lab.logs()
+        );
+        let sans = uri_sans(&out);
+        assert!(
+            sans.contains(&format!("URI:spiffe://cluster.local/ns/default/sa/{sa}")),
+            "{ip} presented {sans:?}"
+        );
+    }
+
+    // PERMISSIVE: plaintext from outside the mesh reaches both applications.
+    let permissive = mesh().replace(STRICT, &STRICT.replace("STRICT", "PERMISSIVE"));
+    std::fs::write(config.join("mesh.yaml.tmp"), permissive).unwrap();
+    std::fs::rename(config.join("mesh.yaml.tmp"), config.join("mesh.yaml")).unwrap();
+    for (ip, name) in [(REVIEWS_IP, "reviews"), (PRODUCTPAGE_IP, "productpage")] {
+        let url = format!("http://{ip}:9080/who");
+        wait_for(&lab, &format!("plaintext {url} under PERMISSIVE"), || {
+            lab.curl(&hub, "0", &[&url]) == ("200".into(), name.into())
+        });
+    }
 }

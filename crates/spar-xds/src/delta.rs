@@ -246,10 +246,8 @@ impl<S: ResourceSource> Conn<'_, S> {
     }
 
     fn set_base(&mut self, base: Arc<Encoded>) {
-        self.current = match &self.own {
-            Some(o) => o.overlay(&base),
-            None => base.clone(),
-        };
+        self.current =
+            crate::identity::for_connection(&base, self.own.as_ref(), &self.node.namespace);
         self.base = base;
     }
 

@@ -108,17 +108,47 @@ impl OwnSecrets {
         Ok(())
     }
 
-    /// `base` with this connection's secrets added (they win over any of the same name).
-    pub(crate) fn overlay(&self, base: &Arc<Encoded>) -> Arc<Encoded> {
-        let mut out = (**base).clone();
-        let merged = out.types.entry(type_url::SECRET).or_default();
-        let m = Arc::make_mut(merged);
-        for (n, r) in self.secrets.iter() {
+    /// The namespace of the SPIFFE ID (`spiffe://<td>/ns/<ns>/sa/<sa>`).
+    fn namespace(&self) -> Option<&str> {
+        let path = self.identity.strip_prefix("spiffe://")?.split_once('/')?.1;
+        path.strip_prefix("ns/")?.split('/').next()
+    }
+}
+
+/// What one connection is sent of its node class's output `base`.
+///
+/// Secrets in the class output are gateway certificates (`credentialName`) read from the
+/// node's namespace: keys, so, as istiod does, they go only to a caller authenticated as an
+/// identity of that namespace, never over the plaintext port. An authenticated connection
+/// also gets its own `default` and `ROOTCA`, which win over secrets of those names.
+pub(crate) fn for_connection(
+    base: &Arc<Encoded>,
+    own: Option<&OwnSecrets>,
+    node_namespace: &str,
+) -> Arc<Encoded> {
+    let class_secrets = base.of(type_url::SECRET).is_some_and(|s| !s.is_empty());
+    let entitled = own.is_some_and(|o| o.namespace() == Some(node_namespace));
+    if own.is_none() && !class_secrets {
+        return base.clone();
+    }
+    let mut out = (**base).clone();
+    out.changes.remove(type_url::SECRET);
+    let secrets = out.types.entry(type_url::SECRET).or_default();
+    if class_secrets && !entitled {
+        if own.is_none() {
+            tracing::debug!(
+                "gateway secrets are sent only over the authenticated port (--ca-addr)"
+            );
+        }
+        *secrets = Arc::default();
+    }
+    if let Some(o) = own {
+        let m = Arc::make_mut(secrets);
+        for (n, r) in o.secrets.iter() {
             m.insert(n.clone(), r.clone());
         }
-        out.changes.remove(type_url::SECRET);
-        Arc::new(out)
     }
+    Arc::new(out)
 }
 
 fn inline(bytes: &str) -> Option<DataSource> {

@@ -148,10 +148,7 @@ impl Session {
         } else {
             shared.source.resources(&node)
         };
-        let current = match &own {
-            Some(o) => o.overlay(&base),
-            None => base.clone(),
-        };
+        let current = crate::identity::for_connection(&base, own.as_ref(), &node.namespace);
         Ok(Session {
             id: registration.id,
             node,

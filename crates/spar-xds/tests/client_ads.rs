@@ -177,23 +177,32 @@ async fn reconnects_after_a_restart_and_resyncs(mode: Mode) {
     client.shutdown().await;
 }
 
+/// Secrets (keys) come only from the authenticated port: over TLS, with a bearer token.
 async fn secrets_are_asked_for_by_name(mode: Mode) {
     let mut res = typical();
-    res.secrets = ["default", "ROOTCA", "other"]
+    res.secrets = ["gw-a", "gw-b", "other"]
         .iter()
         .map(|n| Secret {
             name: n.to_string(),
             ..Default::default()
         })
         .collect();
-    let server = Server::start(Arc::new(StaticSource::new(&res)));
-    let client = Running::with(
-        server.url(),
-        mode,
-        Recorder::wanting_secrets(&["ROOTCA", "default"]),
+    let (server, root_pem) = Server::start_secure(Arc::new(StaticSource::new(&res)));
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0k\n").unwrap();
+    let mut cfg = config(format!("https://{}", server.addr), mode);
+    cfg.tls = Some(spar_xds::client::ServerTls {
+        root_pem,
+        server_name: SECURE_NAME.into(),
+    });
+    cfg.token_file = Some(token);
+    let client = Running::with_config(
+        cfg,
+        Recorder::wanting_secrets(&["ROOTCA", "default", "gw-a"]),
     );
     server.synced(&["cds", "eds", "lds", "rds", "sds"]).await;
-    assert_eq!(client.handler.names(SECRET), ["ROOTCA", "default"]);
+    assert_eq!(client.handler.names(SECRET), ["ROOTCA", "default", "gw-a"]);
     client.shutdown().await;
 }
 

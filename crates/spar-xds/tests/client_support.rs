@@ -174,6 +174,57 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
+    /// The authenticated ADS (as on the control plane's port 15012) over TLS with a
+    /// certificate for `istiod.istio-system.svc`; callers must send `Bearer t0k`. Returns
+    /// the server (at `https://`) and the root to trust.
+    pub fn start_secure(source: Arc<StaticSource>) -> (Server, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![SECURE_NAME.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let status = Arc::new(StatusRegistry::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (src, st, pem) = (source.clone(), status.clone(), cert_pem.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let ads = AdsServer::new(src, st, Arc::new(Metrics::new()));
+                let tls = tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(pem, key_pem));
+                tonic::transport::Server::builder()
+                    .tls_config(tls)
+                    .unwrap()
+                    .add_service(ads.secure_service(Arc::new(TokenT0k)))
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        async {
+                            let _ = stopped.await;
+                        },
+                    )
+                    .await
+                    .unwrap();
+            });
+            drop(rt);
+        });
+        let server = Server {
+            addr,
+            source,
+            status,
+            stop: Some(stop),
+            thread: Some(thread),
+        };
+        (server, cert_pem)
+    }
+
     /// Kills the server and its connections.
     pub fn stop(&mut self) {
         if let Some(s) = self.stop.take() {
@@ -219,6 +270,34 @@ impl Server {
             })
         })
         .await
+    }
+}
+
+/// The name on the secure test server's certificate.
+pub const SECURE_NAME: &str = "istiod.istio-system.svc";
+
+/// Knows one token, `t0k`, for the test node's identity; issues placeholder certificates.
+struct TokenT0k;
+
+impl spar_xds::WorkloadIdentity for TokenT0k {
+    fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        _extensions: &http::Extensions,
+    ) -> Result<String, tonic::Status> {
+        match headers.get("authorization").map(|v| v.as_bytes()) {
+            Some(b"Bearer t0k") => Ok("spiffe://cluster.local/ns/default/sa/reviews".into()),
+            _ => Err(tonic::Status::unauthenticated("send Bearer t0k")),
+        }
+    }
+
+    fn issue(&self, identity: &str) -> Result<spar_xds::Issued, tonic::Status> {
+        Ok(spar_xds::Issued {
+            chain_pem: format!("chain for {identity}"),
+            key_pem: "key".into(),
+            roots_pem: "root".into(),
+            lifetime: Duration::from_secs(3600),
+        })
     }
 }
 
@@ -388,6 +467,7 @@ pub fn config(server: String, mode: Mode) -> ClientConfig {
         mode,
         backoff_initial: Duration::from_millis(20),
         backoff_max: Duration::from_millis(200),
+        ..ClientConfig::default()
     }
 }
 
@@ -405,8 +485,12 @@ impl Running {
     }
 
     pub fn with(server: String, mode: Mode, handler: Recorder) -> Running {
+        Running::with_config(config(server, mode), handler)
+    }
+
+    pub fn with_config(cfg: ClientConfig, handler: Recorder) -> Running {
         let handler = Arc::new(handler);
-        let client = XdsClient::new(config(server, mode), handler.clone());
+        let client = XdsClient::new(cfg, handler.clone());
         let stats = client.stats();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -23,6 +23,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
 const ID: &str = "spiffe://cluster.local/ns/default/sa/reviews";
+/// An identity of another namespace than the node's (`default`).
+const OTHER: &str = "spiffe://cluster.local/ns/other/sa/reviews";
 
 /// Accepts `Bearer good`; each certificate names how many were issued before it.
 #[derive(Default)]
@@ -38,6 +40,7 @@ impl WorkloadIdentity for FakeCa {
     ) -> Result<String, Status> {
         match headers.get("authorization").map(|v| v.as_bytes()) {
             Some(b"Bearer good") => Ok(ID.to_string()),
+            Some(b"Bearer other") => Ok(OTHER.to_string()),
             _ => Err(Status::unauthenticated("no good token")),
         }
     }
@@ -60,7 +63,13 @@ struct Ports {
 }
 
 async fn serve() -> Ports {
-    let source = Arc::new(StaticSource::new(&resources(&[("a", 1)], &[], &[])));
+    let mut initial = resources(&[("a", 1)], &[], &[]);
+    // A gateway certificate (credentialName) of the node's namespace.
+    initial.secrets.push(Secret {
+        name: "gw-cert".into(),
+        ..Default::default()
+    });
+    let source = Arc::new(StaticSource::new(&initial));
     let ads = AdsServer::new(
         source,
         Arc::new(StatusRegistry::default()),
@@ -185,7 +194,7 @@ async fn the_plaintext_port_never_sends_workload_secrets() {
     tx.send(DeltaDiscoveryRequest {
         node: node(),
         type_url: SECRET.into(),
-        resource_names_subscribe: vec!["default".into(), "ROOTCA".into()],
+        resource_names_subscribe: vec!["default".into(), "ROOTCA".into(), "gw-cert".into()],
         ..Default::default()
     })
     .await
@@ -199,6 +208,45 @@ async fn the_plaintext_port_never_sends_workload_secrets() {
     assert!(r.resources.is_empty(), "{:?}", r.resources);
     let mut removed = r.removed_resources.clone();
     removed.sort();
-    assert_eq!(removed, ["ROOTCA", "default"]);
+    assert_eq!(removed, ["ROOTCA", "default", "gw-cert"]);
     assert_eq!(p.ca.issued.load(Ordering::SeqCst), 0);
+}
+
+/// The names of the secrets a SotW stream with `token` is first sent.
+async fn secrets_sent_to(token: &str) -> Vec<String> {
+    let p = serve().await;
+    let mut c = AggregatedDiscoveryServiceClient::connect(p.secure)
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    let mut req = secrets_request();
+    req.resource_names.push("gw-cert".into());
+    tx.send(req).await.unwrap();
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut stream = c
+        .stream_aggregated_resources(req)
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    first
+        .resources
+        .iter()
+        .map(|a| Secret::decode(a.value.as_slice()).unwrap().name)
+        .collect()
+}
+
+#[tokio::test]
+async fn gateway_secrets_go_only_to_an_identity_of_their_namespace() {
+    assert_eq!(
+        secrets_sent_to("good").await,
+        ["ROOTCA", "default", "gw-cert"]
+    );
+    assert_eq!(
+        secrets_sent_to("other").await,
+        ["ROOTCA", "default"],
+        "another namespace's identity gets its own certificate but not the gateway's"
+    );
 }

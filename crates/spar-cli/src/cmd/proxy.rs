@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use spar_proxy::{Proxy, ProxyHandler, ProxyOptions, Store};
-use spar_xds::client::{ClientConfig, Mode, XdsClient};
+use spar_xds::client::{ClientConfig, Mode, ServerTls, XdsClient};
 
 /// Run the data plane (sidecar or gateway) against a control plane.
 ///
@@ -25,7 +25,10 @@ use spar_xds::client::{ClientConfig, Mode, XdsClient};
 /// `admin listening on ADDR`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The control plane's plaintext xDS address.
+    /// The control plane's xDS address: plaintext (`host:15010`), or its authenticated
+    /// port (`https://host:15012`, checked against --ca-root as --ca-server-name, the proxy
+    /// proving itself with --ca-token-file), which gateways need for `credentialName`
+    /// certificates: the control plane sends keys only there.
     #[arg(long, default_value = "127.0.0.1:15010")]
     pub xds_addr: String,
 
@@ -307,6 +310,19 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     } else {
         format!("http://{}", args.xds_addr)
     };
+    let tls = if server.starts_with("https://") {
+        let root = args
+            .ca_root
+            .as_ref()
+            .context("an https:// --xds-addr needs --ca-root (the mesh root the control plane's certificate chains to)")?;
+        Some(ServerTls {
+            root_pem: std::fs::read_to_string(root)
+                .with_context(|| format!("reading the CA root {}", root.display()))?,
+            server_name: args.ca_server_name.clone(),
+        })
+    } else {
+        None
+    };
     tracing::info!(node = %node.id, %server, "connecting to the control plane");
     let client = XdsClient::new(
         ClientConfig {
@@ -316,6 +332,8 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
                 Ads::Delta => Mode::Delta,
                 Ads::Sotw => Mode::Sotw,
             },
+            token_file: tls.as_ref().and(args.ca_token_file.clone()),
+            tls,
             ..Default::default()
         },
         Arc::new(ProxyHandler::new(store)),

@@ -28,7 +28,11 @@ pub fn missing(tools: &[&str]) -> Option<String> {
         return Some(format!("needs root (euid {euid})"));
     }
     for tool in tools {
-        let arg = if *tool == "ip" { "-V" } else { "--version" };
+        let arg = match *tool {
+            "ip" => "-V",
+            "openssl" => "version",
+            _ => "--version",
+        };
         if !ok(Command::new(tool).arg(arg)) {
             return Some(format!("`{tool}` is missing"));
         }

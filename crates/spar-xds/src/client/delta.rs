@@ -36,10 +36,11 @@ pub(crate) async fn run(ctx: &mut Ctx, channel: Channel) -> Ended {
     // Queued before the call: some servers answer the call only once a request arrives.
     s.subscribe(ctx);
     let mut responses = 0;
-    let mut inbound = match grpc
-        .delta_aggregated_resources(UnboundedReceiverStream::new(rx))
-        .await
-    {
+    let request = match super::with_token(&ctx.cfg, UnboundedReceiverStream::new(rx)) {
+        Ok(r) => r,
+        Err(error) => return Ended { responses, error },
+    };
+    let mut inbound = match grpc.delta_aggregated_resources(request).await {
         Ok(r) => r.into_inner(),
         Err(status) => {
             return Ended {

@@ -54,6 +54,20 @@ pub struct ClientConfig {
     /// First reconnect delay; doubles per failed attempt up to `backoff_max` (jittered).
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// For an `https://` server (the secure port, 15012): the root its certificate chains
+    /// to (PEM) and the name it carries.
+    pub tls: Option<ServerTls>,
+    /// A bearer token proving the proxy's identity on the secure port, re-read from this
+    /// file for every stream (tokens rotate).
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// How the client checks the control plane's certificate.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub root_pem: String,
+    /// e.g. `istiod.istio-system.svc`.
+    pub server_name: String,
 }
 
 impl ClientConfig {
@@ -75,6 +89,8 @@ impl Default for ClientConfig {
             mode: Mode::Delta,
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(15),
+            tls: None,
+            token_file: None,
         }
     }
 }
@@ -123,6 +139,11 @@ pub enum ClientError {
 /// Why one stream ended; the client logs it and reconnects.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StreamError {
+    #[error("reading the xDS token file {path}: {source}")]
+    Token {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot connect to the control plane: {0} (is it running and reachable?)")]
     Connect(#[from] tonic::transport::Error),
     #[error("the control plane ended the stream: {0}")]
@@ -206,11 +227,21 @@ impl XdsClient {
         if ctx.cfg.node.id.is_empty() {
             return Err(ClientError::NoNodeId);
         }
-        let endpoint = Endpoint::from_shared(ctx.cfg.server.clone())
-            .map_err(|e| ClientError::InvalidServer {
-                server: ctx.cfg.server.clone(),
-                reason: e.to_string(),
-            })?
+        let invalid = |reason: String| ClientError::InvalidServer {
+            server: ctx.cfg.server.clone(),
+            reason,
+        };
+        let mut endpoint =
+            Endpoint::from_shared(ctx.cfg.server.clone()).map_err(|e| invalid(e.to_string()))?;
+        if let Some(tls) = &ctx.cfg.tls {
+            let config = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&tls.root_pem))
+                .domain_name(tls.server_name.clone());
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|e| invalid(format!("TLS settings: {e}")))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             // Notice a control plane that vanished without closing the connection.
@@ -268,6 +299,28 @@ async fn stream(ctx: &mut Ctx, endpoint: &Endpoint, mode: Mode) -> Ended {
         Mode::Delta => delta::run(ctx, channel).await,
         Mode::Sotw => sotw::run(ctx, channel).await,
     }
+}
+
+/// Wraps a stream's requests with the bearer token, when the config names a token file.
+pub(crate) fn with_token<T>(cfg: &ClientConfig, msg: T) -> Result<tonic::Request<T>, StreamError> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(path) = &cfg.token_file {
+        let token = std::fs::read_to_string(path).map_err(|source| StreamError::Token {
+            path: path.clone(),
+            source,
+        })?;
+        let value = format!("Bearer {}", token.trim())
+            .parse()
+            .map_err(|_| StreamError::Token {
+                path: path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the token is not a valid header value",
+                ),
+            })?;
+        req.metadata_mut().insert("authorization", value);
+    }
+    Ok(req)
 }
 
 fn is_unimplemented(e: &StreamError) -> bool {

@@ -31,10 +31,11 @@ pub(crate) async fn run(ctx: &mut Ctx, channel: Channel) -> Ended {
     ctx.state.begin_stream();
     s.subscribe(ctx, None);
     let mut responses = 0;
-    let mut inbound = match grpc
-        .stream_aggregated_resources(UnboundedReceiverStream::new(rx))
-        .await
-    {
+    let request = match super::with_token(&ctx.cfg, UnboundedReceiverStream::new(rx)) {
+        Ok(r) => r,
+        Err(error) => return Ended { responses, error },
+    };
+    let mut inbound = match grpc.stream_aggregated_resources(request).await {
         Ok(r) => r.into_inner(),
         Err(status) => {
             return Ended {
