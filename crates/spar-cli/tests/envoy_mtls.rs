@@ -11,6 +11,9 @@
 //! `openssl s_client` from outside: with no client certificate both STRICT ports refuse
 //! it; with an SVID from the mesh CA it gets through to each and sees the server's SPIFFE
 //! URI SAN. The namespace policy rewritten to PERMISSIVE lets plaintext curl through both.
+//! `spar ctl tls-check` reports each side's mode as the proxies were sent it: OK under
+//! STRICT and PERMISSIVE, CONFLICT (exit 1) once the client's DestinationRule says DISABLE
+//! while the server stays STRICT.
 //!
 //! Without Envoy, root or the tools the test says why and passes, unless
 //! `SPAR_REQUIRE_PEERS=1`.
@@ -128,6 +131,30 @@ fn uri_sans(pem_text: &str) -> String {
         .write_all(pem_text.as_bytes())
         .unwrap();
     String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
+}
+
+/// `spar ctl tls-check` run in the control plane's namespace: (exit code, output).
+fn tls_check(hub: &str, proxy: &str, service: &str) -> (i32, String) {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            hub,
+            env!("CARGO_BIN_EXE_spar"),
+            "ctl",
+            "tls-check",
+        ])
+        .args([proxy, service])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 fn wait_for(lab: &Lab, what: &str, mut f: impl FnMut() -> bool) {
@@ -359,6 +386,23 @@ fn envoy_with_sds_from_spar_and_spar_proxy_talk_istio_mutual_both_ways() {
         "Envoy's inbound listener made no TLS handshake:\n{stats}"
     );
 
+    // Both sides as the proxies were sent them.
+    for (proxy, service, server) in [
+        ("productpage-1.default", "reviews", "reviews-1.default"),
+        ("reviews-1.default", "productpage", "productpage-1.default"),
+    ] {
+        let (code, text) = tls_check(&hub, proxy, service);
+        eprintln!("spar ctl tls-check {proxy} {service}:\n{text}");
+        assert_eq!(code, 0, "{text}");
+        let row = text.lines().nth(1).unwrap_or_default();
+        for want in ["OK", "ISTIO_MUTUAL", "STRICT", server] {
+            assert!(
+                row.contains(want),
+                "{proxy} → {service}: {want} missing:\n{text}"
+            );
+        }
+    }
+
     // openssl from outside the mesh: STRICT wants a client certificate from the mesh CA.
     let ca = spar_ca::store::load_or_create(&data, "cluster.local").unwrap();
     let me = spar_ca::SpiffeId::new("cluster.local", "default", "ratings").unwrap();
@@ -399,4 +443,22 @@ fn envoy_with_sds_from_spar_and_spar_proxy_talk_istio_mutual_both_ways() {
             lab.curl(&hub, "0", &[&url]) == ("200".into(), name.into())
         });
     }
+    let (code, text) = tls_check(&hub, "productpage-1.default", "reviews");
+    assert!(code == 0 && text.contains("PERMISSIVE"), "{text}");
+
+    // The client turns TLS off while the server is STRICT again: a conflict.
+    let conflicting = mesh().replace(
+        "host: reviews.default.svc.cluster.local\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}",
+        "host: reviews.default.svc.cluster.local\n  trafficPolicy: {tls: {mode: DISABLE}}",
+    );
+    assert_ne!(conflicting, mesh());
+    std::fs::write(config.join("mesh.yaml.tmp"), conflicting).unwrap();
+    std::fs::rename(config.join("mesh.yaml.tmp"), config.join("mesh.yaml")).unwrap();
+    wait_for(&lab, "tls-check to report the conflict", || {
+        let (code, text) = tls_check(&hub, "productpage-1.default", "reviews");
+        code == 1
+            && text.contains("CONFLICT")
+            && text.contains("DISABLE")
+            && text.contains("STRICT")
+    });
 }

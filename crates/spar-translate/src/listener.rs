@@ -96,6 +96,19 @@ pub fn gateway_hcm(ctx: &Ctx<'_>, authz: &Authz, stat_prefix: &str, route_name: 
         upgrade_configs: websocket(),
         // Gateways are the edge: the peer's address is the client's, as istiod sets it.
         use_remote_address: Some(BoolValue { value: true }),
+        // istiod's gateway default (gatewayTopology.forwardClientCertDetails): a client
+        // certificate replaces whatever XFCC the client sent.
+        forward_client_cert_details: http_connection_manager::ForwardClientCertDetails::SanitizeSet
+            as i32,
+        set_current_client_cert_details: Some(
+            http_connection_manager::SetCurrentClientCertDetails {
+                subject: Some(BoolValue { value: true }),
+                cert: true,
+                uri: true,
+                dns: true,
+                ..Default::default()
+            },
+        ),
         ..Default::default()
     };
     crate::authz::normalize_paths(ctx, &mut hcm);
@@ -499,6 +512,17 @@ fn inbound_hcm(ctx: &Ctx<'_>, authz: &Authz, cluster: &str) -> Filter {
         route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(rc)),
         http_filters: http_filters(&authz.http),
         upgrade_configs: websocket(),
+        // As istiod's inbound: the application learns its mTLS caller's identity.
+        forward_client_cert_details:
+            http_connection_manager::ForwardClientCertDetails::AppendForward as i32,
+        set_current_client_cert_details: Some(
+            http_connection_manager::SetCurrentClientCertDetails {
+                subject: Some(BoolValue { value: true }),
+                uri: true,
+                dns: true,
+                ..Default::default()
+            },
+        ),
         ..Default::default()
     };
     crate::authz::normalize_paths(ctx, &mut hcm);

@@ -21,6 +21,7 @@ pub enum Command {
     ProxyConfig(super::proxy_config::Args),
     Diff(super::diff::Args),
     Explain(super::explain::Args),
+    TlsCheck(super::tls_check::Args),
 }
 
 /// Each connected proxy, type by type: SYNCED (accepted what was last sent), STALE (sent,
@@ -58,6 +59,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Command::ProxyConfig(a) => super::proxy_config::run(a),
         Command::Diff(a) => super::diff::run(a),
         Command::Explain(a) => super::explain::run(a),
+        Command::TlsCheck(a) => super::tls_check::run(a),
     }
 }
 

@@ -383,7 +383,7 @@ fn pick_listener<'a>(s: &'a Snapshot, req: &Request) -> Option<(&'a Listener, So
     Some((l, dst))
 }
 
-fn online(cp: &str, proxy: &str) -> anyhow::Result<Snapshot> {
+pub(crate) fn online(cp: &str, proxy: &str) -> anyhow::Result<Snapshot> {
     let id = super::proxy_config::resolve(cp, proxy)?;
     let path = format!(
         "/debug/config_dump?proxyID={}",

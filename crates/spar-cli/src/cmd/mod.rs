@@ -12,4 +12,5 @@ pub mod iptables;
 pub mod line_diff;
 pub mod proxy;
 pub mod proxy_config;
+pub mod tls_check;
 pub mod validate;

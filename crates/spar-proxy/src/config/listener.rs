@@ -97,6 +97,50 @@ pub struct HttpManager {
     pub upgrades: Vec<String>,
     /// `normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`.
     pub path: crate::http::path::PathOptions,
+    /// `forward_client_cert_details` and `set_current_client_cert_details`.
+    pub xfcc: Xfcc,
+}
+
+/// What the manager does with `x-forwarded-client-cert` ([`crate::http::xfcc`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Xfcc {
+    pub mode: XfccMode,
+    pub subject: bool,
+    pub cert: bool,
+    pub chain: bool,
+    pub dns: bool,
+    pub uri: bool,
+}
+
+/// Envoy's `ForwardClientCertDetails`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum XfccMode {
+    #[default]
+    Sanitize,
+    ForwardOnly,
+    AppendForward,
+    SanitizeSet,
+    AlwaysForwardOnly,
+}
+
+fn xfcc(h: &HttpConnectionManager) -> Xfcc {
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::ForwardClientCertDetails as F;
+    let mode = match F::try_from(h.forward_client_cert_details).unwrap_or(F::Sanitize) {
+        F::Sanitize => XfccMode::Sanitize,
+        F::ForwardOnly => XfccMode::ForwardOnly,
+        F::AppendForward => XfccMode::AppendForward,
+        F::SanitizeSet => XfccMode::SanitizeSet,
+        F::AlwaysForwardOnly => XfccMode::AlwaysForwardOnly,
+    };
+    let d = h.set_current_client_cert_details.unwrap_or_default();
+    Xfcc {
+        mode,
+        subject: d.subject.is_some_and(|b| b.value),
+        cert: d.cert,
+        chain: d.chain,
+        dns: d.dns,
+        uri: d.uri,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -342,6 +386,7 @@ fn http_manager(
             .map(|u| u.upgrade_type.to_ascii_lowercase())
             .collect(),
         path: path_options(h),
+        xfcc: xfcc(h),
     })
 }
 

@@ -112,6 +112,8 @@ async fn one(
                 local,
                 local_text: local.to_string(),
                 scheme: "http",
+                mtls: false,
+                xfcc: None,
             });
             super::handle(conn, req).await
         }

@@ -15,6 +15,7 @@ pub mod path;
 pub mod router;
 pub mod upgrade;
 pub mod upstream;
+pub mod xfcc;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -46,6 +47,10 @@ pub struct Conn {
     pub local: SocketAddr,
     pub local_text: String,
     pub scheme: &'static str,
+    /// The client presented a certificate (mutual TLS).
+    pub mtls: bool,
+    /// This connection's `x-forwarded-client-cert` element, when the manager adds one.
+    pub xfcc: Option<HeaderValue>,
 }
 
 /// Serves one downstream connection until it closes or the proxy drains. `scheme` is
@@ -59,7 +64,7 @@ pub async fn serve<S>(
     peer: SocketAddr,
     dst: SocketAddr,
     local: SocketAddr,
-    scheme: &'static str,
+    tls: Option<xfcc::TlsDownstream>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -71,7 +76,9 @@ pub async fn serve<S>(
         dst,
         local,
         local_text: local.to_string(),
-        scheme,
+        scheme: if tls.is_some() { "https" } else { "http" },
+        mtls: tls.as_ref().is_some_and(|t| !t.peer_chain.is_empty()),
+        xfcc: xfcc::element(&hcm.xfcc, tls.as_ref()),
     });
     let svc = service_fn(move |req| {
         let conn = conn.clone();
@@ -155,6 +162,7 @@ fn prepare_headers(conn: &Conn, req: &mut Request<Incoming>) {
     if !h.contains_key("x-request-id") {
         h.insert("x-request-id", filters::request_id());
     }
+    xfcc::apply(h, &conn.hcm.xfcc, conn.mtls, conn.xfcc.as_ref());
     if conn.hcm.use_remote_address || !h.contains_key("x-forwarded-proto") {
         h.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
     }

@@ -157,22 +157,24 @@ async fn run_chain(
         return;
     };
     match &chain.tls {
-        None => {
-            carry(
-                shared,
-                snap,
-                &chain.filter,
-                stream,
-                peer,
-                dst,
-                local,
-                "http",
-            )
-            .await
-        }
+        None => carry(shared, snap, &chain.filter, stream, peer, dst, local, None).await,
         Some(tls) => {
             let Some(stream) = terminate(shared, snap, tls, stream, peer).await else {
                 return;
+            };
+            let info = crate::http::xfcc::TlsDownstream {
+                peer_chain: stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(<[_]>::to_vec)
+                    .unwrap_or_default(),
+                local_chain_pem: match &tls.cert {
+                    crate::config::tls::Source::Inline(ck) => Some(ck.clone()),
+                    crate::config::tls::Source::Sds(n) => {
+                        snap.secret(n).and_then(|s| s.cert.clone())
+                    }
+                },
             };
             carry(
                 shared,
@@ -182,7 +184,7 @@ async fn run_chain(
                 peer,
                 dst,
                 local,
-                "https",
+                Some(info),
             )
             .await
         }
@@ -256,7 +258,7 @@ async fn carry<S>(
     peer: SocketAddr,
     dst: SocketAddr,
     local: SocketAddr,
-    scheme: &'static str,
+    tls: Option<crate::http::xfcc::TlsDownstream>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -270,7 +272,7 @@ async fn carry<S>(
                 peer,
                 dst,
                 local,
-                scheme,
+                tls,
             )
             .await
         }
