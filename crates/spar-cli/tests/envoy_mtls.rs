@@ -4,8 +4,10 @@
 //! Envoy (productpage) connects to the control plane's secure port (15012, TLS, bearer
 //! token) and gets everything there, its own workload certificate and the trust bundle
 //! included, over SDS (`default`, `ROOTCA`), as an Istio sidecar gets them from its agent.
-//! `spar proxy` (reviews) takes its certificate from the CA itself. Plain `curl` in each pod
-//! reaches the other pod's application through both sidecars, in both directions; the
+//! `spar proxy` (reviews) takes its certificate from the CA itself. No DestinationRule:
+//! auto mTLS. Plain `curl` in each pod reaches the other pod's application through both
+//! sidecars, in both directions, and a third service with no sidecar (legacy) in plaintext;
+//! the
 //! same call in plaintext from outside the mesh is refused by each sidecar, so what got
 //! through was mutual TLS; Envoy's `/certs` shows the SVID Spar's CA issued to it.
 //! `openssl s_client` from outside: with no client certificate both STRICT ports refuse
@@ -35,10 +37,16 @@ const REVIEWS_IP: &str = "10.99.0.2";
 
 fn mesh() -> String {
     let mut y = String::new();
-    for (name, vip, ip) in [
-        ("productpage", "10.96.88.1", PRODUCTPAGE_IP),
-        ("reviews", "10.96.88.2", REVIEWS_IP),
+    for (name, vip, ip, sidecar) in [
+        ("productpage", "10.96.88.1", PRODUCTPAGE_IP, true),
+        ("reviews", "10.96.88.2", REVIEWS_IP, true),
+        ("legacy", "10.96.88.3", HUB_IP, false),
     ] {
+        let inject = if sidecar {
+            ""
+        } else {
+            ", annotations: {sidecar.istio.io/inject: \"false\"}"
+        };
         y.push_str(&format!(
             r#"apiVersion: v1
 kind: Service
@@ -57,16 +65,9 @@ endpoints: [{{addresses: [{ip}], targetRef: {{kind: Pod, name: {name}-1}}}}]
 ---
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}-1, namespace: default, labels: {{app: {name}}}}}
+metadata: {{name: {name}-1, namespace: default, labels: {{app: {name}}}{inject}}}
 spec: {{containers: [{{name: {name}}}], serviceAccountName: {name}}}
 status: {{podIP: {ip}}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: {name}, namespace: default}}
-spec:
-  host: {name}.default.svc.cluster.local
-  trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}
 ---
 "#
         ));
@@ -216,7 +217,7 @@ fn envoy_with_sds_from_spar_and_spar_proxy_talk_istio_mutual_both_ways() {
         &format!("{REVIEWS_IP}/24"),
         &format!("r{pid}"),
     );
-    let hosts = "127.0.0.1 localhost\n10.96.88.1 productpage productpage.default productpage.default.svc.cluster.local\n10.96.88.2 reviews reviews.default reviews.default.svc.cluster.local\n";
+    let hosts = "127.0.0.1 localhost\n10.96.88.1 productpage productpage.default productpage.default.svc.cluster.local\n10.96.88.2 reviews reviews.default reviews.default.svc.cluster.local\n10.96.88.3 legacy legacy.default legacy.default.svc.cluster.local\n";
     lab.hosts(&pp, hosts);
     lab.hosts(&rv, hosts);
 
@@ -258,15 +259,18 @@ fn envoy_with_sds_from_spar_and_spar_proxy_talk_istio_mutual_both_ways() {
     let root = dir.join("root-cert.pem");
     std::fs::copy(&ca_root, &root).unwrap();
 
-    // The applications: each serves a file `who` naming itself, on all addresses.
-    for (ns, name) in [(&pp, "productpage"), (&rv, "reviews")] {
+    // The applications: each serves a file `who` naming itself, on all addresses. legacy
+    // (in the hub) runs no sidecar.
+    for (ns, name) in [(&pp, "productpage"), (&rv, "reviews"), (&hub, "legacy")] {
         let www = dir.join(name);
         std::fs::create_dir_all(&www).unwrap();
         std::fs::write(www.join("who"), format!("{name}\n")).unwrap();
         let www = s(&www);
         let args = ["python3", "-m", "http.server", "9080", "--directory", &www];
         lab.spawn(ns, None, &args, &format!("{name}-app.log"));
-        sh(&[spar, "iptables", "--netns", ns, "-u", PROXY_UID]);
+        if name != "legacy" {
+            sh(&[spar, "iptables", "--netns", ns, "-u", PROXY_UID]);
+        }
     }
 
     // productpage's sidecar: real Envoy, everything from the secure port.
@@ -337,8 +341,14 @@ fn envoy_with_sds_from_spar_and_spar_proxy_talk_istio_mutual_both_ways() {
     let proxy_args: Vec<&str> = proxy_args.iter().map(String::as_str).collect();
     lab.spawn(&rv, Some(PROXY_UID), &proxy_args, "proxy.log");
 
-    // Envoy → spar proxy, and spar proxy → Envoy.
-    for (from, to) in [(&pp, "reviews"), (&rv, "productpage")] {
+    // Envoy → spar proxy, and spar proxy → Envoy: no DestinationRule, so auto mTLS; and
+    // both to legacy, which runs no sidecar, in plaintext.
+    for (from, to) in [
+        (&pp, "reviews"),
+        (&rv, "productpage"),
+        (&pp, "legacy"),
+        (&rv, "legacy"),
+    ] {
         let url = format!("http://{to}:9080/who");
         wait_for(&lab, &format!("curl {url} from {from}"), || {
             lab.curl(from, APP_UID, &[&url]) == ("200".into(), to.into())
@@ -395,7 +405,7 @@ fn envoy_with_sds_from_spar_and_spar_proxy_talk_istio_mutual_both_ways() {
         eprintln!("spar ctl tls-check {proxy} {service}:\n{text}");
         assert_eq!(code, 0, "{text}");
         let row = text.lines().nth(1).unwrap_or_default();
-        for want in ["OK", "ISTIO_MUTUAL", "STRICT", server] {
+        for want in ["OK", "AUTO mTLS", "STRICT", server] {
             assert!(
                 row.contains(want),
                 "{proxy} → {service}: {want} missing:\n{text}"
@@ -447,11 +457,10 @@ fn envoy_with_sds_from_spar_and_spar_proxy_talk_istio_mutual_both_ways() {
     assert!(code == 0 && text.contains("PERMISSIVE"), "{text}");
 
     // The client turns TLS off while the server is STRICT again: a conflict.
-    let conflicting = mesh().replace(
-        "host: reviews.default.svc.cluster.local\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}",
-        "host: reviews.default.svc.cluster.local\n  trafficPolicy: {tls: {mode: DISABLE}}",
+    let conflicting = format!(
+        "{}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  host: reviews.default.svc.cluster.local\n  trafficPolicy: {{tls: {{mode: DISABLE}}}}\n",
+        mesh()
     );
-    assert_ne!(conflicting, mesh());
     std::fs::write(config.join("mesh.yaml.tmp"), conflicting).unwrap();
     std::fs::rename(config.join("mesh.yaml.tmp"), config.join("mesh.yaml")).unwrap();
     wait_for(&lab, "tls-check to report the conflict", || {

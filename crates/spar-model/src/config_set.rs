@@ -32,6 +32,8 @@ pub struct ConfigSet {
     resources: Vec<Arc<Resource>>,
     diagnostics: Vec<Diagnostic>,
     mesh: MeshConfig,
+    /// [`LoadOptions::workload_identities`].
+    workload_identities: bool,
 }
 
 impl ConfigSet {
@@ -77,6 +79,7 @@ impl ConfigSet {
             resources: Vec::new(),
             diagnostics,
             mesh: MeshConfig::istio_defaults(),
+            workload_identities: opts.workload_identities,
         };
         set.take_mesh_from_configmap(&resources, mesh);
         set.resources = dedupe(resources, &mut set.diagnostics);
@@ -108,6 +111,18 @@ impl ConfigSet {
     /// Istio's defaults, or the defaults alone.
     pub fn mesh(&self) -> &MeshConfig {
         &self.mesh
+    }
+
+    /// Whether proxies of this mesh hold workload certificates
+    /// ([`LoadOptions::workload_identities`]).
+    pub fn workload_identities(&self) -> bool {
+        self.workload_identities
+    }
+
+    /// Auto mTLS in force: MeshConfig `enableAutoMtls` (Istio's default: on) in a mesh
+    /// with [`ConfigSet::workload_identities`].
+    pub fn auto_mtls(&self) -> bool {
+        self.workload_identities && self.mesh.enable_auto_mtls != Some(false)
     }
 
     /// The namespace whose policies apply mesh-wide (`istio-system` unless configured).

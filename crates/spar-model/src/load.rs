@@ -15,12 +15,18 @@ use crate::FieldPath;
 pub struct LoadOptions {
     /// Namespace for resources that do not name one (istioctl's `-n`, default `default`).
     pub default_namespace: String,
+    /// The mesh issues workload certificates (its control plane runs a CA). Only then do
+    /// proxies hold the `default`/`ROOTCA` secrets that mesh mTLS needs, so only then
+    /// does translation turn on auto mTLS (with MeshConfig `enableAutoMtls`) and accept
+    /// mTLS on inbound ports no PeerAuthentication covers (Istio's default PERMISSIVE).
+    pub workload_identities: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             default_namespace: "default".to_string(),
+            workload_identities: false,
         }
     }
 }

@@ -156,6 +156,7 @@ fn service(ctx: &Ctx<'_>, r: &Resource) -> Option<Service> {
             Resolution::ClientSideLb
         },
         mesh_external: false,
+        subject_alt_names: Vec::new(),
         visibility: Visibility::from_export_to(&export_to, ns),
         origin: ServiceOrigin::Kubernetes,
         endpoints: Vec::new(),
@@ -256,7 +257,9 @@ fn discovered(
             .map(|w| w.name.clone())
             .or(pod.map(str::to_string))
             .unwrap_or_default(),
-        has_sidecar: w.is_none_or(|w| w.has_sidecar),
+        // Only a known pod says whether it runs a proxy (Istio reads the pod's
+        // `security.istio.io/tlsMode` label); an address with no pod gets plaintext.
+        has_sidecar: w.is_some_and(|w| w.has_sidecar),
         weight: 1,
         synthetic: false,
     }

@@ -178,6 +178,9 @@ pub struct Service {
     pub resolution: Resolution,
     /// ServiceEntry `MESH_EXTERNAL`.
     pub mesh_external: bool,
+    /// ServiceEntry `subjectAltNames`: identities its endpoints may present besides their
+    /// own service accounts.
+    pub subject_alt_names: Vec<String>,
     pub visibility: Visibility,
     pub origin: ServiceOrigin,
     /// Sorted by address.
@@ -201,6 +204,27 @@ pub enum TargetPort {
 }
 
 impl Service {
+    /// The SPIFFE identities a client may accept from this service's endpoints (Istio's
+    /// service accounts of a service): the service account of every endpoint that runs a
+    /// proxy, plus ServiceEntry `subjectAltNames`; sorted, without duplicates.
+    pub fn identities(&self, trust_domain: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .endpoints
+            .iter()
+            .filter(|e| e.has_sidecar && !e.service_account.is_empty())
+            .map(|e| {
+                format!(
+                    "spiffe://{trust_domain}/ns/{}/sa/{}",
+                    e.namespace, e.service_account
+                )
+            })
+            .chain(self.subject_alt_names.iter().cloned())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     pub fn port(&self, number: u32) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.port == number)
     }

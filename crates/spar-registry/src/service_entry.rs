@@ -75,6 +75,7 @@ fn service(ctx: &Ctx<'_>, r: &Resource, se: &ServiceEntry, host: &str) -> Servic
         addresses,
         resolution: resolution(se),
         mesh_external: se.location != Some(Location::MeshInternal),
+        subject_alt_names: se.subject_alt_names.clone(),
         visibility: Visibility::from_export_to(&export_to, ns),
         origin: ServiceOrigin::ServiceEntry,
         endpoints: Vec::new(),

@@ -1,13 +1,15 @@
 //! CDS: outbound clusters per service port and DestinationRule subset, the passthrough
 //! and blackhole clusters, and inbound clusters for the proxy's own workload.
 //!
-//! Auto mTLS: endpoints that run a sidecar carry the endpoint metadata
-//! `envoy.transport_socket_match: {tlsMode: istio}` (see [`crate::endpoint`]). When the
-//! CA lands, clusters without an explicit DestinationRule `tls` get two
-//! `transport_socket_matches`: `tlsMode-istio` (ISTIO_MUTUAL: SDS `default` and
-//! `ROOTCA`) for endpoints with that metadata, and `tlsMode-disabled` (plaintext) for
-//! the rest. Until then only an explicit `tls` mode puts a TLS transport socket on a
-//! cluster.
+//! Auto mTLS, as istiod builds it: endpoints that run a sidecar carry the EDS metadata
+//! `envoy.transport_socket_match: {tlsMode: istio}` (see [`crate::endpoint`]). A cluster
+//! with no DestinationRule `tls` for its port and subset gets two
+//! `transport_socket_matches`: `tlsMode-istio` (ISTIO_MUTUAL: SDS `default` and `ROOTCA`,
+//! SNI `outbound_.<port>_.<subset>_.<host>`, ALPN `istio-peer-exchange,istio`, the
+//! service's identities as SANs) and `tlsMode-disabled` (plaintext) for the rest. Not for
+//! MESH_EXTERNAL services, passthrough clusters, services whose namespace (or mesh)
+//! PeerAuthentication is DISABLE, nor a mesh without workload identities
+//! ([`spar_model::ConfigSet::auto_mtls`]).
 
 use envoy_types::pb::envoy::config::cluster::v3::{
     circuit_breakers::Thresholds, cluster, CircuitBreakers, Cluster, OutlierDetection,
@@ -191,9 +193,13 @@ fn service_cluster(
         c.typed_extension_protocol_options
             .insert(HTTP_OPTIONS_KEY.to_string(), any(&opts));
     }
-    c.transport_socket = policy
-        .tls
-        .and_then(|tls| upstream_tls(tls, port.port, name, svc));
+    match policy.tls {
+        Some(tls) => c.transport_socket = upstream_tls(ctx, tls, port.port, name, svc),
+        None if auto_mtls_applies(ctx, svc) => {
+            c.transport_socket_matches = auto_mtls(ctx, port.port, name, svc);
+        }
+        None => {}
+    }
     cluster_policy::retry_budget(&mut c, policy.retry_budget);
     if svc.resolution != Resolution::Passthrough {
         cluster_policy::warmup(&mut c, policy.load_balancer);
@@ -330,6 +336,14 @@ fn file(path: &Option<String>) -> Option<DataSource> {
     })
 }
 
+fn trust_domain<'a>(ctx: &Ctx<'a>) -> &'a str {
+    ctx.config
+        .mesh()
+        .trust_domain
+        .as_deref()
+        .unwrap_or("cluster.local")
+}
+
 pub fn sds(name: &str) -> SdsSecretConfig {
     SdsSecretConfig {
         name: name.to_string(),
@@ -355,8 +369,56 @@ fn san_matchers(sans: &[String]) -> Vec<SubjectAltNameMatcher> {
         .collect()
 }
 
-/// The client TLS transport socket for an explicit DestinationRule `tls` mode.
+/// Auto mTLS for a cluster no DestinationRule gives a `tls` mode: on in the mesh, a
+/// service inside it, and its namespace (or the mesh) not DISABLEd by PeerAuthentication.
+fn auto_mtls_applies(ctx: &Ctx<'_>, svc: &Service) -> bool {
+    ctx.config.auto_mtls()
+        && !svc.mesh_external
+        && svc.resolution != Resolution::Passthrough
+        && crate::peer_auth::service_mode(ctx, &svc.namespace) != crate::peer_auth::Mode::Disable
+}
+
+/// Istio's auto mTLS sockets: ISTIO_MUTUAL to endpoints whose EDS metadata says they run
+/// a proxy (`tlsMode: istio`), plaintext to the rest.
+fn auto_mtls(
+    ctx: &Ctx<'_>,
+    port: u32,
+    cluster_name: &str,
+    svc: &Service,
+) -> Vec<cluster::TransportSocketMatch> {
+    let istio = ClientTLSSettings {
+        mode: Some(ClientTLSMode::IstioMutual),
+        ..Default::default()
+    };
+    let tls_mode = |v: &str| envoy_types::pb::google::protobuf::Struct {
+        fields: [(
+            endpoint::TLS_MODE_KEY.to_string(),
+            envoy_types::pb::google::protobuf::Value {
+                kind: Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
+                    v.to_string(),
+                )),
+            },
+        )]
+        .into(),
+    };
+    vec![
+        cluster::TransportSocketMatch {
+            name: "tlsMode-istio".to_string(),
+            r#match: Some(tls_mode("istio")),
+            transport_socket: upstream_tls(ctx, &istio, port, cluster_name, svc),
+        },
+        cluster::TransportSocketMatch {
+            name: "tlsMode-disabled".to_string(),
+            r#match: Some(Default::default()),
+            transport_socket: Some(cluster_policy::raw_buffer()),
+        },
+    ]
+}
+
+/// The client TLS transport socket for an explicit DestinationRule `tls` mode (and the
+/// ISTIO_MUTUAL one auto mTLS uses).
 fn upstream_tls(
+    ctx: &Ctx<'_>,
     tls: &ClientTLSSettings,
     port: u32,
     cluster_name: &str,
@@ -399,11 +461,18 @@ fn upstream_tls(
             }
         }
         ClientTLSMode::IstioMutual => {
+            // With no `subjectAltNames`, the identities the service's endpoints run as
+            // (Istio: the service's service accounts).
+            let sans = if tls.subject_alt_names.is_empty() {
+                svc.identities(trust_domain(ctx))
+            } else {
+                tls.subject_alt_names.clone()
+            };
             common.tls_certificate_sds_secret_configs = vec![sds(SDS_DEFAULT)];
             common.validation_context_type = Some(
                 common_tls_context::ValidationContextType::ValidationContext(
                     CertificateValidationContext {
-                        match_typed_subject_alt_names: san_matchers(&tls.subject_alt_names),
+                        match_typed_subject_alt_names: san_matchers(&sans),
                         ..Default::default()
                     },
                 ),

@@ -84,6 +84,16 @@ pub fn warmup(c: &mut Cluster, lb: Option<&LoadBalancerSettings>) {
     }
 }
 
+/// Envoy's plaintext transport socket, named.
+pub fn raw_buffer() -> TransportSocket {
+    TransportSocket {
+        name: RAW_BUFFER_SOCKET.to_string(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(
+            &RawBuffer {},
+        ))),
+    }
+}
+
 /// `proxyProtocol` → the upstream PROXY protocol socket wrapping whatever socket the cluster
 /// had (plaintext when none).
 pub fn proxy_protocol(c: &mut Cluster, pp: Option<&ProxyProtocol>) {
@@ -94,15 +104,7 @@ pub fn proxy_protocol(c: &mut Cluster, pp: Option<&ProxyProtocol>) {
         Some("V2") => proxy_protocol_config::Version::V2,
         _ => proxy_protocol_config::Version::V1,
     };
-    let inner = c
-        .transport_socket
-        .take()
-        .unwrap_or_else(|| TransportSocket {
-            name: RAW_BUFFER_SOCKET.to_string(),
-            config_type: Some(transport_socket::ConfigType::TypedConfig(any(
-                &RawBuffer {},
-            ))),
-        });
+    let inner = c.transport_socket.take().unwrap_or_else(raw_buffer);
     let wrapped = ProxyProtocolUpstreamTransport {
         config: Some(ProxyProtocolConfig {
             version: version as i32,

@@ -15,13 +15,15 @@ use crate::util::{socket, u32v};
 
 /// The metadata key Envoy matches `transport_socket_matches` against.
 pub const SOCKET_MATCH_KEY: &str = "envoy.transport_socket_match";
+/// The field under [`SOCKET_MATCH_KEY`] that says whether the endpoint runs a proxy.
+pub const TLS_MODE_KEY: &str = "tlsMode";
 
 /// `{envoy.transport_socket_match: {tlsMode: istio}}` — one key at each level, so the
 /// encoding (prost writes maps in iteration order) stays byte-identical.
 fn tls_mode_istio() -> Metadata {
     let mut fields = std::collections::HashMap::new();
     fields.insert(
-        "tlsMode".to_string(),
+        TLS_MODE_KEY.to_string(),
         Value {
             kind: Some(value::Kind::StringValue("istio".to_string())),
         },

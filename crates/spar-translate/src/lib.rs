@@ -21,13 +21,8 @@
 //! | `scope` | the `Sidecar` resource: egress host visibility, outboundTrafficPolicy |
 //! | [`summary`] | a reviewable text rendering (golden files, `spar ctl`) |
 //!
-//! **Auto mTLS** (lands with the CA): endpoints that run a sidecar already carry
-//! `envoy.transport_socket_match: {tlsMode: istio}` in EDS. Clusters without an explicit
-//! DestinationRule `tls` will get `transport_socket_matches`: `tlsMode-istio` →
-//! ISTIO_MUTUAL (SDS secrets `default` and `ROOTCA`, SNI
-//! `outbound_.<port>_.<subset>_.<host>`, ALPN `istio-peer-exchange,istio`, the same
-//! socket an explicit ISTIO_MUTUAL builds today), and `tlsMode-disabled` → plaintext.
-//! Until then only an explicit `tls` mode puts TLS on a cluster.
+//! **Auto mTLS**: see [`cluster`]'s module docs; inbound ports with no PeerAuthentication
+//! are PERMISSIVE when the mesh has workload identities ([`peer_auth`]).
 //!
 //! Determinism and maps: prost encodes protobuf maps in `HashMap` iteration order. Every
 //! map Spar fills holds one entry, except `typed_per_filter_config` of a route that has

@@ -7,10 +7,11 @@
 //! several policies at one level the first by name wins (Istio: the oldest). The mesh default
 //! is PERMISSIVE.
 //!
-//! Deliberate difference (docs/differences.md): with no PeerAuthentication at all, Spar's
-//! sidecars accept plaintext only, where Istio's default PERMISSIVE also accepts mTLS. The
-//! TLS chains need the proxy's `default`/`ROOTCA` secrets, which only a mesh with a CA has;
-//! a PeerAuthentication is how a mesh says it has one.
+//! With no PeerAuthentication at all the port is PERMISSIVE, as in Istio, when the mesh
+//! issues workload certificates ([`spar_model::ConfigSet::workload_identities`]: the
+//! control plane runs a CA). Without a CA no proxy holds the `default`/`ROOTCA` secrets
+//! the TLS chains need, so such a mesh's sidecars accept plaintext only
+//! (docs/differences.md).
 
 use envoy_types::pb::envoy::config::core::v3::{transport_socket, TransportSocket};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
@@ -35,7 +36,8 @@ pub enum Mode {
     Disable,
 }
 
-/// The mode of inbound `port`; `None` when no PeerAuthentication applies to this proxy.
+/// The mode of inbound `port`; `None` (plaintext only, no TLS chain) when no
+/// PeerAuthentication applies to this proxy and the mesh has no workload identities.
 pub fn mode(ctx: &Ctx<'_>, port: u32) -> Option<Mode> {
     let root = ctx.config.root_namespace();
     let node = ctx.node;
@@ -66,7 +68,7 @@ pub fn mode(ctx: &Ctx<'_>, port: u32) -> Option<Mode> {
         }
     }
     if levels.iter().all(Option::is_none) {
-        return None;
+        return ctx.config.workload_identities().then_some(Mode::Permissive);
     }
     let mut mode = Mode::Permissive;
     for (level, pa) in levels.iter().enumerate() {
@@ -86,6 +88,29 @@ pub fn mode(ctx: &Ctx<'_>, port: u32) -> Option<Mode> {
         };
     }
     Some(mode)
+}
+
+/// What a client may assume of a service's servers in `namespace` (Istio's
+/// best-effort service mode): the namespace's PeerAuthentication without a selector, else
+/// the mesh's, else PERMISSIVE. Workload and port levels are not read: one service can
+/// span workloads. Auto mTLS skips only DISABLE.
+pub fn service_mode(ctx: &Ctx<'_>, namespace: &str) -> Mode {
+    let root = ctx.config.root_namespace();
+    let level_mode = |ns: &str| {
+        ctx.config
+            .of_kind(Kind::PeerAuthentication)
+            .filter(|r| r.meta.namespace == ns)
+            .filter_map(|r| Some((r.meta.name.as_str(), r.body.peer_authentication()?)))
+            .filter(|(_, pa)| pa.selector.is_none())
+            .min_by_key(|(name, _)| *name)
+            .and_then(|(_, pa)| pa.mtls.as_ref().and_then(|m| m.mode))
+            .filter(|m| *m != MutualTLSMode::Unset)
+    };
+    match level_mode(namespace).or_else(|| level_mode(root)) {
+        Some(MutualTLSMode::Strict) => Mode::Strict,
+        Some(MutualTLSMode::Disable) => Mode::Disable,
+        _ => Mode::Permissive,
+    }
 }
 
 /// The TLS termination of an inbound mTLS chain: the proxy's own certificate (`default`),

@@ -112,6 +112,14 @@ fn clusters(out: &mut String, clusters: &[Cluster]) {
         if let Some(ts) = &c.transport_socket {
             let _ = write!(out, " tls({})", ts.name);
         }
+        if !c.transport_socket_matches.is_empty() {
+            let names: Vec<&str> = c
+                .transport_socket_matches
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect();
+            let _ = write!(out, " socket_matches({})", names.join(","));
+        }
         if let Some(la) = &c.load_assignment {
             let hosts: Vec<String> = la
                 .endpoints

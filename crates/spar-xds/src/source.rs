@@ -166,10 +166,14 @@ impl SnapshotStore {
         let started = Instant::now();
         let previous = self.current.load_full();
         let version = previous.version + 1;
-        let endpoints_only = endpoints_only(&previous.config, &config);
+        let mut endpoints_only = endpoints_only(&previous.config, &config);
         let registry = if endpoints_only {
             let services = endpoint_services(&previous.config, &config);
-            previous.registry.with_endpoints_of(&config, &services)
+            let next = previous.registry.with_endpoints_of(&config, &services);
+            // Clusters name the identities a service's endpoints run as (auto mTLS SANs):
+            // an endpoint change that changes them changes clusters too.
+            endpoints_only = same_identities(&previous.registry, &next, &config);
+            next
         } else {
             Registry::build(&config)
         };
@@ -370,6 +374,19 @@ fn derive(
     enc.types.extend(only_eds.types);
     enc.changes.insert(eds, TypeChange { previous, changed });
     Some(Arc::new(enc))
+}
+
+/// Whether every service's identities ([`spar_registry::Service::identities`]) are the
+/// same in `new` as in `old`, a registry it was derived from by `with_endpoints_of`.
+fn same_identities(old: &Registry, new: &Registry, config: &ConfigSet) -> bool {
+    let td = config
+        .mesh()
+        .trust_domain
+        .as_deref()
+        .unwrap_or("cluster.local");
+    old.services()
+        .zip(new.services())
+        .all(|(a, b)| std::ptr::eq(a, b) || a.identities(td) == b.identities(td))
 }
 
 /// Whether `new` differs from `old` in endpoints only: every other resource (kind,
@@ -736,6 +753,31 @@ mod tests {
         assert_eq!(store.load().version, last);
         let (woken, _) = wait_woken(&mut rx);
         assert_eq!(woken, last, "one wake-up, for the newest snapshot");
+        assert!(!rx.has_changed().expect("sender alive"));
+    }
+
+    #[test]
+    fn an_endpoint_change_that_changes_identities_is_a_full_change() {
+        let pods = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: p1, namespace: default}\n\
+                    spec: {serviceAccountName: alpha, containers: [{name: a}]}\nstatus: {podIP: 10.0.0.1}\n\
+                    ---\napiVersion: v1\nkind: Pod\nmetadata: {name: p2, namespace: default}\n\
+                    spec: {serviceAccountName: beta, containers: [{name: a}]}\nstatus: {podIP: 10.0.0.2}\n\
+                    ---\napiVersion: v1\nkind: Pod\nmetadata: {name: p3, namespace: default}\n\
+                    spec: {serviceAccountName: alpha, containers: [{name: a}]}\nstatus: {podIP: 10.0.0.3}\n";
+        let with_pods = |ip: &str| load(&format!("{}{pods}", mesh_text(ip)));
+        let debounce = PushDebounce {
+            after: Duration::from_secs(3600),
+            endpoints_after: Duration::from_millis(1),
+            max: Duration::from_secs(3600),
+        };
+        let store = SnapshotStore::with_debounce(with_pods("10.0.0.1"), debounce).expect("store");
+        let mut rx = store.changes();
+        // Same service account behind the new address: endpoints only, pushed at once.
+        let v = store.publish(with_pods("10.0.0.3"));
+        assert_eq!(wait_woken(&mut rx).0, v);
+        // alpha → beta: the cluster's SANs change, so it waits like any full change.
+        store.publish(with_pods("10.0.0.2"));
+        std::thread::sleep(Duration::from_millis(50));
         assert!(!rx.has_changed().expect("sender alive"));
     }
 

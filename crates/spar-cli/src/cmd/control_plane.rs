@@ -124,6 +124,9 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         debounce: args.debounce,
         load: LoadOptions {
             default_namespace: args.namespace.clone(),
+            // With a CA, every proxy can hold a mesh identity: auto mTLS and the default
+            // PERMISSIVE mTLS chains follow (see LoadOptions::workload_identities).
+            workload_identities: args.ca.enabled(),
         },
         drop_source_trees: true,
     };

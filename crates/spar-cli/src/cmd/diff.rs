@@ -85,6 +85,7 @@ pub(crate) fn load(dir: &PathBuf, namespace: &str) -> anyhow::Result<Side> {
         sources.iter().map(|s| (s.name.as_str(), s.text.as_str())),
         &LoadOptions {
             default_namespace: namespace.to_string(),
+            ..LoadOptions::default()
         },
     );
     // Invalid resources are left out, as the control plane leaves them out; say so.

@@ -33,6 +33,7 @@ impl InputArgs {
         let sources = spar_config::read_sources(&self.paths).context("reading config")?;
         let opts = LoadOptions {
             default_namespace: self.namespace.clone(),
+            ..LoadOptions::default()
         };
         Ok(ConfigSet::load(
             sources.iter().map(|s| (s.name.as_str(), s.text.as_str())),

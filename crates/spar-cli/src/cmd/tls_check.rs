@@ -230,7 +230,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 "{:<48} {:<10} {:<13} {:<11} {:<22} {sidecar}",
                 format!("{host}:{port}"),
                 if ok { "OK" } else { "CONFLICT" },
-                mode.name(),
+                match (mode, tls) {
+                    // Auto mTLS decides per endpoint: say what this one gets.
+                    (Client::Auto, true) => "AUTO mTLS",
+                    (Client::Auto, false) => "AUTO plain",
+                    _ => mode.name(),
+                },
                 server,
                 format!("{ip}:{}", h.port),
             );
