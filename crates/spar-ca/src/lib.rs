@@ -8,6 +8,7 @@
 //! - [`authority`]: the root/intermediate and key, and `sign_csr`.
 //! - [`store`]: the generated root persisted in the data directory with safe file modes.
 //! - [`csr`]: reading a CSR and checking its own signature.
+//! - [`describe`]: serial, SPIFFE ID, validity and fingerprint of a certificate, for `spar ctl`.
 //! - [`spiffe`]: `spiffe://<td>/ns/<ns>/sa/<sa>` identities.
 //! - [`svid`]: verifying an X.509-SVID chain, with a typed error per refusal; [`tls`]:
 //!   the same as rustls verifiers for both ends of mesh mTLS.
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod authority;
 pub mod client;
 pub mod csr;
+pub mod describe;
 pub mod proto;
 pub mod server;
 pub mod spiffe;

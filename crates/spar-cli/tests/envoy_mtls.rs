@@ -15,7 +15,9 @@
 //! URI SAN. The namespace policy rewritten to PERMISSIVE lets plaintext curl through both.
 //! `spar ctl tls-check` reports each side's mode as the proxies were sent it: OK under
 //! STRICT and PERMISSIVE, CONFLICT (exit 1) once the client's DestinationRule says DISABLE
-//! while the server stays STRICT.
+//! while the server stays STRICT. `spar ctl proxy-config … secrets` describes Envoy's SVID
+//! and the root (fingerprint as openssl computes it); `spar ctl cert-check` flags them
+//! within a 48-hour window and not within 1 hour.
 //!
 //! Without Envoy, root or the tools the test says why and passes, unless
 //! `SPAR_REQUIRE_PEERS=1`.
@@ -134,18 +136,11 @@ fn uri_sans(pem_text: &str) -> String {
     String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
 }
 
-/// `spar ctl tls-check` run in the control plane's namespace: (exit code, output).
-fn tls_check(hub: &str, proxy: &str, service: &str) -> (i32, String) {
+/// `spar ctl ARGS...` run in the control plane's namespace: (exit code, output).
+fn ctl(hub: &str, args: &[&str]) -> (i32, String) {
     let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            hub,
-            env!("CARGO_BIN_EXE_spar"),
-            "ctl",
-            "tls-check",
-        ])
-        .args([proxy, service])
+        .args(["netns", "exec", hub, env!("CARGO_BIN_EXE_spar"), "ctl"])
+        .args(args)
         .output()
         .unwrap();
     (
@@ -156,6 +151,11 @@ fn tls_check(hub: &str, proxy: &str, service: &str) -> (i32, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// `spar ctl tls-check` run in the control plane's namespace: (exit code, output).
+fn tls_check(hub: &str, proxy: &str, service: &str) -> (i32, String) {
+    ctl(hub, &["tls-check", proxy, service])
 }
 
 fn wait_for(lab: &Lab, what: &str, mut f: impl FnMut() -> bool) {
@@ -412,6 +412,49 @@ fn envoy_with_sds_from_spar_and_spar_proxy_talk_istio_mutual_both_ways() {
             );
         }
     }
+
+    // The certificates Envoy was sent: its SVID (serial, validity) and the root, whose
+    // fingerprint is the one openssl computes from the CA's file.
+    let (code, text) = ctl(&hub, &["proxy-config", "productpage-1.default", "secrets"]);
+    eprintln!("spar ctl proxy-config productpage-1.default secrets:\n{text}");
+    assert_eq!(code, 0, "{text}");
+    let fingerprint = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let fingerprint = String::from_utf8_lossy(&fingerprint.stdout);
+    let fingerprint = fingerprint.trim().rsplit('=').next().unwrap_or_default();
+    assert!(fingerprint.len() == 95, "openssl printed {fingerprint:?}");
+    for want in [
+        "cert  spiffe://cluster.local/ns/default/sa/productpage  serial=",
+        "(expires in 23h",
+        &format!("sha256={fingerprint}"),
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+    // spar proxy took its identity from the CA itself: its admin /certs shows it, as
+    // Envoy's /certs does.
+    let (code, certs) = lab.curl(&rv, "0", &["http://127.0.0.1:15000/certs"]);
+    for want in [
+        "\"uri\": \"spiffe://cluster.local/ns/default/sa/reviews\"",
+        "\"source\": \"local\"",
+        fingerprint,
+    ] {
+        assert!(
+            code == "200" && certs.contains(want),
+            "{want:?} missing:\n{certs}"
+        );
+    }
+    // Workload certificates live 24 hours: within 48h they are flagged, within 1h not.
+    let (code, text) = ctl(&hub, &["cert-check", "--within", "48h"]);
+    eprintln!("spar ctl cert-check --within 48h:\n{text}");
+    assert!(
+        code == 1 && text.contains("EXPIRING") && text.contains("sa/productpage"),
+        "{text}"
+    );
+    let (code, text) = ctl(&hub, &["cert-check", "--within", "1h"]);
+    assert!(code == 0 && !text.contains("EXPIRING"), "{text}");
 
     // openssl from outside the mesh: STRICT wants a client certificate from the mesh CA.
     let ca = spar_ca::store::load_or_create(&data, "cluster.local").unwrap();

@@ -1,6 +1,6 @@
 //! The admin server (Envoy's port 15000, loopback only): `/ready` (200 `LIVE` only after
 //! the first full configuration, 503 while warming or draining), `/healthz`,
-//! `/config_dump` (JSON), `/stats/prometheus` (and `/stats`), `/drain` and
+//! `/config_dump` (JSON), `/certs` (the certificates it holds, as Envoy's), `/stats/prometheus` (and `/stats`), `/drain` and
 //! `/quitquitquit` (POST), `/logging?level=` (POST).
 
 use std::convert::Infallible;
@@ -73,6 +73,7 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             r
         }
         "/config_dump" => json_reply(&config_dump(shared)),
+        "/certs" => json_reply(&crate::admin_certs::certs_json(&shared.store.load())),
         "/drain" | "/drain_listeners" if post => {
             shared.start_drain();
             reply(200, "OK\n")

@@ -16,6 +16,7 @@
 //! | [`xds_handler`] | applies the xDS client's updates to the store (NACK text on refusal) |
 
 pub mod admin;
+mod admin_certs;
 pub mod config;
 pub mod forward;
 pub mod http;

@@ -2,7 +2,8 @@
 //! lines (`spar_translate::summary`, what `spar ctl proxy-config` prints), its protobuf
 //! debug form, and the base64 of its encoded bytes (envoy-types has no JSON mapping, so the
 //! bytes are how a tool gets the exact resource). Secrets carry neither body nor bytes:
-//! they hold private keys.
+//! they hold private keys. Their public parts are there instead (`public`: the certificate
+//! chain and trusted CA bundle as PEM), for `spar ctl proxy-config <proxy> secrets`.
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -63,7 +64,7 @@ pub fn dump(name: &str, r: &EncodedResource) -> serde_json::Value {
     };
     let body = decoded.unwrap_or_else(|e| format!("(cannot decode: {e})"));
     let secret = r.type_url() == type_url::SECRET;
-    serde_json::json!({
+    let mut out = serde_json::json!({
         "name": name,
         "version": &*r.version,
         "type_url": r.type_url(),
@@ -71,7 +72,31 @@ pub fn dump(name: &str, r: &EncodedResource) -> serde_json::Value {
         "summary": summary_lines(&one),
         "resource": body,
         "base64": if secret { String::new() } else { base64(v) },
-    })
+    });
+    if let Some(s) = one.secrets.first() {
+        out["public"] = public_parts(s);
+    }
+    out
+}
+
+/// A secret's certificates without its key: `cert_chain` and `trusted_ca` as PEM text
+/// (empty when the secret has none, or refers to files).
+fn public_parts(s: &Secret) -> serde_json::Value {
+    use envoy_types::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::secret::Type;
+    fn inline(d: &Option<DataSource>) -> String {
+        match d.as_ref().and_then(|d| d.specifier.as_ref()) {
+            Some(Specifier::InlineBytes(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(Specifier::InlineString(t)) => t.clone(),
+            _ => String::new(),
+        }
+    }
+    let (chain, ca) = match &s.r#type {
+        Some(Type::TlsCertificate(c)) => (inline(&c.certificate_chain), String::new()),
+        Some(Type::ValidationContext(v)) => (String::new(), inline(&v.trusted_ca)),
+        _ => (String::new(), String::new()),
+    };
+    serde_json::json!({ "cert_chain": chain, "trusted_ca": ca })
 }
 
 /// The summary of one resource without the per-type section headers (`clusters:`, ...),

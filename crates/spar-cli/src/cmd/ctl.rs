@@ -22,6 +22,7 @@ pub enum Command {
     Diff(super::diff::Args),
     Explain(super::explain::Args),
     TlsCheck(super::tls_check::Args),
+    CertCheck(super::cert_check::Args),
 }
 
 /// Each connected proxy, type by type: SYNCED (accepted what was last sent), STALE (sent,
@@ -60,6 +61,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Command::Diff(a) => super::diff::run(a),
         Command::Explain(a) => super::explain::run(a),
         Command::TlsCheck(a) => super::tls_check::run(a),
+        Command::CertCheck(a) => super::cert_check::run(a),
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod bootstrap;
 pub mod ca;
+pub mod cert_check;
 pub mod control_plane;
 pub mod ctl;
 pub mod diff;

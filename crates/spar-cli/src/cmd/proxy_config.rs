@@ -82,7 +82,17 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         })
         .collect();
     if args.output != "summary" {
-        let all: Vec<serde_json::Value> = selected.into_iter().flat_map(|(_, r)| r).collect();
+        let mut all: Vec<serde_json::Value> = selected.into_iter().flat_map(|(_, r)| r).collect();
+        for r in &mut all {
+            let certs = super::cert_check::secret_certificates(r);
+            if !certs.is_empty() {
+                let described: Vec<serde_json::Value> = certs
+                    .into_iter()
+                    .map(|(role, c)| serde_json::json!({"role": role, "certificate": c}))
+                    .collect();
+                r["certificates"] = described.into();
+            }
+        }
         if args.output == "yaml" {
             print!(
                 "{}",
@@ -102,6 +112,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 out.push_str(line.as_str().unwrap_or_default());
                 out.push('\n');
             }
+            // Secrets: each certificate's serial, identity, validity (roots: fingerprint).
+            out.push_str(&super::cert_check::describe_lines(
+                &super::cert_check::secret_certificates(&r),
+            ));
         }
     }
     print!("{out}");
