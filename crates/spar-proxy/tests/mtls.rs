@@ -3,7 +3,8 @@
 //! only mTLS under a `PeerAuthentication` STRICT. Each proxy holds an SVID from one mesh CA
 //! (spar-ca) as its own `default`/`ROOTCA` secrets. The call succeeds over mTLS; a plaintext
 //! client is refused by `reviews`' sidecar; PERMISSIVE then lets it in; a peer from another
-//! CA is refused. On a gRPC port the hop between the sidecars is HTTP/2 over that mTLS.
+//! CA is refused. On a gRPC port the hop between the sidecars is HTTP/2 over that mTLS. The
+//! book's `MeshPolicy`/`Policy` (authentication.istio.io/v1alpha1) shape the same ports.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -591,4 +592,66 @@ async fn certificates_rotate_under_load_with_no_failed_request() {
     for i in identities {
         i.abort();
     }
+}
+
+/// The book's 2019 policies, converted as Istio 1.5 converted them: a `MeshPolicy`
+/// `default` with `peers: [{mtls: {}}]` makes reviews' port STRICT (mTLS in, plaintext
+/// refused); a namespace `Policy` with `mode: PERMISSIVE` then lets plaintext in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_books_mesh_policy_and_namespace_policy_shape_mtls() {
+    let backend = Backend::start("reviews").await;
+    let port = free_port();
+    let ca = Ca::generate(TD).unwrap();
+    let any = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 0);
+    let base = mesh(port, backend.addr, "UNSET");
+    let base = &base[..base.find("apiVersion: security.istio.io/v1").unwrap()];
+    let mesh_policy = "apiVersion: authentication.istio.io/v1alpha1\nkind: MeshPolicy\nmetadata: {name: default}\nspec:\n  peers:\n  - mtls: {}\n";
+    let ns_policy = "---\napiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: default, namespace: default}\nspec:\n  peers:\n  - mtls: {mode: PERMISSIVE}\n";
+    let server_id = format!("sidecar~{SERVER_IP}~reviews-1.default~default.svc.cluster.local");
+    let client_id = "sidecar~127.0.0.1~productpage-1.default~default.svc.cluster.local";
+
+    let strict = format!("{base}{mesh_policy}");
+    let (_server, _) = sidecar(
+        &resources(&strict, &server_id, "reviews"),
+        any("127.0.0.1"),
+        SocketAddr::new(SERVER_IP.parse().unwrap(), port),
+        identity(&ca, "reviews"),
+    )
+    .await;
+    let (_client, _) = sidecar(
+        &resources(&strict, client_id, "productpage"),
+        SocketAddr::new(VIP.parse().unwrap(), port),
+        any("127.0.0.1"),
+        identity(&ca, "productpage"),
+    )
+    .await;
+    let c = client(false);
+    let get = || {
+        http::Request::builder()
+            .uri(format!("http://{VIP}:{port}/ratings"))
+            .header("host", "reviews")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+    let resp = tokio::time::timeout(Duration::from_secs(10), c.request(get()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "mTLS under the MeshPolicy");
+    assert_eq!(plaintext(port).await, 0, "MeshPolicy mtls: {{}} is STRICT");
+    drop(_server);
+
+    let permissive = format!("{base}{mesh_policy}{ns_policy}");
+    let (_server, _) = sidecar(
+        &resources(&permissive, &server_id, "reviews"),
+        any("127.0.0.1"),
+        SocketAddr::new(SERVER_IP.parse().unwrap(), port),
+        identity(&ca, "reviews"),
+    )
+    .await;
+    assert_eq!(
+        plaintext(port).await,
+        200,
+        "the namespace Policy's PERMISSIVE wins over the MeshPolicy"
+    );
 }
