@@ -6,6 +6,7 @@
 //! Istio's `cacerts` layout.
 //!
 //! - [`authority`]: the root/intermediate and key, and `sign_csr`.
+//! - [`bundle`]: extra trust anchors (MeshConfig `caCertificates`) beside the CA's root.
 //! - [`store`]: the generated root persisted in the data directory with safe file modes.
 //! - [`csr`]: reading a CSR and checking its own signature.
 //! - [`describe`]: serial, SPIFFE ID, validity and fingerprint of a certificate, for `spar ctl`.
@@ -18,6 +19,7 @@
 
 pub mod auth;
 pub mod authority;
+pub mod bundle;
 pub mod client;
 pub mod csr;
 pub mod describe;

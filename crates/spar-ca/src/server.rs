@@ -77,14 +77,31 @@ struct Inner {
     ca: Arc<Ca>,
     auth: Box<dyn Authenticator>,
     ttl: TtlPolicy,
+    extra_roots: Arc<crate::bundle::ExtraRoots>,
 }
 
 // === impl CaService ===
 
 impl CaService {
     pub fn new(ca: Arc<Ca>, auth: Box<dyn Authenticator>, ttl: TtlPolicy) -> Self {
+        Self::with_extra_roots(ca, auth, ttl, Arc::default())
+    }
+
+    /// As [`CaService::new`]; the answer's last element, the trust bundle (as Istio's CA
+    /// sends its root-cert bundle), also carries `extra_roots` as they are at the time.
+    pub fn with_extra_roots(
+        ca: Arc<Ca>,
+        auth: Box<dyn Authenticator>,
+        ttl: TtlPolicy,
+        extra_roots: Arc<crate::bundle::ExtraRoots>,
+    ) -> Self {
         Self {
-            inner: Arc::new(Inner { ca, auth, ttl }),
+            inner: Arc::new(Inner {
+                ca,
+                auth,
+                ttl,
+                extra_roots,
+            }),
         }
     }
 
@@ -131,9 +148,11 @@ impl CaService {
             }
         })?;
         tracing::debug!(identity = %id, ttl_s = ttl.as_secs(), "signed workload certificate");
-        Ok(IstioCertificateResponse {
-            cert_chain: chain.pem,
-        })
+        let mut cert_chain = chain.pem;
+        if let Some(root) = cert_chain.last_mut() {
+            *root = inner.extra_roots.bundle(root);
+        }
+        Ok(IstioCertificateResponse { cert_chain })
     }
 }
 

@@ -17,7 +17,9 @@
 //! STRICT and PERMISSIVE, CONFLICT (exit 1) once the client's DestinationRule says DISABLE
 //! while the server stays STRICT. `spar ctl proxy-config … secrets` describes Envoy's SVID
 //! and the root (fingerprint as openssl computes it); `spar ctl cert-check` flags them
-//! within a 48-hour window and not within 1 hour.
+//! within a 48-hour window and not within 1 hour. A second root added to MeshConfig
+//! `caCertificates` reaches Envoy's ROOTCA without a restart: an SVID from it, refused
+//! before, gets through.
 //!
 //! Without Envoy, root or the tools the test says why and passes, unless
 //! `SPAR_REQUIRE_PEERS=1`.
@@ -485,6 +487,39 @@ fn envoy_with_sds_from_spar_and_spar_proxy_talk_istio_mutual_both_ways() {
             "{ip} presented {sans:?}"
         );
     }
+
+    // Root rotation, first step: the next root joins the trust bundle (MeshConfig
+    // caCertificates) while the CA still signs with the current one. Envoy is sent the new
+    // ROOTCA at once, without a restart: an SVID from the next root, refused before, gets in.
+    let next = spar_ca::Ca::generate("cluster.local").unwrap();
+    let chain = next
+        .sign_csr(&csr, &me, Duration::from_secs(600))
+        .unwrap()
+        .pem;
+    let next_cert = dir.join("next-svid.pem");
+    std::fs::write(&next_cert, chain.concat()).unwrap();
+    let refused = s_client(&hub, PRODUCTPAGE_IP, &root, Some((&next_cert, &key_file)));
+    assert!(
+        !refused.contains(" 200 "),
+        "an SVID from a root not yet trusted got in:\n{refused}"
+    );
+    let indented: String = next
+        .root_pem()
+        .lines()
+        .map(|l| format!("        {l}\n"))
+        .collect();
+    std::fs::write(
+        config.join("meshconfig.yaml"),
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |-\n    caCertificates:\n    - pem: |\n{indented}"
+        ),
+    )
+    .unwrap();
+    wait_for(&lab, "Envoy to trust the next root", || {
+        s_client(&hub, PRODUCTPAGE_IP, &root, Some((&next_cert, &key_file))).contains(" 200 ")
+    });
+    let (_, text) = ctl(&hub, &["proxy-config", "productpage-1.default", "secrets"]);
+    assert_eq!(text.matches("    root ").count(), 2, "{text}");
 
     // PERMISSIVE: plaintext from outside the mesh reaches both applications.
     let permissive = mesh().replace(STRICT, &STRICT.replace("STRICT", "PERMISSIVE"));

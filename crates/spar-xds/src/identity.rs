@@ -52,6 +52,12 @@ pub trait WorkloadIdentity: Send + Sync + 'static {
 
     /// A fresh key and certificate for `identity`.
     fn issue(&self, identity: &str) -> Result<Issued, Status>;
+
+    /// The trust bundle now, when it can change between certificates (extra roots added
+    /// for a root rotation): connections re-send `ROOTCA` at the next push when it differs.
+    fn trust_bundle(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Who a connection on the secure port is, and what it was issued.
@@ -59,6 +65,8 @@ pub(crate) struct OwnSecrets {
     issuer: Arc<dyn WorkloadIdentity>,
     identity: String,
     secrets: Arc<TypeResources>,
+    /// The trust bundle `ROOTCA` carries now.
+    roots_pem: String,
     renew_at: Instant,
 }
 
@@ -71,6 +79,7 @@ impl OwnSecrets {
             issuer,
             identity,
             secrets: Arc::default(),
+            roots_pem: String::new(),
             renew_at: Instant::now(),
         };
         own.renew()?;
@@ -103,9 +112,28 @@ impl OwnSecrets {
             );
         }
         self.secrets = Arc::new(map);
+        self.roots_pem = issued.roots_pem;
         self.renew_at = Instant::now() + issued.lifetime / 2;
         tracing::debug!(identity = %self.identity, lifetime_s = issued.lifetime.as_secs(), "issued workload certificate over SDS");
         Ok(())
+    }
+
+    /// Takes the issuer's current trust bundle into `ROOTCA`; true when it changed.
+    pub(crate) fn refresh_roots(&mut self) -> bool {
+        let Some(bundle) = self.issuer.trust_bundle() else {
+            return false;
+        };
+        if bundle == self.roots_pem {
+            return false;
+        }
+        let root = root_secret(&bundle);
+        Arc::make_mut(&mut self.secrets).insert(
+            Arc::from(ROOT_SECRET),
+            Arc::new(encode_one(type_url::SECRET, &root)),
+        );
+        tracing::info!(identity = %self.identity, "trust bundle changed; re-sending ROOTCA");
+        self.roots_pem = bundle;
+        true
     }
 
     /// The namespace of the SPIFFE ID (`spiffe://<td>/ns/<ns>/sa/<sa>`).
@@ -171,16 +199,21 @@ fn secrets(issued: &Issued) -> [Secret; 2] {
                 ..Default::default()
             })),
         },
-        Secret {
-            name: ROOT_SECRET.to_string(),
-            r#type: Some(secret::Type::ValidationContext(
-                CertificateValidationContext {
-                    trusted_ca: inline(&issued.roots_pem),
-                    ..Default::default()
-                },
-            )),
-        },
+        root_secret(&issued.roots_pem),
     ]
+}
+
+/// `ROOTCA`: the trust bundle as a validation context.
+fn root_secret(roots_pem: &str) -> Secret {
+    Secret {
+        name: ROOT_SECRET.to_string(),
+        r#type: Some(secret::Type::ValidationContext(
+            CertificateValidationContext {
+                trusted_ca: inline(roots_pem),
+                ..Default::default()
+            },
+        )),
+    }
 }
 
 /// Completes at the connection's renewal time; never without secrets of its own.

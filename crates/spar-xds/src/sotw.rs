@@ -210,8 +210,10 @@ impl<S: ResourceSource> Conn<'_, S> {
     }
     async fn on_change(&mut self, generation: u64) -> Result<(), Status> {
         self.generation = generation;
+        // A config change may have changed the trust bundle (MeshConfig caCertificates).
+        let roots_changed = self.own.as_mut().is_some_and(|o| o.refresh_roots());
         let next = self.compute();
-        if Arc::ptr_eq(&next, &self.base) {
+        if Arc::ptr_eq(&next, &self.base) && !roots_changed {
             return Ok(());
         }
         self.set_base(next);

@@ -110,6 +110,7 @@ pub fn load(args: &CaArgs) -> anyhow::Result<Ca> {
 /// given how callers are authenticated and certificates issued.
 pub async fn start(
     args: &CaArgs,
+    extra_roots: Arc<spar_ca::bundle::ExtraRoots>,
     more: impl FnOnce(Router, Arc<dyn WorkloadIdentity>) -> Router,
 ) -> anyhow::Result<Option<SocketAddr>> {
     if !args.enabled() {
@@ -139,11 +140,17 @@ pub async fn start(
         max: args.max_workload_cert_ttl,
     };
     let auth: Arc<dyn Authenticator> = Arc::new(AnyOf(auths));
-    let service = CaService::new(ca.clone(), Box::new(SharedAuth(auth.clone())), ttl);
+    let service = CaService::with_extra_roots(
+        ca.clone(),
+        Box::new(SharedAuth(auth.clone())),
+        ttl,
+        extra_roots.clone(),
+    );
     let issuer = Arc::new(CaIdentity {
         ca: ca.clone(),
         auth,
         ttl: args.workload_cert_ttl,
+        extra_roots,
     });
     let tls =
         spar_ca::server::tls_config(&ca).context("issuing the CA's TLS serving certificate")?;
@@ -194,6 +201,7 @@ struct CaIdentity {
     ca: Arc<Ca>,
     auth: Arc<dyn Authenticator>,
     ttl: Duration,
+    extra_roots: Arc<spar_ca::bundle::ExtraRoots>,
 }
 
 impl WorkloadIdentity for CaIdentity {
@@ -231,9 +239,13 @@ impl WorkloadIdentity for CaIdentity {
         Ok(Issued {
             chain_pem: chain.pem[..certs].concat(),
             key_pem,
-            roots_pem: self.ca.root_pem(),
+            roots_pem: self.extra_roots.bundle(&self.ca.root_pem()),
             lifetime: self.ttl,
         })
+    }
+
+    fn trust_bundle(&self) -> Option<String> {
+        Some(self.extra_roots.bundle(&self.ca.root_pem()))
     }
 }
 
@@ -280,7 +292,7 @@ mod tests {
             "--workload-cert-ttl",
             "10m",
         ]);
-        let ca_addr = start(&cli.ca, |r, _| r).await.unwrap().unwrap();
+        let ca_addr = start(&cli.ca, Arc::default(), |r, _| r).await.unwrap().unwrap();
         let root_pem = std::fs::read_to_string(dir.path().join("ca/root-cert.pem")).unwrap();
         assert!(dir.path().join("ca/ca-key.pem").exists());
 

@@ -130,15 +130,19 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         },
         drop_source_trees: true,
     };
+    // MeshConfig caCertificates: trust anchors beside the CA's root, kept current from
+    // the config (before each snapshot is published, so the push that follows carries them).
+    let extra_roots = Arc::new(spar_ca::bundle::ExtraRoots::default());
     let on_update = {
         let store = store.clone();
         let metrics = metrics.clone();
         let config_errors = config_errors.clone();
-        move |u: Update| apply(&store, &metrics, &config_errors, u)
+        let extra_roots = extra_roots.clone();
+        move |u: Update| apply(&store, &metrics, &config_errors, &extra_roots, u)
     };
     let (_watcher, initial) = watch_dir(&args.config_dir, opts, on_update)
         .with_context(|| format!("watching {}", args.config_dir.display()))?;
-    apply(&store, &metrics, &config_errors, initial);
+    apply(&store, &metrics, &config_errors, &extra_roots, initial);
 
     let xds = spar_xds::bind(args.xds_addr).await.with_context(|| {
         format!(
@@ -166,13 +170,13 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     ));
     let extra = test_clusters(args);
     if extra.types.is_empty() {
-        run_ads(xds, store, status, metrics, args).await
+        run_ads(xds, store, status, metrics, args, extra_roots).await
     } else {
         let source = Overlay {
             inner: store,
             extra,
         };
-        run_ads(xds, source, status, metrics, args).await
+        run_ads(xds, source, status, metrics, args, extra_roots).await
     }
 }
 
@@ -200,11 +204,12 @@ async fn run_ads<S: ResourceSource>(
     status: Arc<StatusRegistry>,
     metrics: Arc<Metrics>,
     args: &Args,
+    extra_roots: Arc<spar_ca::bundle::ExtraRoots>,
 ) -> anyhow::Result<()> {
     let ads = AdsServer::new(source, status, metrics).push_concurrency(args.push_concurrency);
     // Istio's CSR API on --ca-addr, when a CA flag is given (see `ca::CaArgs`), with the
     // authenticated ADS beside it, as istiod serves both on 15012.
-    super::ca::start(&args.ca, |router, issuer| {
+    super::ca::start(&args.ca, extra_roots, |router, issuer| {
         router.add_service(ads.secure_service(issuer))
     })
     .await?;
@@ -215,7 +220,13 @@ async fn run_ads<S: ResourceSource>(
     .context("serving xDS")
 }
 
-fn apply(store: &SnapshotStore, metrics: &Metrics, config_errors: &ConfigErrors, u: Update) {
+fn apply(
+    store: &SnapshotStore,
+    metrics: &Metrics,
+    config_errors: &ConfigErrors,
+    extra_roots: &spar_ca::bundle::ExtraRoots,
+    u: Update,
+) {
     // Report each bad file when it changes, not again on every later update.
     for (file, errors) in u.bad_files.iter().filter(|(f, _)| u.changed.contains(f)) {
         for d in errors {
@@ -234,6 +245,13 @@ fn apply(store: &SnapshotStore, metrics: &Metrics, config_errors: &ConfigErrors,
     );
     let resources = u.config.resources().len();
     let mut config = u.config;
+    let ca_certificates = &config.mesh().ca_certificates;
+    if extra_roots.set(ca_certificates.iter().filter_map(|c| c.pem.as_deref())) {
+        tracing::info!(
+            roots = ca_certificates.len(),
+            "trust bundle: MeshConfig caCertificates changed"
+        );
+    }
     // Diagnostics were made while loading and the control plane never asks for a field's
     // line again: the positioned YAML trees (~14x the YAML) need not stay in memory.
     config.drop_source_trees();
