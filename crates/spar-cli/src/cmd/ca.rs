@@ -292,7 +292,10 @@ mod tests {
             "--workload-cert-ttl",
             "10m",
         ]);
-        let ca_addr = start(&cli.ca, Arc::default(), |r, _| r).await.unwrap().unwrap();
+        let ca_addr = start(&cli.ca, Arc::default(), |r, _| r)
+            .await
+            .unwrap()
+            .unwrap();
         let root_pem = std::fs::read_to_string(dir.path().join("ca/root-cert.pem")).unwrap();
         assert!(dir.path().join("ca/ca-key.pem").exists());
 
