@@ -655,3 +655,74 @@ async fn the_books_mesh_policy_and_namespace_policy_shape_mtls() {
         "the namespace Policy's PERMISSIVE wins over the MeshPolicy"
     );
 }
+
+/// AuthorizationPolicy enforced by reviews' sidecar on what mTLS proved: productpage may
+/// GET /ratings*, nothing else; another workload of the same mesh gets 403 with Envoy's
+/// body; under PERMISSIVE a plaintext caller (no principal) gets 403 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_policy_is_enforced_on_the_proven_identity() {
+    let backend = Backend::start("reviews").await;
+    let port = free_port();
+    let ca = Ca::generate(TD).unwrap();
+    let any = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 0);
+    let policy = "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: reviews, namespace: default}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  rules:\n  - from: [{source: {principals: [\"cluster.local/ns/default/sa/productpage\"]}}]\n    to: [{operation: {methods: [\"GET\"], paths: [\"/ratings*\"]}}]\n";
+    let config = format!("{}{policy}", mesh(port, backend.addr, "PERMISSIVE"));
+    let server_id = format!("sidecar~{SERVER_IP}~reviews-1.default~default.svc.cluster.local");
+    let client_id = "sidecar~127.0.0.1~productpage-1.default~default.svc.cluster.local";
+    let (_server, _) = sidecar(
+        &resources(&config, &server_id, "reviews"),
+        any("127.0.0.1"),
+        SocketAddr::new(SERVER_IP.parse().unwrap(), port),
+        identity(&ca, "reviews"),
+    )
+    .await;
+    let client_x = resources(&config, client_id, "productpage");
+    let (_pp, _) = sidecar(
+        &client_x,
+        SocketAddr::new(VIP.parse().unwrap(), port),
+        any("127.0.0.1"),
+        identity(&ca, "productpage"),
+    )
+    .await;
+    let (_other, _) = sidecar(
+        &client_x,
+        SocketAddr::new("127.0.0.9".parse().unwrap(), port),
+        any("127.0.0.1"),
+        identity(&ca, "details"),
+    )
+    .await;
+    let c = client(false);
+    let call = |ip: &'static str, method: &'static str, path: &'static str| {
+        let c = c.clone();
+        async move {
+            let req = http::Request::builder()
+                .method(method)
+                .uri(format!("http://{ip}:{port}{path}"))
+                .header("host", "reviews")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            let resp = tokio::time::timeout(Duration::from_secs(10), c.request(req))
+                .await
+                .unwrap()
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    assert_eq!(call(VIP, "GET", "/ratings/1").await.0, 200);
+    assert_eq!(
+        call(VIP, "GET", "/admin").await,
+        (403, "RBAC: access denied".to_string())
+    );
+    assert_eq!(call(VIP, "POST", "/ratings/1").await.0, 403);
+    assert_eq!(
+        call("127.0.0.9", "GET", "/ratings/1").await,
+        (403, "RBAC: access denied".to_string()),
+        "details is not productpage"
+    );
+    assert_eq!(plaintext(port).await, 403, "plaintext has no principal");
+}

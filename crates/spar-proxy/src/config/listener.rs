@@ -26,6 +26,11 @@ pub const ORIGINAL_DST: &str = "envoy.filters.listener.original_dst";
 pub const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
 pub const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
 const ROUTER: &str = "envoy.filters.http.router";
+/// Envoy's RBAC HTTP filter: enforced (config/rbac.rs, http/rbac.rs).
+pub const RBAC_FILTER: &str = "envoy.filters.http.rbac";
+/// Envoy's RBAC network filter, enforced per connection.
+pub const NETWORK_RBAC_FILTER: &str = "envoy.filters.network.rbac";
+
 const KNOWN_HTTP_FILTERS: [&str; 3] = [
     ROUTER,
     super::route::FAULT_FILTER,
@@ -65,6 +70,9 @@ pub struct FilterChain {
     pub filter: NetworkFilter,
     /// TLS termination (`transport_socket`), when the chain has it.
     pub tls: Option<Arc<super::tls::DownstreamTls>>,
+    /// `envoy.filters.network.rbac` before the terminal filter: checked once per
+    /// connection, before any byte is forwarded.
+    pub rbac: Vec<Arc<super::rbac::RbacFilter>>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +107,8 @@ pub struct HttpManager {
     pub path: crate::http::path::PathOptions,
     /// `forward_client_cert_details` and `set_current_client_cert_details`.
     pub xfcc: Xfcc,
+    /// `envoy.filters.http.rbac` filters, in filter order (each must allow).
+    pub rbac: Vec<Arc<super::rbac::RbacFilter>>,
 }
 
 /// What the manager does with `x-forwarded-client-cert` ([`crate::http::xfcc`]).
@@ -302,12 +312,20 @@ impl FilterChain {
                 .collect(),
         };
         let mut terminal = None;
+        let mut rbac = Vec::new();
         for f in &c.filters {
             let fwhat = || format!("{}: network filter {:?}", what(), f.name);
             let any = match &f.config_type {
                 Some(lpb::filter::ConfigType::TypedConfig(a)) => Some(a),
                 _ => None,
             };
+            if f.name == NETWORK_RBAC_FILTER {
+                rbac.push(Arc::new(super::rbac::RbacFilter::from_network_proto(
+                    &decode(any, &fwhat)?,
+                    &fwhat,
+                )?));
+                continue;
+            }
             let filter = match f.name.as_str() {
                 HCM => NetworkFilter::Http(Arc::new(http_manager(&decode(any, &fwhat)?, &fwhat)?)),
                 TCP_PROXY => {
@@ -331,6 +349,7 @@ impl FilterChain {
             matcher,
             filter,
             tls,
+            rbac,
         })
     }
 }
@@ -352,12 +371,30 @@ fn http_manager(
         }
     };
     let (mut fault, mut cors) = (false, false);
+    let mut rbac = Vec::new();
     for f in &h.http_filters {
         let optional = f.is_optional
             || matches!(f.config_type, Some(http_filter::ConfigType::ConfigDiscovery(_)) if false);
         match f.name.as_str() {
             n if n == super::route::FAULT_FILTER => fault = true,
             n if n == super::route::CORS_FILTER => cors = true,
+            RBAC_FILTER => {
+                let what_f = || format!("{}: http filter {RBAC_FILTER}", what());
+                let Some(http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+                    return Err(ConfigError::Invalid {
+                        what: what_f(),
+                        why: "no typed_config".into(),
+                    });
+                };
+                let p = envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac::decode(
+                    any.value.as_slice(),
+                )
+                .map_err(|e| ConfigError::Invalid {
+                    what: what_f(),
+                    why: format!("does not decode: {e}"),
+                })?;
+                rbac.push(Arc::new(super::rbac::RbacFilter::from_proto(&p, &what_f)?));
+            }
             n if KNOWN_HTTP_FILTERS.contains(&n) => {}
             _ if optional => {}
             other => {
@@ -387,6 +424,7 @@ fn http_manager(
             .collect(),
         path: path_options(h),
         xfcc: xfcc(h),
+        rbac,
     })
 }
 

@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod listener;
 pub mod matcher;
+pub mod rbac;
 pub mod route;
 mod route_proto;
 pub mod tls;

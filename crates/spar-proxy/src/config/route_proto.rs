@@ -193,7 +193,10 @@ impl RouteMatch {
 }
 
 #[allow(deprecated)] // the deprecated matchers still arrive from older control planes
-fn header_matcher(h: &rpb::HeaderMatcher, what: Ctx<'_>) -> Result<HeaderMatcher, ConfigError> {
+pub(crate) fn header_matcher(
+    h: &rpb::HeaderMatcher,
+    what: Ctx<'_>,
+) -> Result<HeaderMatcher, ConfigError> {
     use envoy_types::pb::envoy::r#type::matcher::v3::{
         string_matcher::MatchPattern as MP, StringMatcher,
     };

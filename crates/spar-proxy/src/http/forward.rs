@@ -102,6 +102,9 @@ async fn one(
     let Some(chain) = listener.and_then(|l| chain::select(l, &info)) else {
         return reply(502, &format!("no listener carries traffic for {dst}\n"));
     };
+    if crate::listener::network_rbac_denies(&chain.rbac, peer, dst, None) {
+        return reply(403, "RBAC: access denied");
+    }
     match &chain.filter {
         NetworkFilter::Http(hcm) => {
             let conn = Arc::new(Conn {
@@ -113,6 +116,7 @@ async fn one(
                 local_text: local.to_string(),
                 scheme: "http",
                 mtls: false,
+                peer_principal: None,
                 xfcc: None,
             });
             super::handle(conn, req).await

@@ -12,6 +12,7 @@ pub mod filters;
 pub mod forward;
 pub mod local_address;
 pub mod path;
+pub mod rbac;
 pub mod router;
 pub mod upgrade;
 pub mod upstream;
@@ -49,6 +50,9 @@ pub struct Conn {
     pub scheme: &'static str,
     /// The client presented a certificate (mutual TLS).
     pub mtls: bool,
+    /// With mutual TLS, the client's principal name for RBAC: its URI SAN, else its first
+    /// DNS SAN, else empty.
+    pub peer_principal: Option<String>,
     /// This connection's `x-forwarded-client-cert` element, when the manager adds one.
     pub xfcc: Option<HeaderValue>,
 }
@@ -78,6 +82,10 @@ pub async fn serve<S>(
         local_text: local.to_string(),
         scheme: if tls.is_some() { "https" } else { "http" },
         mtls: tls.as_ref().is_some_and(|t| !t.peer_chain.is_empty()),
+        peer_principal: tls
+            .as_ref()
+            .and_then(|t| t.peer_chain.first())
+            .map(principal_name),
         xfcc: xfcc::element(&hcm.xfcc, tls.as_ref()),
     });
     let svc = service_fn(move |req| {
@@ -104,6 +112,17 @@ pub async fn serve<S>(
             let _ = serving.await;
         }
     }
+}
+
+/// Envoy's principal name of a client certificate: URI SAN, else DNS SAN, else empty.
+pub(crate) fn principal_name(leaf: &rustls_pki_types::CertificateDer<'_>) -> String {
+    use crate::config::tls::SanKind;
+    let sans = crate::tls::peer_sans(leaf);
+    sans.iter()
+        .find(|(k, _)| *k == SanKind::Uri)
+        .or_else(|| sans.iter().find(|(k, _)| *k == SanKind::Dns))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
 }
 
 /// The `upgrade` an HTTP/1.1 request asks for (`connection: upgrade` and `upgrade: x`).
@@ -229,6 +248,28 @@ async fn route_request(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         headers: req.headers(),
         random: fastrand::u64(..),
     };
+    // Authorization runs before the router, as Envoy's RBAC filter does: a denied request
+    // is 403 whether or not a route would match.
+    if !conn.hcm.rbac.is_empty() {
+        let input = rbac::RbacInput {
+            head: Some(&head),
+            dst: conn.dst,
+            direct_remote: conn.peer.ip(),
+            remote: rbac::remote_address(
+                conn.peer.ip(),
+                req.headers(),
+                conn.hcm.use_remote_address,
+                conn.hcm.xff_num_trusted_hops,
+            ),
+            peer_principal: conn.peer_principal.as_deref(),
+        };
+        for f in &conn.hcm.rbac {
+            if let rbac::Decision::Deny(policy) = rbac::check(f, &input) {
+                tracing::debug!(target: "spar_proxy::rbac", policy = policy.as_deref().unwrap_or("none matched"), path = %path, "RBAC denied");
+                return reply(403, "RBAC: access denied");
+            }
+        }
+    }
     let Some(sel) = route::select(rc, &head) else {
         return local_reply(Flag::NR);
     };

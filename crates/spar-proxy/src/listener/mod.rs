@@ -157,7 +157,12 @@ async fn run_chain(
         return;
     };
     match &chain.tls {
-        None => carry(shared, snap, &chain.filter, stream, peer, dst, local, None).await,
+        None => {
+            if network_rbac_denies(&chain.rbac, peer, dst, None) {
+                return;
+            }
+            carry(shared, snap, &chain.filter, stream, peer, dst, local, None).await
+        }
         Some(tls) => {
             let Some(stream) = terminate(shared, snap, tls, stream, peer).await else {
                 return;
@@ -176,6 +181,9 @@ async fn run_chain(
                     }
                 },
             };
+            if network_rbac_denies(&chain.rbac, peer, dst, Some(&info)) {
+                return;
+            }
             carry(
                 shared,
                 snap,
@@ -189,6 +197,36 @@ async fn run_chain(
             .await
         }
     }
+}
+
+/// The chain's network RBAC filters on this connection: true (close it, as Envoy does)
+/// when one denies.
+pub(crate) fn network_rbac_denies(
+    filters: &[Arc<crate::config::rbac::RbacFilter>],
+    peer: SocketAddr,
+    dst: SocketAddr,
+    tls: Option<&crate::http::xfcc::TlsDownstream>,
+) -> bool {
+    if filters.is_empty() {
+        return false;
+    }
+    let principal = tls
+        .and_then(|t| t.peer_chain.first())
+        .map(crate::http::principal_name);
+    let input = crate::http::rbac::RbacInput {
+        head: None,
+        dst,
+        direct_remote: peer.ip(),
+        remote: peer.ip(),
+        peer_principal: principal.as_deref(),
+    };
+    filters.iter().any(|f| {
+        let denied = crate::http::rbac::check(f, &input) != crate::http::rbac::Decision::Allow;
+        if denied {
+            tracing::debug!(target: "spar_proxy::rbac", %peer, %dst, "network RBAC denied; closing");
+        }
+        denied
+    })
 }
 
 /// How long a TLS handshake may take before the connection is closed.

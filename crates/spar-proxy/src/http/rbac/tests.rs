@@ -1,0 +1,308 @@
+//! Istio AuthorizationPolicy → the real translator → the RBAC filter spar proxy builds from
+//! what it is sent → decisions for a table of requests.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::HeaderMap;
+
+use super::*;
+use crate::config::listener::NetworkFilter;
+use crate::config::Snapshot;
+
+const MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: httpbin, namespace: foo}
+spec:
+  selector: {app: httpbin}
+  ports: [{name: http, port: 8000}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: httpbin-1, namespace: foo, labels: {app: httpbin}}
+spec: {serviceAccountName: httpbin, containers: [{name: httpbin}]}
+status: {podIP: 10.0.0.5}
+"#;
+
+/// The RBAC filters of httpbin's inbound HTTP chain on port 8000 under `policies`.
+fn filters(policies: &str) -> Vec<std::sync::Arc<RbacFilter>> {
+    let yaml = format!("{MESH}---\n{policies}");
+    let x = crate::testutil::resources(
+        &yaml,
+        "sidecar~10.0.0.5~httpbin-1.foo~foo.svc.cluster.local",
+        &[("app", "httpbin")],
+    );
+    let snap = Snapshot::from_xds(&x).unwrap();
+    let inbound = &snap.listeners["virtualInbound"];
+    let chain = inbound
+        .chains
+        .iter()
+        .find(|c| c.matcher.destination_port == Some(8000))
+        .unwrap();
+    let NetworkFilter::Http(hcm) = &chain.filter else {
+        panic!("port 8000 is HTTP")
+    };
+    hcm.rbac.clone()
+}
+
+struct Req {
+    method: &'static str,
+    path: &'static str,
+    principal: Option<&'static str>,
+    headers: Vec<(&'static str, &'static str)>,
+    peer: &'static str,
+}
+
+fn req(method: &'static str, path: &'static str, principal: Option<&'static str>) -> Req {
+    Req {
+        method,
+        path,
+        principal,
+        headers: Vec::new(),
+        peer: "10.0.0.9",
+    }
+}
+
+fn allowed(filters: &[std::sync::Arc<RbacFilter>], r: &Req) -> bool {
+    let mut headers = HeaderMap::new();
+    for (k, v) in &r.headers {
+        headers.append(*k, v.parse().unwrap());
+    }
+    let head = RequestHead {
+        method: r.method,
+        scheme: "http",
+        authority: "httpbin.foo:8000",
+        path: r.path,
+        headers: &headers,
+        random: 0,
+    };
+    let peer: IpAddr = r.peer.parse().unwrap();
+    let input = RbacInput {
+        head: Some(&head),
+        dst: SocketAddr::new("10.0.0.5".parse().unwrap(), 8000),
+        direct_remote: peer,
+        remote: remote_address(peer, &headers, false, 0),
+        peer_principal: r.principal,
+    };
+    filters.iter().all(|f| check(f, &input) == Decision::Allow)
+}
+
+const SLEEP: Option<&str> = Some("spiffe://cluster.local/ns/bar/sa/sleep");
+const OTHER: Option<&str> = Some("spiffe://cluster.local/ns/baz/sa/curl");
+
+#[test]
+fn no_policy_no_filter_everything_allowed() {
+    let f = filters("");
+    assert!(f.is_empty());
+    assert!(allowed(&f, &req("GET", "/", None)));
+}
+
+#[test]
+fn allow_and_deny_policies_as_istio_documents_them() {
+    let f = filters(
+        r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-sleep, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/bar/sa/sleep"]}}]
+    to: [{operation: {methods: ["GET"], paths: ["/info*", "/status/200"]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin, namespace: foo}
+spec:
+  action: DENY
+  rules:
+  - to: [{operation: {paths: ["/info/admin"]}}]
+  - when: [{key: "request.headers[x-block]", values: ["yes"]}]
+"#,
+    );
+    assert_eq!(f.len(), 2, "DENY then ALLOW filters");
+    let cases = [
+        (req("GET", "/info", SLEEP), true),
+        (req("GET", "/info/headers?x=1", SLEEP), true),
+        (req("GET", "/status/200", SLEEP), true),
+        (req("GET", "/status/200?q", SLEEP), true),
+        (req("GET", "/status/2000", SLEEP), false),
+        (req("POST", "/info", SLEEP), false),
+        (req("GET", "/info", OTHER), false),
+        (req("GET", "/info", None), false),
+        (req("GET", "/info/admin", SLEEP), false),
+        (
+            Req {
+                headers: vec![("x-block", "yes")],
+                ..req("GET", "/info", SLEEP)
+            },
+            false,
+        ),
+        (
+            Req {
+                headers: vec![("x-block", "no")],
+                ..req("GET", "/info", SLEEP)
+            },
+            true,
+        ),
+    ];
+    for (r, want) in cases {
+        assert_eq!(
+            allowed(&f, &r),
+            want,
+            "{} {} as {:?} with {:?}",
+            r.method,
+            r.path,
+            r.principal,
+            r.headers
+        );
+    }
+}
+
+#[test]
+fn namespaces_ip_blocks_and_empty_policies() {
+    let f = filters(
+        r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: from-bar, namespace: foo}
+spec:
+  rules:
+  - from: [{source: {namespaces: ["bar"]}}]
+  - from: [{source: {ipBlocks: ["192.168.0.0/16"]}}]
+"#,
+    );
+    assert!(allowed(&f, &req("GET", "/", SLEEP)));
+    assert!(!allowed(&f, &req("GET", "/", OTHER)));
+    // A plaintext caller has no namespace.
+    assert!(!allowed(&f, &req("GET", "/", None)));
+    assert!(allowed(
+        &f,
+        &Req {
+            peer: "192.168.3.4",
+            ..req("GET", "/", None)
+        }
+    ));
+    // An ALLOW policy with no rules allows nothing; `rules: [{}]` allows everything.
+    let nothing = filters(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: none, namespace: foo}\nspec: {action: ALLOW}\n",
+    );
+    assert!(!allowed(&nothing, &req("GET", "/", SLEEP)));
+    let all = filters(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: all, namespace: foo}\nspec: {rules: [{}]}\n",
+    );
+    assert!(allowed(&all, &req("GET", "/", None)));
+}
+
+#[test]
+fn dry_run_policies_are_evaluated_but_not_enforced() {
+    let f = filters(
+        r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-all-dry
+  namespace: foo
+  annotations: {istio.io/dry-run: "true"}
+spec:
+  action: DENY
+  rules: [{}]
+"#,
+    );
+    assert!(f.iter().all(|x| x.rules.is_none() && x.shadow.is_some()));
+    assert!(allowed(&f, &req("GET", "/", None)));
+}
+
+#[test]
+fn remote_address_follows_envoys_xff_rule() {
+    let peer: IpAddr = "10.0.0.9".parse().unwrap();
+    let mut h = HeaderMap::new();
+    h.append("x-forwarded-for", "1.1.1.1, 2.2.2.2".parse().unwrap());
+    h.append("x-forwarded-for", "3.3.3.3".parse().unwrap());
+    assert_eq!(remote_address(peer, &h, true, 0), peer);
+    assert_eq!(
+        remote_address(peer, &h, false, 0),
+        "3.3.3.3".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(
+        remote_address(peer, &h, false, 1),
+        "2.2.2.2".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(remote_address(peer, &h, false, 5), peer);
+    assert_eq!(remote_address(peer, &HeaderMap::new(), false, 0), peer);
+}
+
+#[test]
+fn jwt_principals_are_refused_until_jwt_authn_lands() {
+    let yaml = format!(
+        "{MESH}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: jwt, namespace: foo}}\nspec:\n  rules:\n  - from: [{{source: {{requestPrincipals: [\"*\"]}}}}]\n"
+    );
+    let x = crate::testutil::resources(
+        &yaml,
+        "sidecar~10.0.0.5~httpbin-1.foo~foo.svc.cluster.local",
+        &[("app", "httpbin")],
+    );
+    let err = Snapshot::from_xds(&x).unwrap_err().to_string();
+    assert!(
+        err.contains("jwt_authn") || err.contains("metadata"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tcp_ports_get_the_network_filter_checked_per_connection() {
+    let mesh = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: foo}
+spec:
+  selector: {app: db}
+  ports: [{name: tcp-pg, port: 5432}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-1, namespace: foo, labels: {app: db}}
+spec: {serviceAccountName: db, containers: [{name: db}]}
+status: {podIP: 10.0.0.6}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: db, namespace: foo}
+spec:
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/bar/sa/sleep"]}}]
+    to: [{operation: {ports: ["5432"]}}]
+  # HTTP-only fields on a TCP port: Istio drops this ALLOW rule (it allows nothing).
+  - from: [{source: {principals: ["cluster.local/ns/baz/sa/curl"]}}]
+    to: [{operation: {methods: ["GET"]}}]
+"#;
+    let x = crate::testutil::resources(
+        mesh,
+        "sidecar~10.0.0.6~db-1.foo~foo.svc.cluster.local",
+        &[("app", "db")],
+    );
+    let snap = Snapshot::from_xds(&x).unwrap();
+    let chain = snap.listeners["virtualInbound"]
+        .chains
+        .iter()
+        .find(|c| c.matcher.destination_port == Some(5432))
+        .unwrap();
+    assert_eq!(chain.rbac.len(), 1);
+    let decide = |principal: Option<&str>| {
+        let input = RbacInput {
+            head: None,
+            dst: SocketAddr::new("10.0.0.6".parse().unwrap(), 5432),
+            direct_remote: "10.0.0.9".parse().unwrap(),
+            remote: "10.0.0.9".parse().unwrap(),
+            peer_principal: principal,
+        };
+        check(&chain.rbac[0], &input)
+    };
+    assert_eq!(decide(SLEEP), Decision::Allow);
+    assert_ne!(
+        decide(OTHER),
+        Decision::Allow,
+        "the HTTP-only rule was dropped"
+    );
+    assert_ne!(decide(None), Decision::Allow);
+}
