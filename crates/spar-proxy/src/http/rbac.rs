@@ -79,14 +79,10 @@ fn permission(p: &Permission, input: &RbacInput<'_>) -> bool {
         Permission::Or(any) => any.iter().any(|x| permission(x, input)),
         Permission::Not(x) => !permission(x, input),
         Permission::Header(h) => header(h, input),
-        Permission::UrlPath(m) => {
-            let Some(head) = input.head else {
-                return false;
-            };
-            let path = head.path;
-            let end = path.find(['?', '#']).unwrap_or(path.len());
-            m.matches(&path[..end])
-        }
+        Permission::UrlPath(m) => input.head.is_some_and(|h| {
+            let end = h.path.find(['?', '#']).unwrap_or(h.path.len());
+            m.matches(&h.path[..end])
+        }),
         Permission::DestinationIp(net) => net.contains(&input.dst.ip().to_canonical()),
         Permission::DestinationPort(port) => input.dst.port() == *port,
     }
@@ -144,13 +140,18 @@ fn request_header<'a>(head: &'a RequestHead<'a>, name: &str) -> Option<std::borr
         ":scheme" => Some(head.scheme.into()),
         ":path" => Some(head.path.into()),
         name => {
-            let values: Vec<String> = head
-                .headers
-                .get_all(name)
-                .iter()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .collect();
-            (!values.is_empty()).then(|| values.join(",").into())
+            let mut values = head.headers.get_all(name).iter();
+            let first = values.next()?;
+            let Some(second) = values.next() else {
+                // The usual case, one value: no copy.
+                return Some(String::from_utf8_lossy(first.as_bytes()));
+            };
+            let mut joined = String::from_utf8_lossy(first.as_bytes()).into_owned();
+            for v in std::iter::once(second).chain(values) {
+                joined.push(',');
+                joined.push_str(&String::from_utf8_lossy(v.as_bytes()));
+            }
+            Some(joined.into())
         }
     }
 }
