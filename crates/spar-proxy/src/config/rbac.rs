@@ -53,6 +53,8 @@ pub enum Permission {
     UrlPath(StringMatch),
     DestinationIp(ipnet::IpNet),
     DestinationPort(u16),
+    /// The SNI the client sent in its TLS ClientHello (empty without TLS).
+    RequestedServerName(StringMatch),
 }
 
 /// Who asks.
@@ -218,6 +220,9 @@ fn permission(p: &pb::Permission, what: Ctx<'_>) -> Result<Permission, ConfigErr
                 why: format!("RBAC destination_port {port} is above 65535"),
             })?)
         }
+        Some(Rule::RequestedServerName(m)) => {
+            Permission::RequestedServerName(StringMatch::from_proto(m, what)?)
+        }
         Some(other) => {
             return Err(unsupported(
                 what,
@@ -234,7 +239,6 @@ fn rule_name(r: &pb::permission::Rule) -> &'static str {
     match r {
         Rule::Any(_) => "any: false",
         Rule::Metadata(_) => "metadata",
-        Rule::RequestedServerName(_) => "requested_server_name (connection.sni)",
         Rule::DestinationPortRange(_) => "destination_port_range",
         Rule::Matcher(_) => "matcher extension",
         Rule::UriTemplate(_) => "uri_template",

@@ -102,7 +102,7 @@ async fn one(
     let Some(chain) = listener.and_then(|l| chain::select(l, &info)) else {
         return reply(502, &format!("no listener carries traffic for {dst}\n"));
     };
-    if crate::listener::network_rbac_denies(&chain.rbac, peer, dst, None) {
+    if crate::listener::network_rbac_denies(&chain.rbac, peer, dst, None, "") {
         return reply(403, "RBAC: access denied");
     }
     match &chain.filter {
@@ -117,6 +117,7 @@ async fn one(
                 scheme: "http",
                 mtls: false,
                 peer_principal: None,
+                sni: None,
                 xfcc: None,
             });
             super::handle(conn, req).await

@@ -53,6 +53,8 @@ pub struct Conn {
     /// With mutual TLS, the client's principal name for RBAC: its URI SAN, else its first
     /// DNS SAN, else empty.
     pub peer_principal: Option<String>,
+    /// The SNI of the TLS connection it came on (RBAC `requested_server_name`).
+    pub sni: Option<String>,
     /// This connection's `x-forwarded-client-cert` element, when the manager adds one.
     pub xfcc: Option<HeaderValue>,
 }
@@ -86,6 +88,7 @@ pub async fn serve<S>(
             .as_ref()
             .and_then(|t| t.peer_chain.first())
             .map(principal_name),
+        sni: tls.as_ref().and_then(|t| t.sni.clone()),
         xfcc: xfcc::element(&hcm.xfcc, tls.as_ref()),
     });
     let svc = service_fn(move |req| {
@@ -262,6 +265,7 @@ async fn route_request(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
                 conn.hcm.xff_num_trusted_hops,
             ),
             peer_principal: conn.peer_principal.as_deref(),
+            sni: conn.sni.as_deref().unwrap_or(""),
         };
         for f in &conn.hcm.rbac {
             if let rbac::Decision::Deny(policy) = rbac::check(f, &input) {

@@ -22,6 +22,8 @@ pub struct RbacInput<'a> {
     /// `Some` when the client presented a certificate: its URI SAN, else its first DNS
     /// SAN, else empty (Envoy's principal name).
     pub peer_principal: Option<&'a str>,
+    /// The SNI of the client's TLS ClientHello; empty without TLS or without SNI.
+    pub sni: &'a str,
 }
 
 /// The outcome of the enforced rules.
@@ -85,6 +87,7 @@ fn permission(p: &Permission, input: &RbacInput<'_>) -> bool {
         }),
         Permission::DestinationIp(net) => net.contains(&input.dst.ip().to_canonical()),
         Permission::DestinationPort(port) => input.dst.port() == *port,
+        Permission::RequestedServerName(m) => m.matches(input.sni),
     }
 }
 

@@ -24,6 +24,8 @@ pub struct TlsDownstream {
     pub peer_chain: Vec<CertificateDer<'static>>,
     /// This proxy's certificate chain (PEM) on the connection.
     pub local_chain_pem: Option<std::sync::Arc<crate::config::tls::CertKey>>,
+    /// The SNI the client sent (RBAC `requested_server_name`).
+    pub sni: Option<String>,
 }
 
 /// The element for this connection, when the manager adds one and the client presented a

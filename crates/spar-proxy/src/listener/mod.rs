@@ -158,7 +158,8 @@ async fn run_chain(
     };
     match &chain.tls {
         None => {
-            if network_rbac_denies(&chain.rbac, peer, dst, None) {
+            let sni = info.sni.as_deref().unwrap_or("");
+            if network_rbac_denies(&chain.rbac, peer, dst, None, sni) {
                 return;
             }
             carry(shared, snap, &chain.filter, stream, peer, dst, local, None).await
@@ -180,8 +181,9 @@ async fn run_chain(
                         snap.secret(n).and_then(|s| s.cert.clone())
                     }
                 },
+                sni: info.sni.clone(),
             };
-            if network_rbac_denies(&chain.rbac, peer, dst, Some(&info)) {
+            if network_rbac_denies(&chain.rbac, peer, dst, Some(&info), "") {
                 return;
             }
             carry(
@@ -206,6 +208,8 @@ pub(crate) fn network_rbac_denies(
     peer: SocketAddr,
     dst: SocketAddr,
     tls: Option<&crate::http::xfcc::TlsDownstream>,
+    // The ClientHello's SNI when the chain does not terminate TLS (tls_inspector's).
+    inspected_sni: &str,
 ) -> bool {
     if filters.is_empty() {
         return false;
@@ -219,6 +223,7 @@ pub(crate) fn network_rbac_denies(
         direct_remote: peer.ip(),
         remote: peer.ip(),
         peer_principal: principal.as_deref(),
+        sni: tls.and_then(|t| t.sni.as_deref()).unwrap_or(inspected_sni),
     };
     filters.iter().any(|f| {
         let denied = crate::http::rbac::check(f, &input) != crate::http::rbac::Decision::Allow;

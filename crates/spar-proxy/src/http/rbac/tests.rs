@@ -85,6 +85,7 @@ fn allowed(filters: &[std::sync::Arc<RbacFilter>], r: &Req) -> bool {
         direct_remote: peer,
         remote: remote_address(peer, &headers, false, 0),
         peer_principal: r.principal,
+        sni: "",
     };
     filters.iter().all(|f| check(f, &input) == Decision::Allow)
 }
@@ -295,6 +296,7 @@ spec:
             direct_remote: "10.0.0.9".parse().unwrap(),
             remote: "10.0.0.9".parse().unwrap(),
             peer_principal: principal,
+            sni: "",
         };
         check(&chain.rbac[0], &input)
     };
@@ -305,4 +307,34 @@ spec:
         "the HTTP-only rule was dropped"
     );
     assert_ne!(decide(None), Decision::Allow);
+}
+
+#[test]
+fn connection_sni_conditions_read_the_client_hello() {
+    let f = filters(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: sni, namespace: foo}\nspec:\n  action: DENY\n  rules: [{when: [{key: connection.sni, values: [\"blocked.example\"]}]}]\n",
+    );
+    let headers = HeaderMap::new();
+    let head = RequestHead {
+        method: "GET",
+        scheme: "https",
+        authority: "httpbin",
+        path: "/",
+        headers: &headers,
+        random: 0,
+    };
+    let decide = |sni: &str| {
+        let input = RbacInput {
+            head: Some(&head),
+            dst: SocketAddr::new("10.0.0.5".parse().unwrap(), 8000),
+            direct_remote: "10.0.0.9".parse().unwrap(),
+            remote: "10.0.0.9".parse().unwrap(),
+            peer_principal: SLEEP,
+            sni,
+        };
+        f.iter().all(|x| check(x, &input) == Decision::Allow)
+    };
+    assert!(!decide("blocked.example"));
+    assert!(decide("other.example"));
+    assert!(decide(""), "plaintext: no SNI");
 }
