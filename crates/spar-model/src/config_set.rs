@@ -9,7 +9,7 @@
 
 mod parsed;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::diag::{Diagnostic, Severity};
@@ -25,7 +25,10 @@ pub use parsed::ParsedFile;
 
 /// The checked resources of a config directory (or any set of texts), with every
 /// diagnostic found on the way.
-#[derive(Debug, Default)]
+///
+/// Cloning is cheap next to loading: resources are shared, diagnostics and the mesh config
+/// are copied.
+#[derive(Debug, Default, Clone)]
 pub struct ConfigSet {
     /// Shared with the parsed files they came from: assembling a set again after one file
     /// changed copies pointers, not every resource's tree of small allocations.
@@ -34,6 +37,8 @@ pub struct ConfigSet {
     mesh: MeshConfig,
     /// [`LoadOptions::workload_identities`].
     workload_identities: bool,
+    /// [`ConfigSet::resolved_jwks`].
+    resolved_jwks: Arc<BTreeMap<String, String>>,
 }
 
 impl ConfigSet {
@@ -80,6 +85,7 @@ impl ConfigSet {
             diagnostics,
             mesh: MeshConfig::istio_defaults(),
             workload_identities: opts.workload_identities,
+            resolved_jwks: Arc::default(),
         };
         set.take_mesh_from_configmap(&resources, mesh);
         set.resources = dedupe(resources, &mut set.diagnostics);
@@ -123,6 +129,19 @@ impl ConfigSet {
     /// with [`ConfigSet::workload_identities`].
     pub fn auto_mtls(&self) -> bool {
         self.workload_identities && self.mesh.enable_auto_mtls != Some(false)
+    }
+
+    /// The key sets fetched for RequestAuthentication `jwksUri`s, by URI (the JWKS text as
+    /// served). Loading never fills it (it does no I/O): the control plane sets it before it
+    /// publishes a config, and translation inlines these keys; a URI missing here is
+    /// unresolved and its rule rejects every token.
+    pub fn resolved_jwks(&self) -> &BTreeMap<String, String> {
+        &self.resolved_jwks
+    }
+
+    /// Replaces [`ConfigSet::resolved_jwks`].
+    pub fn set_resolved_jwks(&mut self, jwks: Arc<BTreeMap<String, String>>) {
+        self.resolved_jwks = jwks;
     }
 
     /// The namespace whose policies apply mesh-wide (`istio-system` unless configured).

@@ -59,7 +59,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 
-pub use authz::{AuthzError, REJECT_ALL_JWKS};
+pub use authz::{jwks_uris, AuthzError, REJECT_ALL_JWKS};
 pub use class::NodeClass;
 pub use grpc::translate_grpc;
 pub use node::{NodeError, ProxyKind, ProxyNode};

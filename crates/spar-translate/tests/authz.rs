@@ -357,6 +357,82 @@ spec:
 }
 
 #[test]
+fn fetched_jwks_are_inlined_per_uri_and_unresolved_uris_reject_all() {
+    let cfg = r#"
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: default}
+spec:
+  jwtRules:
+  - issuer: https://b.test
+    jwksUri: https://b.test/jwks
+    timeout: 2s
+  - issuer: https://c.test
+    jwks_uri: https://c.test/jwks
+  - issuer: https://inline.test
+    jwks: '{"keys":[{"kty":"RSA","e":"AQAB","n":"AQAB"}]}'
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: other, namespace: default}
+spec:
+  selector: {matchLabels: {app: db}}
+  jwtRules:
+  - issuer: https://b2.test
+    jwksUri: https://b.test/jwks
+    timeout: 7s
+"#;
+    let mut set = config(cfg);
+    // Every URI of every RequestAuthentication, whichever proxy it applies to, with the
+    // longest timeout asked; inline keys need no fetch.
+    let uris = spar_translate::jwks_uris(&set);
+    assert_eq!(
+        uris.into_iter().collect::<Vec<_>>(),
+        vec![
+            (
+                "https://b.test/jwks".to_string(),
+                Some(std::time::Duration::from_secs(7))
+            ),
+            ("https://c.test/jwks".to_string(), None),
+        ]
+    );
+    let fetched = r#"{"keys":[{"kty":"RSA","kid":"fetched","e":"AQAB","n":"AQAB"}]}"#;
+    set.set_resolved_jwks(std::sync::Arc::new(
+        [("https://b.test/jwks".to_string(), fetched.to_string())]
+            .into_iter()
+            .collect(),
+    ));
+    let x = translate(&set, &Registry::build(&set), &web());
+    let j: JwtAuthentication = unpack(&http_filters(&x)[0].1);
+    let jwks = |iss: &str| match j.providers[iss].jwks_source_specifier.as_ref().unwrap() {
+        jwt_provider::JwksSourceSpecifier::LocalJwks(d) => format!("{:?}", d.specifier),
+        _ => panic!("remote jwks"),
+    };
+    assert!(jwks("https://b.test").contains("fetched"));
+    // Not fetched: fails closed for that rule alone, never borrows the other URI's keys.
+    assert!(jwks("https://c.test").contains("spar-unresolved-jwks"));
+    assert!(jwks("https://inline.test").contains("AQAB"));
+    // A fetched text that is not a JWKS is never pushed.
+    set.set_resolved_jwks(std::sync::Arc::new(
+        [("https://b.test/jwks".to_string(), "<html>".to_string())]
+            .into_iter()
+            .collect(),
+    ));
+    let x = translate(&set, &Registry::build(&set), &web());
+    let j: JwtAuthentication = unpack(&http_filters(&x)[0].1);
+    match j.providers["https://b.test"]
+        .jwks_source_specifier
+        .as_ref()
+        .unwrap()
+    {
+        jwt_provider::JwksSourceSpecifier::LocalJwks(d) => {
+            assert!(format!("{:?}", d.specifier).contains("spar-unresolved-jwks"))
+        }
+        _ => panic!("remote jwks"),
+    }
+}
+
+#[test]
 fn path_normalization_follows_mesh_config() {
     for (kind, merge, escaped) in [
         ("BASE", false, 0),

@@ -8,12 +8,18 @@
 //! dynamic metadata under [`super::matchers::PAYLOAD_KEY`], where RBAC matches
 //! `requestPrincipals` and `request.auth.*`.
 //!
-//! Keys: `jwks` inline is passed as is. A `jwksUri` is not fetched by translation (which
-//! does no I/O); until the control plane has resolved it into `jwks`, the provider gets a
-//! key set whose private key nobody holds, so every token for that issuer is rejected —
-//! never another issuer's keys (istiod does the same when a fetch fails).
+//! Keys are always pushed inline (`local_jwks`), never as a `remote_jwks` for the proxy to
+//! fetch, as istiod does by default. `jwks` inline is passed as is. A `jwksUri` takes the
+//! key set the control plane fetched for it ([`ConfigSet::resolved_jwks`]: translation
+//! itself does no I/O, so the fetched keys are part of its input, set by `spar
+//! control-plane` before it publishes a config; see `spar_xds::jwks`). A URI with no
+//! fetched keys (never fetched successfully, or translation run offline by `spar ctl` and
+//! `spar analyze`) gets [`REJECT_ALL_JWKS`], a key set whose private key nobody holds, so
+//! every token for that issuer is rejected — never another issuer's keys (istiod does the
+//! same when a fetch fails). [`jwks_uris`] lists what the control plane has to fetch.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::{data_source, DataSource};
 use envoy_types::pb::envoy::config::route::v3::{route_match, RouteMatch};
@@ -23,6 +29,7 @@ use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
 };
 use envoy_types::pb::google::protobuf::{Any, Empty};
 use spar_model::istio::types::{JWTRule, RequestAuthentication};
+use spar_model::{ConfigSet, Kind};
 
 use super::matchers::PAYLOAD_KEY;
 
@@ -34,9 +41,45 @@ pub const REJECT_ALL_JWKS: &str = concat!(
     r#""}]}"#
 );
 
+/// Every `jwksUri` of a rule without inline `jwks` in `config` (each RequestAuthentication,
+/// whichever proxies it applies to), with the longest fetch timeout its rules ask for
+/// (`timeout`; `None` when none sets one, or it does not parse).
+pub fn jwks_uris(config: &ConfigSet) -> BTreeMap<String, Option<Duration>> {
+    let mut out: BTreeMap<String, Option<Duration>> = BTreeMap::new();
+    let rules = config
+        .of_kind(Kind::RequestAuthentication)
+        .filter_map(|r| r.body.request_authentication())
+        .flat_map(|ra| &ra.jwt_rules);
+    for rule in rules {
+        if rule.jwks.as_deref().is_some_and(|j| !j.is_empty()) {
+            continue;
+        }
+        let Some(uri) = jwks_uri(rule) else { continue };
+        let timeout = rule
+            .timeout
+            .as_deref()
+            .and_then(|t| spar_model::duration::parse_duration(t).ok())
+            .filter(|t| !t.is_zero());
+        let slot = out.entry(uri.to_string()).or_default();
+        *slot = (*slot).max(timeout);
+    }
+    out
+}
+
+/// The rule's `jwksUri` (or its proto spelling `jwks_uri`), when set and not empty.
+fn jwks_uri(rule: &JWTRule) -> Option<&str> {
+    rule.jwks_uri
+        .as_deref()
+        .or(rule.jwks_uri_snake.as_deref())
+        .filter(|u| !u.is_empty())
+}
+
 /// The filter config for the RequestAuthentications that apply, in order; `None` when
-/// no rule does.
-pub fn filter<'a>(policies: impl IntoIterator<Item = &'a RequestAuthentication>) -> Option<Any> {
+/// no rule does. `resolved` holds the fetched key sets by `jwksUri`.
+pub fn filter<'a>(
+    policies: impl IntoIterator<Item = &'a RequestAuthentication>,
+    resolved: &BTreeMap<String, String>,
+) -> Option<Any> {
     let mut providers: BTreeMap<String, JwtProvider> = BTreeMap::new();
     for ra in policies {
         for rule in &ra.jwt_rules {
@@ -47,7 +90,7 @@ pub fn filter<'a>(policies: impl IntoIterator<Item = &'a RequestAuthentication>)
                 n += 1;
                 name = format!("{issuer}#{n}");
             }
-            providers.insert(name, provider(rule));
+            providers.insert(name, provider(rule, resolved));
         }
     }
     if providers.is_empty() {
@@ -89,12 +132,17 @@ pub fn filter<'a>(policies: impl IntoIterator<Item = &'a RequestAuthentication>)
     Some(super::encode::merged(&base, &entries))
 }
 
-fn provider(rule: &JWTRule) -> JwtProvider {
-    let jwks = rule
-        .jwks
-        .as_deref()
-        .filter(|j| usable_jwks(j))
-        .unwrap_or(REJECT_ALL_JWKS);
+fn provider(rule: &JWTRule, resolved: &BTreeMap<String, String>) -> JwtProvider {
+    // Inline keys win (the schema forbids giving both); an inline set that is not usable
+    // is not replaced by fetched keys either.
+    let jwks = match rule.jwks.as_deref().filter(|j| !j.is_empty()) {
+        Some(inline) => Some(inline),
+        None => jwks_uri(rule)
+            .and_then(|u| resolved.get(u))
+            .map(String::as_str),
+    }
+    .filter(|j| usable_jwks(j))
+    .unwrap_or(REJECT_ALL_JWKS);
     JwtProvider {
         issuer: rule.issuer.clone().unwrap_or_default(),
         audiences: rule.audiences.clone(),

@@ -44,7 +44,7 @@ use spar_model::istio::types::AuthorizationAction;
 use spar_model::mesh::NormalizationType;
 use spar_model::Kind;
 
-pub use jwt::REJECT_ALL_JWKS;
+pub use jwt::{jwks_uris, REJECT_ALL_JWKS};
 
 use crate::Ctx;
 
@@ -123,7 +123,7 @@ pub fn build(ctx: &Ctx<'_>) -> Authz {
             )
             .then_some(ra)
         });
-    if let Some(cfg) = jwt::filter(ras) {
+    if let Some(cfg) = jwt::filter(ras, ctx.config.resolved_jwks()) {
         out.http.push(http_filter(matchers::JWT_FILTER, cfg));
     }
     if let Some(name) = &http.custom_provider {
