@@ -14,6 +14,7 @@ mod delta;
 pub mod dump;
 mod held;
 pub mod identity;
+pub mod jwks;
 pub mod metrics;
 pub mod monitoring;
 mod node;

@@ -30,6 +30,15 @@ pub struct Metrics {
     /// `spar_config_errors`: config files whose latest version is invalid (the last good one
     /// stays in force).
     pub config_errors: Gauge,
+    /// `pilot_jwks_resolver_network_fetch_success_total`: `jwksUri` fetches that returned a
+    /// usable key set (istiod's name).
+    pub jwks_fetch_ok: Count,
+    /// `pilot_jwks_resolver_network_fetch_fail_total`: `jwksUri` fetches that failed
+    /// (network, HTTP status, timeout, or a body that is not a JWKS; istiod's name).
+    pub jwks_fetch_failed: Count,
+    /// `spar_jwks_unresolved`: `jwksUri`s in the config never fetched successfully, whose
+    /// rules reject every token until they are.
+    pub jwks_unresolved: Gauge,
 }
 
 impl Default for Metrics {
@@ -69,6 +78,24 @@ impl Metrics {
             "Config files whose latest version is invalid; the last good version is served",
             config_errors.clone(),
         );
+        let jwks_fetch_ok = Count::default();
+        let jwks_fetch_failed = Count::default();
+        let jwks_unresolved = Gauge::default();
+        registry.register(
+            "pilot_jwks_resolver_network_fetch_success_total",
+            "RequestAuthentication jwksUri fetches that returned a usable key set",
+            jwks_fetch_ok.clone(),
+        );
+        registry.register(
+            "pilot_jwks_resolver_network_fetch_fail_total",
+            "RequestAuthentication jwksUri fetches that failed; the last good keys stay in force",
+            jwks_fetch_failed.clone(),
+        );
+        registry.register(
+            "spar_jwks_unresolved",
+            "jwksUris never fetched successfully; their rules reject every token",
+            jwks_unresolved.clone(),
+        );
         Metrics {
             registry,
             pushes,
@@ -76,6 +103,9 @@ impl Metrics {
             connected,
             rejects,
             config_errors,
+            jwks_fetch_ok,
+            jwks_fetch_failed,
+            jwks_unresolved,
         }
     }
 

@@ -398,7 +398,7 @@ fn endpoints_only(old: &ConfigSet, new: &ConfigSet) -> bool {
             .filter(|r| !matches!(r.kind, Kind::Endpoints | Kind::EndpointSlice))
     }
     let (mut a, mut b) = (rest(old), rest(new));
-    if old.mesh() != new.mesh() {
+    if old.mesh() != new.mesh() || old.resolved_jwks() != new.resolved_jwks() {
         return false;
     }
     loop {
