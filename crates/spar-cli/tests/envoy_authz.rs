@@ -7,8 +7,7 @@
 //! request principal, expired / unknown issuer / malformed / wrong key → 401, no token →
 //! allowed unless a policy asks for a request principal → 403).
 //!
-//! The differential: each corpus (except the JWT one: jwt_authn is not in spar proxy yet)
-//! runs against a real Envoy gateway and a `spar proxy` gateway, each served the same
+//! The differential: each corpus, the JWT one included, runs against a real Envoy gateway and a `spar proxy` gateway, each served the same
 //! policies by its own control plane, and every request must get the same, expected code
 //! from both (one documented exception: a `#fragment`, which Envoy refuses with 400 and
 //! spar proxy strips, so the DENY applies).
@@ -699,6 +698,9 @@ print(json.dumps({
     "wrong_audience": tok({"aud": "someone-else"}),
     "remote_issuer": tok({"iss": "https://remote.test"}),
     "malformed": "abc.def.ghi",
+    "not_yet_valid": tok({"nbf": now + 3600}),
+    "wrong_audience_and_key": tok({"aud": "someone-else"}, other),
+    "expired_unknown_issuer": tok({"iss": "https://unknown.test", "exp": now - 3600}),
   }}))
 "#;
     let out = Command::new("python3").args(["-c", SCRIPT]).output();
@@ -766,9 +768,6 @@ spec:
     when: [{{key: request.auth.audiences, values: [spar]}}]
 "#
     );
-    let Some(mesh) = Mesh::start("jwt", &policies, None, "/open/ready") else {
-        return;
-    };
     let bearer = |name: &str| format!("Bearer {}", tokens[name].as_str().unwrap());
     let (alice, bob, admins, team) = (
         bearer("alice"),
@@ -784,7 +783,14 @@ spec:
         bearer("wrong_audience"),
         bearer("remote_issuer"),
     );
+    let (not_yet, aud_and_key, expired_unknown) = (
+        bearer("not_yet_valid"),
+        bearer("wrong_audience_and_key"),
+        bearer("expired_unknown_issuer"),
+    );
+    let raw = |name: &str| tokens[name].as_str().unwrap().to_string();
     let auth = |t: &str| -> Vec<(&str, String)> { vec![("authorization", t.to_string())] };
+    let alice_in_query = format!("/jwt?x=1&access_token={}", raw("alice"));
     let cases: Vec<JwtCase<'_>> = vec![
         // A missing token is allowed; only a policy that asks for a principal refuses it.
         ("/open", vec![], 200),
@@ -810,26 +816,146 @@ spec:
         ("/open", auth(&remote), 401),
         // A token in the access_token query parameter is read too.
         ("/jwt?access_token=garbage", vec![], 401),
+        (alice_in_query.as_str(), vec![], 200),
+        ("/open", auth(&not_yet), 401),
+        // Envoy checks the audience before the signature: 403, not 401.
+        ("/open", auth(&aud_and_key), 403),
+        ("/open", auth(&expired_unknown), 401),
+        // The prefix is case-sensitive: `bearer <token>` holds no token, so it is missing.
+        ("/open", auth(&format!("bearer {}", raw("expired"))), 200),
+        ("/jwt", auth(&format!("bearer {}", raw("alice"))), 403),
+        // Everything after the prefix is the token (Envoy 1.40): trailing text breaks it.
+        (
+            "/jwt",
+            auth(&format!("Bearer {}, extra", raw("alice"))),
+            401,
+        ),
+        // Another scheme, no token.
+        ("/open", auth("Basic YWxpY2U6c2VjcmV0"), 200),
+        // A spoofed claim header without a token changes nothing (and is stripped: below).
+        ("/open", vec![("x-jwt-sub", "admin".to_string())], 200),
     ];
-    let mut bad = Vec::new();
-    for (path, headers, want) in &cases {
-        let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let (code, body) = send(mesh.port, "GET", path, H, &hs);
-        if code != *want {
-            let who = headers
-                .first()
-                .map(|h| &h.1[..20.min(h.1.len())])
-                .unwrap_or("-");
-            bad.push(format!(
-                "GET {path} ({who}): got {code}, want {want}; {body:?}"
+    // A generated corpus on top, where only agreement is required: every token (and some
+    // mangled ones), in the header or the query, or one in each, to every path.
+    let mut variants: Vec<String> = tokens
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    variants.push(String::new());
+    variants.push(format!("{}x", raw("alice")));
+    variants.push(raw("alice").rsplit_once('.').unwrap().0.to_string());
+    let mut generated: Vec<(String, Vec<(&str, String)>)> = Vec::new();
+    for path in [
+        "/open",
+        "/jwt",
+        "/any-token",
+        "/group",
+        "/team",
+        "/aud",
+        "/elsewhere",
+    ] {
+        generated.push((path.to_string(), vec![]));
+        for (i, t) in variants.iter().enumerate() {
+            generated.push((
+                path.to_string(),
+                vec![("authorization", format!("Bearer {t}"))],
+            ));
+            generated.push((format!("{path}?access_token={t}"), vec![]));
+            let other = &variants[(i + 1) % variants.len()];
+            generated.push((
+                format!("{path}?access_token={other}"),
+                vec![("authorization", format!("Bearer {t}"))],
             ));
         }
     }
-    assert!(bad.is_empty(), "{}\n{}", bad.join("\n"), mesh.gateway.log());
-    // The verified subject is passed on; the original token is not (forwardOriginalToken
-    // defaults to false).
-    let (code, body) = send(mesh.port, "GET", "/jwt", H, &[("authorization", &alice)]);
-    assert_eq!(code, 200, "{body}");
-    assert!(body.contains("x-jwt-sub=alice"), "{body}");
-    assert!(!body.contains("authorization="), "{body}");
+    // The differential: a real Envoy gateway, then a spar proxy gateway, same policies;
+    // each must give every expected code.
+    let mut codes = Vec::new();
+    let mut generated_codes = Vec::new();
+    for spar_gateway in [false, true] {
+        let name = if spar_gateway { "jwt-spar" } else { "jwt" };
+        let Some(mesh) = Mesh::start_with(name, &policies, None, "/open/ready", spar_gateway)
+        else {
+            return;
+        };
+        let mut bad = Vec::new();
+        let mut got = Vec::new();
+        for (path, headers, want) in &cases {
+            let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (code, body) = send(mesh.port, "GET", path, H, &hs);
+            got.push(code);
+            if code != *want {
+                let who = headers
+                    .first()
+                    .map(|h| &h.1[..20.min(h.1.len())])
+                    .unwrap_or("-");
+                bad.push(format!(
+                    "GET {path} ({who}): got {code}, want {want}; {body:?}"
+                ));
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "{}:\n{}\n{}",
+            mesh.gateway.name(),
+            bad.join("\n"),
+            mesh.gateway.log()
+        );
+        // The verified subject is passed on; the original token is not
+        // (forwardOriginalToken defaults to false); a spoofed claim header is dropped.
+        let (code, body) = send(mesh.port, "GET", "/jwt", H, &[("authorization", &alice)]);
+        assert_eq!(code, 200, "{body}");
+        assert!(
+            body.contains("x-jwt-sub=alice"),
+            "{}: {body}",
+            mesh.gateway.name()
+        );
+        assert!(
+            !body.contains("authorization="),
+            "{}: {body}",
+            mesh.gateway.name()
+        );
+        let (code, body) = send(mesh.port, "GET", "/open", H, &[("x-jwt-sub", "admin")]);
+        assert_eq!(code, 200, "{body}");
+        assert!(
+            !body.contains("x-jwt-sub"),
+            "{}: {body}",
+            mesh.gateway.name()
+        );
+        codes.push(got);
+        generated_codes.push(
+            generated
+                .iter()
+                .map(|(path, headers)| {
+                    let hs: Vec<(&str, &str)> =
+                        headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    send(mesh.port, "GET", path, H, &hs).0
+                })
+                .collect::<Vec<u16>>(),
+        );
+    }
+    assert_eq!(
+        codes[0], codes[1],
+        "Envoy and spar proxy decided differently"
+    );
+    let differ: Vec<String> = generated
+        .iter()
+        .zip(generated_codes[0].iter().zip(&generated_codes[1]))
+        .filter(|(_, (e, s))| e != s)
+        .map(|((path, h), (e, s))| format!("GET {path} {h:?}: Envoy {e}, spar proxy {s}"))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{} of {} generated requests differ:\n{}",
+        differ.len(),
+        generated.len(),
+        differ.join("\n")
+    );
+    eprintln!(
+        "jwt differential: {} handpicked + {} generated requests, same codes",
+        cases.len(),
+        generated.len()
+    );
 }

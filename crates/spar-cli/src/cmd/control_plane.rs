@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,6 +11,7 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use spar_config::{watch_dir, Update, WatchOptions};
 use spar_model::LoadOptions;
 use spar_translate::type_url;
+use spar_xds::jwks::{HttpFetcher, JwksOptions, JwksResolver};
 use spar_xds::monitoring::{self, ConfigErrors, Monitoring};
 use spar_xds::{
     AdsServer, Encoded, Metrics, Overlay, PushDebounce, ResourceSource, ServeOptions,
@@ -32,6 +33,11 @@ use tokio::net::TcpListener;
 /// Two debounces apply: `--debounce` (file watch) before the directory is read again, then
 /// `--push-debounce` (or `--push-debounce-endpoints` for endpoint-only changes, at most
 /// `--push-debounce-max`) before connected proxies are pushed the new config.
+///
+/// RequestAuthentication `jwksUri`s are fetched by the control plane (as istiod does) and
+/// pushed inline: a config is published at once with the keys already fetched, and again
+/// when a fetch brings new ones. A URI never fetched successfully rejects every token of
+/// its rule; a failed refresh keeps the last good keys (see `--jwks-refresh`).
 #[derive(clap::Args)]
 pub struct Args {
     /// Directory of Istio and Kubernetes YAML/JSON, watched recursively.
@@ -74,6 +80,22 @@ pub struct Args {
     /// PILOT_PUSH_THROTTLE).
     #[arg(long, default_value_t = spar_xds::DEFAULT_PUSH_CONCURRENCY)]
     pub push_concurrency: usize,
+
+    /// How often each RequestAuthentication `jwksUri` is fetched again after a success
+    /// (istiod's PILOT_JWT_PUB_KEY_REFRESH_INTERVAL), so rotated keys reach proxies.
+    #[arg(long, value_name = "DURATION", default_value = "20m", value_parser = parse_debounce)]
+    pub jwks_refresh: Duration,
+
+    /// After a failed `jwksUri` fetch, the wait before the first retry; doubled on each
+    /// further failure, at most `--jwks-refresh`. Until a URI's first success its rules
+    /// reject every token; after it, a failure keeps the last good keys in force.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_debounce)]
+    pub jwks_retry: Duration,
+
+    /// The longest one `jwksUri` fetch may take (istiod: 5s); a JWT rule's `timeout` sets
+    /// another for its URI.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_debounce)]
+    pub jwks_timeout: Duration,
 
     /// Namespace for resources that do not set `metadata.namespace`.
     #[arg(short = 'n', long, default_value = "default")]
@@ -133,16 +155,40 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     // MeshConfig caCertificates: trust anchors beside the CA's root, kept current from
     // the config (before each snapshot is published, so the push that follows carries them).
     let extra_roots = Arc::new(spar_ca::bundle::ExtraRoots::default());
+    // RequestAuthentication jwksUris: fetched here, published with the config as input
+    // to translation; a fetch that changes keys publishes the last config again.
+    let jwks = Arc::new(JwksResolver::new(
+        JwksOptions {
+            refresh: args.jwks_refresh,
+            retry: args.jwks_retry,
+            timeout: args.jwks_timeout,
+        },
+        HttpFetcher::system(),
+        metrics.clone(),
+    ));
+    let publisher = Arc::new(Publisher {
+        store: store.clone(),
+        jwks: jwks.clone(),
+        lock: Mutex::new(()),
+    });
+    tokio::spawn(jwks.clone().run({
+        let publisher = publisher.clone();
+        move || {
+            let publisher = publisher.clone();
+            // Publishing builds the registry: off the async threads.
+            tokio::task::spawn_blocking(move || publisher.republish_with_keys());
+        }
+    }));
     let on_update = {
-        let store = store.clone();
+        let publisher = publisher.clone();
         let metrics = metrics.clone();
         let config_errors = config_errors.clone();
         let extra_roots = extra_roots.clone();
-        move |u: Update| apply(&store, &metrics, &config_errors, &extra_roots, u)
+        move |u: Update| apply(&publisher, &metrics, &config_errors, &extra_roots, u)
     };
     let (_watcher, initial) = watch_dir(&args.config_dir, opts, on_update)
         .with_context(|| format!("watching {}", args.config_dir.display()))?;
-    apply(&store, &metrics, &config_errors, &extra_roots, initial);
+    apply(&publisher, &metrics, &config_errors, &extra_roots, initial);
 
     let xds = spar_xds::bind(args.xds_addr).await.with_context(|| {
         format!(
@@ -220,8 +266,43 @@ async fn run_ads<S: ResourceSource>(
     .context("serving xDS")
 }
 
+/// Publishes configs to the store, one at a time: a config from the watcher with the
+/// `jwksUri` keys fetched so far, or the last config again when fetched keys changed.
+struct Publisher {
+    store: Arc<SnapshotStore>,
+    jwks: Arc<JwksResolver>,
+    /// Held across reading the keys and publishing, so a republish never overwrites a
+    /// newer config and no change of keys is missed.
+    lock: Mutex<()>,
+}
+
+impl Publisher {
+    fn publish(&self, mut config: spar_model::ConfigSet) -> u64 {
+        let _one_at_a_time = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let uris = spar_translate::jwks_uris(&config);
+        config.set_resolved_jwks(self.jwks.track(&uris));
+        self.store.publish(config)
+    }
+
+    /// The config in force again, with the keys fetched now (nothing when they are the
+    /// ones it has).
+    fn republish_with_keys(&self) {
+        let _one_at_a_time = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.store.load();
+        let keys = self.jwks.resolved();
+        if *current.config.resolved_jwks() == *keys {
+            return;
+        }
+        let mut config = current.config.clone();
+        drop(current);
+        config.set_resolved_jwks(keys);
+        let version = self.store.publish(config);
+        tracing::info!(version, "config published with new jwksUri keys");
+    }
+}
+
 fn apply(
-    store: &SnapshotStore,
+    publisher: &Publisher,
     metrics: &Metrics,
     config_errors: &ConfigErrors,
     extra_roots: &spar_ca::bundle::ExtraRoots,
@@ -255,7 +336,7 @@ fn apply(
     // Diagnostics were made while loading and the control plane never asks for a field's
     // line again: the positioned YAML trees (~14x the YAML) need not stay in memory.
     config.drop_source_trees();
-    let version = store.publish(config);
+    let version = publisher.publish(config);
     tracing::info!(
         version,
         resources,

@@ -29,6 +29,8 @@ const ROUTER: &str = "envoy.filters.http.router";
 /// Envoy's RBAC HTTP filter: enforced (config/rbac.rs, http/rbac.rs).
 pub const RBAC_FILTER: &str = "envoy.filters.http.rbac";
 /// Envoy's RBAC network filter, enforced per connection.
+/// Envoy's JWT authentication HTTP filter (config/jwt.rs, http/jwt.rs).
+pub const JWT_AUTHN_FILTER: &str = "envoy.filters.http.jwt_authn";
 pub const NETWORK_RBAC_FILTER: &str = "envoy.filters.network.rbac";
 
 const KNOWN_HTTP_FILTERS: [&str; 3] = [
@@ -107,6 +109,8 @@ pub struct HttpManager {
     pub path: crate::http::path::PathOptions,
     /// `forward_client_cert_details` and `set_current_client_cert_details`.
     pub xfcc: Xfcc,
+    /// `envoy.filters.http.jwt_authn`, which runs before the RBAC filters.
+    pub jwt: Option<Arc<super::jwt::JwtAuthn>>,
     /// `envoy.filters.http.rbac` filters, in filter order (each must allow).
     pub rbac: Vec<Arc<super::rbac::RbacFilter>>,
 }
@@ -372,6 +376,7 @@ fn http_manager(
     };
     let (mut fault, mut cors) = (false, false);
     let mut rbac = Vec::new();
+    let mut jwt = None;
     for f in &h.http_filters {
         let optional = f.is_optional
             || matches!(f.config_type, Some(http_filter::ConfigType::ConfigDiscovery(_)) if false);
@@ -394,6 +399,31 @@ fn http_manager(
                     why: format!("does not decode: {e}"),
                 })?;
                 rbac.push(Arc::new(super::rbac::RbacFilter::from_proto(&p, &what_f)?));
+            }
+            JWT_AUTHN_FILTER => {
+                let what_f = || format!("{}: http filter {JWT_AUTHN_FILTER}", what());
+                // RBAC reads what jwt_authn verified: istiod always puts it first, and the
+                // proxy evaluates it first.
+                if !rbac.is_empty() || jwt.is_some() {
+                    return Err(ConfigError::Unsupported {
+                        what: what_f(),
+                        feature: "jwt_authn after an RBAC filter or twice".into(),
+                    });
+                }
+                let Some(http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+                    return Err(ConfigError::Invalid {
+                        what: what_f(),
+                        why: "no typed_config".into(),
+                    });
+                };
+                let p = envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::JwtAuthentication::decode(
+                    any.value.as_slice(),
+                )
+                .map_err(|e| ConfigError::Invalid {
+                    what: what_f(),
+                    why: format!("does not decode: {e}"),
+                })?;
+                jwt = Some(Arc::new(super::jwt::JwtAuthn::from_proto(&p, &what_f)?));
             }
             n if KNOWN_HTTP_FILTERS.contains(&n) => {}
             _ if optional => {}
@@ -424,6 +454,7 @@ fn http_manager(
             .collect(),
         path: path_options(h),
         xfcc: xfcc(h),
+        jwt,
         rbac,
     })
 }

@@ -6,8 +6,10 @@
 //! snapshot they started with.
 
 pub mod cluster;
+pub mod jwt;
 pub mod listener;
 pub mod matcher;
+pub mod metadata;
 pub mod rbac;
 pub mod route;
 mod route_proto;

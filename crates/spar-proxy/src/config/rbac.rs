@@ -1,8 +1,8 @@
 //! `envoy.filters.http.rbac` and `envoy.filters.network.rbac` as the proxy keeps them: the enforced rules and the shadow
 //! (dry-run) rules, each an action and named policies of permissions and principals.
 //!
-//! The subset is what istiod and Spar's translator emit for AuthorizationPolicy. Anything
-//! else, JWT metadata principals included (they need jwt_authn), is refused with a
+//! The subset is what istiod and Spar's translator emit for AuthorizationPolicy, JWT
+//! metadata principals included (`config::metadata`). Anything else is refused with a
 //! message naming it, so the listener is NACKed: an authorization filter the proxy cannot
 //! evaluate never lets traffic through unchecked.
 
@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as Netw
 use envoy_types::pb::envoy::r#type::matcher::v3::path_matcher;
 
 use super::matcher::StringMatch;
+use super::metadata::MetadataMatch;
 use super::route::HeaderMatcher;
 use super::ConfigError;
 
@@ -72,6 +73,9 @@ pub enum Principal {
     /// The client address as the connection manager determined it (x-forwarded-for).
     RemoteIp(ipnet::IpNet),
     Header(HeaderMatcher),
+    /// The request's dynamic metadata: a verified JWT payload (requestPrincipals,
+    /// request.auth.*).
+    Metadata(MetadataMatch),
 }
 
 /// An RBAC filter (HTTP or network): enforced rules (none: everything allowed) and shadow
@@ -267,13 +271,10 @@ fn principal(p: &pb::Principal, what: Ctx<'_>) -> Result<Principal, ConfigError>
             Principal::DirectRemoteIp(cidr(c, what)?)
         }
         Some(Identifier::RemoteIp(c)) => Principal::RemoteIp(cidr(c, what)?),
-        Some(Identifier::Header(h)) => Principal::Header(super::route_proto::header_matcher(h, what)?),
-        Some(Identifier::Metadata(_)) => {
-            return Err(unsupported(
-                what,
-                "principal metadata (JWT requestPrincipals and request.auth.* need jwt_authn, not yet in spar proxy)",
-            ))
+        Some(Identifier::Header(h)) => {
+            Principal::Header(super::route_proto::header_matcher(h, what)?)
         }
+        Some(Identifier::Metadata(m)) => Principal::Metadata(MetadataMatch::from_proto(m, what)?),
         Some(_) => return Err(unsupported(what, "principal of this kind")),
         None => return Err(unsupported(what, "principal with no identifier")),
     })

@@ -126,7 +126,10 @@ impl Route {
 }
 
 impl RouteMatch {
-    fn from_proto(m: Option<&rpb::RouteMatch>, what: Ctx<'_>) -> Result<Self, ConfigError> {
+    pub(crate) fn from_proto(
+        m: Option<&rpb::RouteMatch>,
+        what: Ctx<'_>,
+    ) -> Result<Self, ConfigError> {
         use rpb::route_match::PathSpecifier as P;
         let Some(m) = m else {
             return Err(ConfigError::Invalid {

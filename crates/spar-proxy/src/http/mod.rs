@@ -10,6 +10,7 @@
 pub mod body;
 pub mod filters;
 pub mod forward;
+pub mod jwt;
 pub mod local_address;
 pub mod path;
 pub mod rbac;
@@ -219,7 +220,7 @@ fn prepare_headers(conn: &Conn, req: &mut Request<Incoming>) {
     }
 }
 
-async fn route_request(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
+async fn route_request(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     let snap = conn.shared.store.load();
     let Some(rc) = route_config(conn, &snap) else {
         return local_reply(Flag::NR);
@@ -243,6 +244,30 @@ async fn route_request(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    // JWT authentication, then authorization, both before the router, as Envoy's
+    // jwt_authn and RBAC filters: a refused request gets its answer whether or not a
+    // route would match.
+    let mut jwt_metadata = None;
+    if let Some(f) = &conn.hcm.jwt {
+        let method = req.method().clone();
+        let r = jwt::JwtRequest {
+            method: method.as_str(),
+            scheme: conn.scheme,
+            authority: &authority,
+            path: &path,
+        };
+        match jwt::authenticate(f, &r, req.headers_mut()) {
+            Ok(md) => jwt_metadata = md,
+            Err(status) => {
+                tracing::debug!(target: "spar_proxy::jwt", path = %path, reason = status.message(), "JWT refused");
+                let mut resp = reply(status.code(), status.message());
+                if let Some(v) = jwt::www_authenticate(conn.scheme, &authority, &path) {
+                    resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+                }
+                return resp;
+            }
+        }
+    }
     let head = RequestHead {
         method: req.method().as_str(),
         scheme: conn.scheme,
@@ -266,6 +291,7 @@ async fn route_request(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
             ),
             peer_principal: conn.peer_principal.as_deref(),
             sni: conn.sni.as_deref().unwrap_or(""),
+            jwt: jwt_metadata.as_ref(),
         };
         for f in &conn.hcm.rbac {
             if let rbac::Decision::Deny(policy) = rbac::check(f, &input) {

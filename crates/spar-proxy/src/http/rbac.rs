@@ -24,6 +24,9 @@ pub struct RbacInput<'a> {
     pub peer_principal: Option<&'a str>,
     /// The SNI of the client's TLS ClientHello; empty without TLS or without SNI.
     pub sni: &'a str,
+    /// `envoy.filters.http.jwt_authn`'s dynamic metadata: verified JWT payloads by
+    /// `payload_in_metadata` key; `None` when no token was verified.
+    pub jwt: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The outcome of the enforced rules.
@@ -105,6 +108,7 @@ fn principal(p: &Principal, input: &RbacInput<'_>) -> bool {
         Principal::DirectRemoteIp(net) => net.contains(&input.direct_remote.to_canonical()),
         Principal::RemoteIp(net) => net.contains(&input.remote.to_canonical()),
         Principal::Header(h) => header(h, input),
+        Principal::Metadata(m) => m.matches(input.jwt),
     }
 }
 

@@ -224,6 +224,7 @@ pub(crate) fn network_rbac_denies(
         remote: peer.ip(),
         peer_principal: principal.as_deref(),
         sni: tls.and_then(|t| t.sni.as_deref()).unwrap_or(inspected_sni),
+        jwt: None,
     };
     filters.iter().any(|f| {
         let denied = crate::http::rbac::check(f, &input) != crate::http::rbac::Decision::Allow;

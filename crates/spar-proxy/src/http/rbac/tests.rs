@@ -86,6 +86,7 @@ fn allowed(filters: &[std::sync::Arc<RbacFilter>], r: &Req) -> bool {
         remote: remote_address(peer, &headers, false, 0),
         peer_principal: r.principal,
         sni: "",
+        jwt: None,
     };
     filters.iter().all(|f| check(f, &input) == Decision::Allow)
 }
@@ -234,23 +235,6 @@ fn remote_address_follows_envoys_xff_rule() {
 }
 
 #[test]
-fn jwt_principals_are_refused_until_jwt_authn_lands() {
-    let yaml = format!(
-        "{MESH}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: jwt, namespace: foo}}\nspec:\n  rules:\n  - from: [{{source: {{requestPrincipals: [\"*\"]}}}}]\n"
-    );
-    let x = crate::testutil::resources(
-        &yaml,
-        "sidecar~10.0.0.5~httpbin-1.foo~foo.svc.cluster.local",
-        &[("app", "httpbin")],
-    );
-    let err = Snapshot::from_xds(&x).unwrap_err().to_string();
-    assert!(
-        err.contains("jwt_authn") || err.contains("metadata"),
-        "{err}"
-    );
-}
-
-#[test]
 fn tcp_ports_get_the_network_filter_checked_per_connection() {
     let mesh = r#"
 apiVersion: v1
@@ -297,6 +281,7 @@ spec:
             remote: "10.0.0.9".parse().unwrap(),
             peer_principal: principal,
             sni: "",
+            jwt: None,
         };
         check(&chain.rbac[0], &input)
     };
@@ -331,10 +316,70 @@ fn connection_sni_conditions_read_the_client_hello() {
             remote: "10.0.0.9".parse().unwrap(),
             peer_principal: SLEEP,
             sni,
+            jwt: None,
         };
         f.iter().all(|x| check(x, &input) == Decision::Allow)
     };
     assert!(!decide("blocked.example"));
     assert!(decide("other.example"));
     assert!(decide(""), "plaintext: no SNI");
+}
+
+#[test]
+fn request_principals_and_claims_match_the_verified_jwt_payload() {
+    let f = filters(
+        r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: jwt, namespace: foo}
+spec:
+  action: ALLOW
+  rules:
+  - from: [{source: {requestPrincipals: ["https://issuer.example/alice"]}}]
+    to: [{operation: {paths: ["/alice*"]}}]
+  - from: [{source: {requestPrincipals: ["*"]}}]
+    to: [{operation: {paths: ["/any-token*"]}}]
+    when:
+    - {key: "request.auth.claims[groups]", values: [admin]}
+    - {key: "request.auth.claims[org][team]", values: ["blue*"]}
+"#,
+    );
+    let headers = HeaderMap::new();
+    let decide = |path: &str, payload: Option<&str>| {
+        let head = RequestHead {
+            method: "GET",
+            scheme: "http",
+            authority: "httpbin.foo:8000",
+            path,
+            headers: &headers,
+            random: 0,
+        };
+        let md: Option<serde_json::Map<String, serde_json::Value>> =
+            payload.map(|p| serde_json::from_str(&format!(r#"{{"payload":{p}}}"#)).unwrap());
+        let input = RbacInput {
+            head: Some(&head),
+            dst: SocketAddr::new("10.0.0.5".parse().unwrap(), 8000),
+            direct_remote: "10.0.0.9".parse().unwrap(),
+            remote: "10.0.0.9".parse().unwrap(),
+            peer_principal: None,
+            sni: "",
+            jwt: md.as_ref(),
+        };
+        f.iter().all(|x| check(x, &input) == Decision::Allow)
+    };
+    let alice = r#"{"iss":"https://issuer.example","sub":"alice"}"#;
+    let bob = r#"{"iss":"https://issuer.example","sub":"bob"}"#;
+    let admin_blue = r#"{"iss":"i","sub":"s","groups":["dev","admin"],"org":{"team":"blue-1"}}"#;
+    let admin_red = r#"{"iss":"i","sub":"s","groups":["admin"],"org":{"team":"red"}}"#;
+    let admin_string = r#"{"iss":"i","sub":"s","groups":"admin","org":{"team":"blue"}}"#;
+    assert!(decide("/alice", Some(alice)));
+    assert!(!decide("/alice", Some(bob)));
+    assert!(!decide("/alice", None), "no token, no request principal");
+    assert!(decide("/any-token", Some(admin_blue)));
+    assert!(
+        decide("/any-token", Some(admin_string)),
+        "a string claim matches too"
+    );
+    assert!(!decide("/any-token", Some(admin_red)), "nested claim");
+    assert!(!decide("/any-token", Some(alice)));
+    assert!(!decide("/any-token", None));
 }
