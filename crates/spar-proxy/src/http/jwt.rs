@@ -233,7 +233,7 @@ impl<'a> Run<'a> {
                     Some(v) => (v, None),
                     None => continue,
                 },
-                Location::Cookie(name) => match cookie(self.headers, name) {
+                Location::Cookie(name) => match super::filters::cookie(self.headers, name) {
                     Some(v) => (v, None),
                     None => continue,
                 },
@@ -393,18 +393,6 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            let (k, v) = c.trim().split_once('=')?;
-            (k == name).then(|| v.trim_matches('"').to_string())
-        })
 }
 
 /// A JWT split and decoded, not yet verified.
