@@ -60,7 +60,9 @@ fn serve(conn: TcpStream) {
             }
             let (k, v) = h.split_once(':').unwrap_or((h, ""));
             let k = k.to_ascii_lowercase();
-            if ["x-jwt-sub", "x-forwarded-client-cert", "authorization"].contains(&k.as_str()) {
+            if ["x-jwt-sub", "x-forwarded-client-cert", "authorization"].contains(&k.as_str())
+                || k.starts_with("x-envoy-")
+            {
                 echoed.push_str(&format!(" {k}={}", v.trim()));
             }
             if k == "content-length" {
@@ -524,6 +526,50 @@ spec:
         assert_eq!(code, 200, "{}: {body}", mesh.gateway.name());
         assert!(!body.contains("x-forwarded-client-cert"), "{body}");
     }
+    // Nor the x-envoy-* control headers a client outside the mesh might send to steer
+    // retries, timeouts or tracing (Envoy cleans them from edge requests); both gateways
+    // pass on the same set, none with the client's value.
+    let spoofed: Vec<(&str, &str)> = [
+        "x-envoy-retry-on",
+        "x-envoy-retry-grpc-on",
+        "x-envoy-max-retries",
+        "x-envoy-upstream-rq-timeout-ms",
+        "x-envoy-upstream-rq-per-try-timeout-ms",
+        "x-envoy-expected-rq-timeout-ms",
+        "x-envoy-upstream-alt-stat-name",
+        "x-envoy-force-trace",
+        "x-envoy-internal",
+        "x-envoy-original-path",
+        "x-envoy-decorator-operation",
+        "x-envoy-downstream-service-cluster",
+        "x-envoy-downstream-service-node",
+        "x-envoy-external-address",
+        "x-envoy-ip-tags",
+        "x-envoy-hedge-on-per-try-timeout",
+    ]
+    .into_iter()
+    .map(|h| (h, "spoofed"))
+    .collect();
+    let mut passed = Vec::new();
+    for mesh in &meshes {
+        let (code, body) = send(mesh.port, "GET", "/echo", H, &spoofed);
+        assert_eq!(code, 200, "{}: {body}", mesh.gateway.name());
+        let names: Vec<String> = body
+            .split_whitespace()
+            .filter(|w| w.starts_with("x-envoy-"))
+            .map(|w| w.split('=').next().unwrap().to_string())
+            .collect();
+        assert!(
+            !body.contains("=spoofed"),
+            "{}: {body}",
+            mesh.gateway.name()
+        );
+        passed.push(names);
+    }
+    assert_eq!(
+        passed[0], passed[1],
+        "Envoy and spar proxy pass on different x-envoy-* headers"
+    );
 }
 
 /// The same DENY under Istio's default (BASE) normalization: dot segments and

@@ -186,11 +186,18 @@ fn prepare_headers(conn: &Conn, req: &mut Request<Incoming>) {
         h.insert("x-request-id", filters::request_id());
     }
     xfcc::apply(h, &conn.hcm.xfcc, conn.mtls, conn.xfcc.as_ref());
+    let peer = conn.peer.ip().to_canonical();
+    let edge = conn.hcm.use_remote_address
+        && !conn
+            .hcm
+            .internal_addresses
+            .iter()
+            .any(|n| n.contains(&peer));
+    clean_internal_headers(h, edge);
     if conn.hcm.use_remote_address || !h.contains_key("x-forwarded-proto") {
         h.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
     }
     if conn.hcm.use_remote_address {
-        let peer = conn.peer.ip().to_canonical();
         if !conn.hcm.skip_xff_append {
             let hop = if peer.is_loopback() {
                 local_address::local_address()
@@ -207,15 +214,45 @@ fn prepare_headers(conn: &Conn, req: &mut Request<Incoming>) {
         }
         // This proxy is the edge for a peer it does not call internal: it tells the
         // upstream who that peer was (and overwrites whatever the peer claimed).
-        if !conn
-            .hcm
-            .internal_addresses
-            .iter()
-            .any(|n| n.contains(&peer))
-        {
+        if edge {
             if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
                 h.insert("x-envoy-external-address", v);
             }
+        }
+    }
+}
+
+/// Headers only Envoy itself may set, dropped from every request; and, for an edge
+/// request (from a peer outside the mesh), the ones that would let a client steer
+/// retries, timeouts, stats or tracing (Envoy's `cleanInternalHeaders`).
+const ENVOY_ONLY: [&str; 4] = [
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+    "x-envoy-original-path",
+];
+const EDGE_CONTROLLED: [&str; 12] = [
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-hedge-on-per-try-timeout",
+    "x-envoy-internal",
+];
+
+fn clean_internal_headers(h: &mut http::HeaderMap, edge: bool) {
+    for name in ENVOY_ONLY {
+        h.remove(name);
+    }
+    if edge {
+        for name in EDGE_CONTROLLED {
+            h.remove(name);
         }
     }
 }
