@@ -40,6 +40,56 @@ pub struct RbacRules {
 pub struct RbacPolicy {
     pub permissions: Vec<Permission>,
     pub principals: Vec<Principal>,
+    /// Derived when building: `Some(paths)` when the policy can only match a request whose
+    /// path (without query) is one of these, so most policies are ruled out by one
+    /// comparison instead of walking their matchers (the request path's cost stays flat
+    /// as policies are added).
+    pub path_gate: Option<Vec<PathLiteral>>,
+}
+
+/// A path a policy needs, exactly or as a prefix (case-sensitive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathLiteral {
+    Exact(String),
+    Prefix(String),
+}
+
+impl PathLiteral {
+    pub fn admits(&self, path: &str) -> bool {
+        match self {
+            PathLiteral::Exact(p) => path == p,
+            PathLiteral::Prefix(p) => path.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// The paths `p` needs (a necessary condition, never a sufficient one): `None` when it
+/// can match without a literal path.
+fn path_gate(p: &Permission) -> Option<Vec<PathLiteral>> {
+    use super::matcher::StrMatch;
+    match p {
+        Permission::UrlPath(StringMatch {
+            pattern: StrMatch::Exact(s),
+            ignore_case: false,
+        }) => Some(vec![PathLiteral::Exact(s.clone())]),
+        Permission::UrlPath(StringMatch {
+            pattern: StrMatch::Prefix(s),
+            ignore_case: false,
+        }) => Some(vec![PathLiteral::Prefix(s.clone())]),
+        // All must hold: any one's requirement is the whole's.
+        Permission::And(all) => all.iter().find_map(path_gate),
+        // One must hold: the union, if every one has a requirement.
+        Permission::Or(any) => any_gate(any),
+        _ => None,
+    }
+}
+
+fn any_gate(any: &[Permission]) -> Option<Vec<PathLiteral>> {
+    let mut out = Vec::new();
+    for p in any {
+        out.extend(path_gate(p)?);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// What the request does.
@@ -157,14 +207,16 @@ fn rules(r: &pb::Rbac, what: Ctx<'_>) -> Result<RbacRules, ConfigError> {
             if p.condition.is_some() || p.checked_condition.is_some() {
                 return Err(unsupported(what, &format!("policy {name}: CEL conditions")));
             }
+            let permissions: Vec<Permission> = p
+                .permissions
+                .iter()
+                .map(|x| permission(x, what))
+                .collect::<Result<_, _>>()?;
             Ok((
                 name.clone(),
                 RbacPolicy {
-                    permissions: p
-                        .permissions
-                        .iter()
-                        .map(|x| permission(x, what))
-                        .collect::<Result<_, _>>()?,
+                    path_gate: any_gate(&permissions),
+                    permissions,
                     principals: p
                         .principals
                         .iter()

@@ -383,3 +383,38 @@ spec:
     assert!(!decide("/any-token", Some(alice)));
     assert!(!decide("/any-token", None));
 }
+
+#[test]
+fn path_gates_are_derived_only_where_a_literal_path_is_required() {
+    use crate::config::rbac::PathLiteral;
+    let f = filters(
+        r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: gates, namespace: foo}
+spec:
+  action: ALLOW
+  rules:
+  - to: [{operation: {methods: [GET], paths: ["/api/*", "/health"]}}]
+  - to: [{operation: {notPaths: ["/admin*"]}}]
+  - to: [{operation: {paths: ["/x*"]}}, {operation: {methods: [POST]}}]
+  - from: [{source: {namespaces: [bar]}}]
+"#,
+    );
+    let rules = f[0].rules.as_ref().unwrap();
+    let gate = |i: usize| rules.policies[i].1.path_gate.clone();
+    assert_eq!(
+        gate(0),
+        Some(vec![
+            PathLiteral::Prefix("/api/".into()),
+            PathLiteral::Exact("/health".into())
+        ])
+    );
+    assert_eq!(gate(1), None, "notPaths needs no literal");
+    assert_eq!(gate(2), None, "the second operation needs no path");
+    assert_eq!(gate(3), None);
+    // Gated or not, decisions are the matchers' own.
+    assert!(allowed(&f, &req("GET", "/api/v1?q=1", None)));
+    assert!(allowed(&f, &req("GET", "/elsewhere", None)), "notPaths rule");
+    assert!(!allowed(&f, &req("GET", "/admin/x", None)));
+    assert!(allowed(&f, &req("POST", "/admin/x", None)), "POST rule");
+}
