@@ -61,11 +61,23 @@ pub fn check(filter: &RbacFilter, input: &RbacInput<'_>) -> Decision {
 
 /// (allowed, the first policy that matched).
 fn decide<'r>(rules: &'r RbacRules, input: &RbacInput<'_>) -> (bool, Option<&'r str>) {
+    // The path as url_path matchers see it, once for all policies.
+    let path = input.head.map(|h| {
+        let end = h.path.find(['?', '#']).unwrap_or(h.path.len());
+        &h.path[..end]
+    });
     let matched = rules
         .policies
         .iter()
         .find(|(_, p)| {
-            p.permissions.iter().any(|x| permission(x, input))
+            let admitted = match (&p.path_gate, path) {
+                (None, _) => true,
+                // No request, no path: a policy that needs one cannot match.
+                (Some(_), None) => false,
+                (Some(lits), Some(path)) => lits.iter().any(|l| l.admits(path)),
+            };
+            admitted
+                && p.permissions.iter().any(|x| permission(x, input))
                 && p.principals.iter().any(|x| principal(x, input))
         })
         .map(|(name, _)| name.as_str());
@@ -77,7 +89,7 @@ fn decide<'r>(rules: &'r RbacRules, input: &RbacInput<'_>) -> (bool, Option<&'r 
     (allowed, matched)
 }
 
-fn permission(p: &Permission, input: &RbacInput<'_>) -> bool {
+pub(crate) fn permission(p: &Permission, input: &RbacInput<'_>) -> bool {
     match p {
         Permission::Any => true,
         Permission::And(all) => all.iter().all(|x| permission(x, input)),
@@ -94,7 +106,7 @@ fn permission(p: &Permission, input: &RbacInput<'_>) -> bool {
     }
 }
 
-fn principal(p: &Principal, input: &RbacInput<'_>) -> bool {
+pub(crate) fn principal(p: &Principal, input: &RbacInput<'_>) -> bool {
     match p {
         Principal::Any => true,
         Principal::And(all) => all.iter().all(|x| principal(x, input)),
@@ -140,7 +152,7 @@ fn header(h: &HeaderMatcher, input: &RbacInput<'_>) -> bool {
     hit != h.invert
 }
 
-fn request_header<'a>(head: &'a RequestHead<'a>, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+pub(crate) fn request_header<'a>(head: &'a RequestHead<'a>, name: &str) -> Option<std::borrow::Cow<'a, str>> {
     match name {
         ":method" => Some(head.method.into()),
         ":authority" | "host" => Some(head.authority.into()),
