@@ -1,12 +1,20 @@
-//! `spar ctl explain --from <proxy> <url> [-H name:value]...`: the path one request takes
-//! through a proxy — listener, filter chain, route configuration, virtual host, route (and the
-//! VirtualService it came from), action, clusters and endpoints — computed by `spar proxy`'s
-//! own matching code (`spar_proxy::listener::chain::select`, `spar_proxy::route::select`) on
-//! the resources that proxy was sent.
+//! `spar ctl explain`: what a proxy does with one request, computed by `spar proxy`'s own
+//! code on the resources that proxy was sent.
+//!
+//! `--from <proxy> <url>`: the path the request takes out of a proxy — listener, filter
+//! chain, route configuration, virtual host, route (and the VirtualService it came from),
+//! action, clusters and endpoints (`spar_proxy::listener::chain::select`,
+//! `spar_proxy::route::select`).
+//!
+//! `--to <proxy> <url>`: how the destination proxy authorizes it — its inbound chain (or
+//! gateway listener), every RBAC filter with each AuthorizationPolicy rule and whether it
+//! matches, dry-run rules, and the decision (`spar_proxy::http::rbac`); see [`policy`].
 //!
 //! Online (the default) it reads the resources from the control plane's
 //! `/debug/config_dump`; with `--config-dir` it translates the directory for the given node
 //! id instead, with no control plane.
+
+mod policy;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -24,14 +32,39 @@ use spar_translate::type_url;
 
 use super::ctl::http_get;
 
-/// Which listener, route, cluster and endpoints a request would take through a proxy.
+/// Where a request goes from a proxy (`--from`), or whether the proxy it goes to lets it
+/// in (`--to`).
+///
+/// `--from <proxy> <url>` explains routing: the listener, filter chain, route, the
+/// VirtualService it came from, clusters and endpoints. Exit code 1 when no listener or
+/// route matches (a 404 `NR`).
+///
+/// `--to <proxy> <url>` explains authorization at the destination (a sidecar's inbound
+/// chain for the URL's port, which is the workload's port, i.e. the Service's targetPort;
+/// or a gateway's listener on that port): each RBAC filter in Envoy's order (CUSTOM, DENY,
+/// ALLOW; AUDIT only logs), every AuthorizationPolicy rule as `<namespace>/<name> rule <i>`
+/// with whether it matches this request and, if not, why not; dry-run
+/// (`istio.io/dry-run`) rules as what they would do, not enforced; and the decision.
+/// Describe the caller with `--source-principal` (mTLS) or `--plaintext` (the default),
+/// `--source-ip`, `-X`, `-H`, and its JWT with `--claims` or `--request-principal` (the
+/// token is assumed valid: signature and expiry are not checked). Exit code 0 when the
+/// request is allowed, 1 when it is denied (403, 401, or the connection closed).
+///
+/// Errors (bad arguments, an unknown proxy, an unreachable control plane) exit with 2.
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("proxy").required(true).args(["from", "to"])))]
 pub struct Args {
-    /// The proxy: its node id, or `<pod>.<namespace>` when connected.
+    /// Explain routing from this proxy: its node id, or `<pod>.<namespace>` when connected.
     #[arg(long)]
-    pub from: String,
+    pub from: Option<String>,
+
+    /// Explain authorization at this destination proxy (sidecar or gateway): its node id,
+    /// or `<pod>.<namespace>` when connected.
+    #[arg(long)]
+    pub to: Option<String>,
 
     /// The request URL, as the application would call it (`http://reviews:9080/reviews/1`).
+    /// With `--to` its port is the port the destination receives on.
     pub url: String,
 
     /// A request header (`name:value`); repeatable.
@@ -42,12 +75,45 @@ pub struct Args {
     #[arg(short = 'X', long, default_value = "GET")]
     pub method: String,
 
+    /// With `--to`: the caller's mTLS identity, the SPIFFE URI of its certificate
+    /// (`spiffe://cluster.local/ns/foo/sa/bar`).
+    #[arg(long, requires = "to", value_name = "SPIFFE_URI")]
+    pub source_principal: Option<String>,
+
+    /// With `--to`: the caller connects without mTLS (the default without
+    /// `--source-principal`).
+    #[arg(long, requires = "to", conflicts_with = "source_principal")]
+    pub plaintext: bool,
+
+    /// With `--to`: the caller's address (ipBlocks; remoteIpBlocks also read
+    /// x-forwarded-for as the proxy does).
+    #[arg(long, requires = "to", value_name = "IP", default_value = "10.255.0.1")]
+    pub source_ip: IpAddr,
+
+    /// With `--to`: the claims of the request's JWT, as a JSON object
+    /// (`{"iss":"https://issuer","sub":"alice","groups":["admin"]}`). The token is assumed
+    /// valid (signature, expiry not checked); its issuer and audiences are checked against
+    /// the RequestAuthentication the destination has.
+    #[arg(
+        long,
+        requires = "to",
+        value_name = "JSON",
+        conflicts_with = "request_principal"
+    )]
+    pub claims: Option<String>,
+
+    /// With `--to`: shorthand for `--claims` with only `iss` and `sub`, given as Istio's
+    /// request principal `<iss>/<sub>`.
+    #[arg(long, requires = "to", value_name = "ISS/SUB")]
+    pub request_principal: Option<String>,
+
     /// The control plane's monitoring address.
     #[arg(long, default_value = "127.0.0.1:15014")]
     pub cp: String,
 
-    /// Translate this directory for `--from` (a full node id) instead of asking a running
-    /// control plane.
+    /// Translate this directory for the proxy (then a full node id,
+    /// `sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`) instead of asking a
+    /// running control plane.
     #[arg(long)]
     pub config_dir: Option<PathBuf>,
 
@@ -57,9 +123,14 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let from = match (&args.from, &args.to) {
+        (Some(from), _) => from,
+        (None, Some(to)) => return policy::run(args, to),
+        (None, None) => bail!("give --from <proxy> (routing) or --to <proxy> (authorization)"),
+    };
     let snapshot = match &args.config_dir {
-        Some(dir) => offline(dir, &args.from, &args.namespace)?,
-        None => online(&args.cp, &args.from)?,
+        Some(dir) => offline(dir, from, &args.namespace)?,
+        None => online(&args.cp, from)?,
     };
     let req = Request::parse(args)?;
     let (text, found) = explain(&snapshot, &req);
@@ -72,7 +143,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 /// The request as route matching sees it.
-struct Request {
+pub(crate) struct Request {
     scheme: String,
     host: String,
     port: u16,
@@ -82,7 +153,7 @@ struct Request {
 }
 
 impl Request {
-    fn parse(args: &Args) -> anyhow::Result<Request> {
+    pub(crate) fn parse(args: &Args) -> anyhow::Result<Request> {
         let uri: http::Uri = args
             .url
             .parse()
@@ -118,7 +189,7 @@ impl Request {
         })
     }
 
-    fn authority(&self) -> String {
+    pub(crate) fn authority(&self) -> String {
         let default = if self.scheme == "https" { 443 } else { 80 };
         if self.port == default {
             self.host.clone()
@@ -384,6 +455,15 @@ fn pick_listener<'a>(s: &'a Snapshot, req: &Request) -> Option<(&'a Listener, So
 }
 
 pub(crate) fn online(cp: &str, proxy: &str) -> anyhow::Result<Snapshot> {
+    let (id, sent) = sent_to(cp, proxy)?;
+    snapshot_of(&id, &sent)
+}
+
+/// The resources a connected proxy was sent, per type (clusters, endpoints, listeners,
+/// routes), and its full node id.
+pub(crate) type Sent = Vec<(&'static str, Vec<Any>)>;
+
+pub(crate) fn sent_to(cp: &str, proxy: &str) -> anyhow::Result<(String, Sent)> {
     let id = super::proxy_config::resolve(cp, proxy)?;
     let path = format!(
         "/debug/config_dump?proxyID={}",
@@ -396,7 +476,7 @@ pub(crate) fn online(cp: &str, proxy: &str) -> anyhow::Result<Snapshot> {
         .as_array()
         .and_then(|cs| cs.iter().max_by_key(|c| c["connection"].as_u64()))
         .with_context(|| format!("{id}: no connection"))?;
-    let mut snapshot = Snapshot::default();
+    let mut sent = Vec::new();
     for t in [
         type_url::CLUSTER,
         type_url::ENDPOINT,
@@ -415,8 +495,18 @@ pub(crate) fn online(cp: &str, proxy: &str) -> anyhow::Result<Snapshot> {
                 value: bytes,
             });
         }
+        sent.push((t, anys));
+    }
+    Ok((id, sent))
+}
+
+/// What the proxy builds from `sent`.
+pub(crate) fn snapshot_of(id: &str, sent: &Sent) -> anyhow::Result<Snapshot> {
+    let mut snapshot = Snapshot::default();
+    for (t, anys) in sent {
+        let short = spar_xds::resources::short_name(t);
         snapshot = snapshot
-            .apply(t, &anys, &[], true)
+            .apply(t, anys, &[], true)
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("{id}: the {short} it was sent"))?;
     }
@@ -424,10 +514,23 @@ pub(crate) fn online(cp: &str, proxy: &str) -> anyhow::Result<Snapshot> {
 }
 
 fn offline(dir: &PathBuf, node_id: &str, namespace: &str) -> anyhow::Result<Snapshot> {
-    let side = super::diff::load(dir, namespace)?;
-    let node = super::diff::given_proxy(node_id, &[&side])?;
-    let x = spar_translate::translate(&side.config, &side.registry, &node);
+    let x = translated(dir, node_id, namespace)?;
     Snapshot::from_xds(&x)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("{node_id}: its translated config"))
+}
+
+/// What the control plane would send `node_id` for the config in `dir`.
+pub(crate) fn translated(
+    dir: &PathBuf,
+    node_id: &str,
+    namespace: &str,
+) -> anyhow::Result<spar_translate::XdsResources> {
+    let side = super::diff::load(dir, namespace)?;
+    let node = super::diff::given_proxy(node_id, &[&side])?;
+    Ok(spar_translate::translate(
+        &side.config,
+        &side.registry,
+        &node,
+    ))
 }

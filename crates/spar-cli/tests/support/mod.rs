@@ -316,6 +316,26 @@ impl AdsStream {
         }
     }
 
+    /// Sends the workload's labels in the node metadata (`LABELS`), as a sidecar does;
+    /// call before the first subscription.
+    #[allow(dead_code)]
+    pub fn set_labels(&mut self, labels: &[(&str, &str)]) {
+        use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+        let s = |v: &str| Value {
+            kind: Some(Kind::StringValue(v.to_string())),
+        };
+        let labels = Struct {
+            fields: labels.iter().map(|(k, v)| (k.to_string(), s(v))).collect(),
+        };
+        let meta = self.node.metadata.get_or_insert_with(Default::default);
+        meta.fields.insert(
+            "LABELS".to_string(),
+            Value {
+                kind: Some(Kind::StructValue(labels)),
+            },
+        );
+    }
+
     /// Subscribes to `type_url` (`names` empty: wildcard) and returns the response.
     pub async fn subscribe(
         &mut self,

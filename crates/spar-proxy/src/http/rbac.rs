@@ -152,7 +152,10 @@ fn header(h: &HeaderMatcher, input: &RbacInput<'_>) -> bool {
     hit != h.invert
 }
 
-pub(crate) fn request_header<'a>(head: &'a RequestHead<'a>, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+pub(crate) fn request_header<'a>(
+    head: &'a RequestHead<'a>,
+    name: &str,
+) -> Option<std::borrow::Cow<'a, str>> {
     match name {
         ":method" => Some(head.method.into()),
         ":authority" | "host" => Some(head.authority.into()),
@@ -198,5 +201,6 @@ pub fn remote_address(
     idx.and_then(|i| xff[i].parse().ok()).unwrap_or(peer)
 }
 
+pub mod explain;
 #[cfg(test)]
 mod tests;
