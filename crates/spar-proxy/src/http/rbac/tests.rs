@@ -414,7 +414,10 @@ spec:
     assert_eq!(gate(3), None);
     // Gated or not, decisions are the matchers' own.
     assert!(allowed(&f, &req("GET", "/api/v1?q=1", None)));
-    assert!(allowed(&f, &req("GET", "/elsewhere", None)), "notPaths rule");
+    assert!(
+        allowed(&f, &req("GET", "/elsewhere", None)),
+        "notPaths rule"
+    );
     assert!(!allowed(&f, &req("GET", "/admin/x", None)));
     assert!(allowed(&f, &req("POST", "/admin/x", None)), "POST rule");
 }
