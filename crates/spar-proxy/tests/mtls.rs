@@ -661,11 +661,49 @@ async fn the_books_mesh_policy_and_namespace_policy_shape_mtls() {
 /// body; under PERMISSIVE a plaintext caller (no principal) gets 403 too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorization_policy_is_enforced_on_the_proven_identity() {
+    let policy = "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: reviews, namespace: default}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  rules:\n  - from: [{source: {principals: [\"cluster.local/ns/default/sa/productpage\"]}}]\n    to: [{operation: {methods: [\"GET\"], paths: [\"/ratings*\"]}}]\n";
+    only_productpage_may_get_ratings(policy).await;
+}
+
+/// The book's 2019 RBAC (`rbac.istio.io/v1alpha1`): RBAC switched on for the namespace, a
+/// ServiceRole allowing GET /ratings* on reviews, bound to productpage's principal by
+/// `source.principal` — converted by the control plane and enforced by the sidecar with
+/// the same outcomes as the AuthorizationPolicy above.
+#[tokio::test]
+async fn the_books_service_role_binding_is_enforced_on_the_proven_identity() {
+    let legacy = r#"---
+apiVersion: "rbac.istio.io/v1alpha1"
+kind: ClusterRbacConfig
+metadata: {name: default}
+spec:
+  mode: ON_WITH_INCLUSION
+  inclusion: {namespaces: [default]}
+---
+apiVersion: "rbac.istio.io/v1alpha1"
+kind: ServiceRole
+metadata: {name: ratings-viewer, namespace: default}
+spec:
+  rules:
+  - services: ["reviews.default.svc.cluster.local"]
+    methods: ["GET"]
+    paths: ["/ratings*"]
+---
+apiVersion: "rbac.istio.io/v1alpha1"
+kind: ServiceRoleBinding
+metadata: {name: productpage-ratings, namespace: default}
+spec:
+  subjects:
+  - properties: {source.principal: "cluster.local/ns/default/sa/productpage"}
+  roleRef: {kind: ServiceRole, name: ratings-viewer}
+"#;
+    only_productpage_may_get_ratings(legacy).await;
+}
+
+async fn only_productpage_may_get_ratings(policy: &str) {
     let backend = Backend::start("reviews").await;
     let port = free_port();
     let ca = Ca::generate(TD).unwrap();
     let any = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 0);
-    let policy = "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: reviews, namespace: default}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  rules:\n  - from: [{source: {principals: [\"cluster.local/ns/default/sa/productpage\"]}}]\n    to: [{operation: {methods: [\"GET\"], paths: [\"/ratings*\"]}}]\n";
     let config = format!("{}{policy}", mesh(port, backend.addr, "PERMISSIVE"));
     let server_id = format!("sidecar~{SERVER_IP}~reviews-1.default~default.svc.cluster.local");
     let client_id = "sidecar~127.0.0.1~productpage-1.default~default.svc.cluster.local";
