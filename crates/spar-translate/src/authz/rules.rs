@@ -228,6 +228,22 @@ fn source(s: &Source, mode: Mode) -> Result<Principal, AuthzError> {
             Ok(request_principal(v))
         })?;
     }
+    // "Anyone but X" in an ALLOW rule still needs someone: a plaintext caller (PERMISSIVE)
+    // has no peer identity and a request without a token no request principal, so neither
+    // may pass as "not X" (Istio's published bypass class). A DENY rule keeps the bare
+    // negation, which already catches them.
+    if !mode.deny_like {
+        let peer_negated = !(s.not_principals.is_empty()
+            && s.not_namespaces.is_empty()
+            && s.not_service_accounts.is_empty()
+            && s.not_trust_domains.is_empty());
+        if peer_negated {
+            all.push(spiffe("*"));
+        }
+        if mode.http && !s.not_request_principals.is_empty() {
+            all.push(request_principal("*"));
+        }
+    }
     Ok(and_ids(all))
 }
 

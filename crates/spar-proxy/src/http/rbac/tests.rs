@@ -421,3 +421,43 @@ spec:
     assert!(!allowed(&f, &req("GET", "/admin/x", None)));
     assert!(allowed(&f, &req("POST", "/admin/x", None)), "POST rule");
 }
+
+/// The PERMISSIVE bypass class: a plaintext caller has no identity, so "everyone but
+/// namespace X" (or "but principal P") must not let it in.
+#[test]
+fn plaintext_callers_never_match_not_namespaces_or_not_principals_allow_rules() {
+    let f = filters(
+        r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: not-evil, namespace: foo}
+spec:
+  action: ALLOW
+  rules:
+  - from: [{source: {notNamespaces: [evil]}}]
+    to: [{operation: {paths: ["/ns*"]}}]
+  - from: [{source: {notPrincipals: ["cluster.local/ns/bar/sa/banned"]}}]
+    to: [{operation: {paths: ["/principal*"]}}]
+  - from: [{source: {notRequestPrincipals: ["https://evil.example/*"]}}]
+    to: [{operation: {paths: ["/token*"]}}]
+"#,
+    );
+    let good = Some("spiffe://cluster.local/ns/bar/sa/sleep");
+    let evil = Some("spiffe://cluster.local/ns/evil/sa/sleep");
+    let banned = Some("spiffe://cluster.local/ns/bar/sa/banned");
+    assert!(allowed(&f, &req("GET", "/ns", good)));
+    assert!(!allowed(&f, &req("GET", "/ns", evil)));
+    assert!(
+        !allowed(&f, &req("GET", "/ns", None)),
+        "plaintext has no namespace"
+    );
+    assert!(allowed(&f, &req("GET", "/principal", good)));
+    assert!(!allowed(&f, &req("GET", "/principal", banned)));
+    assert!(
+        !allowed(&f, &req("GET", "/principal", None)),
+        "plaintext has no principal"
+    );
+    assert!(
+        !allowed(&f, &req("GET", "/token", good)),
+        "no token, no request principal"
+    );
+}
