@@ -60,7 +60,14 @@ fn serve(conn: TcpStream) {
             }
             let (k, v) = h.split_once(':').unwrap_or((h, ""));
             let k = k.to_ascii_lowercase();
-            if ["x-jwt-sub", "x-forwarded-client-cert", "authorization"].contains(&k.as_str())
+            if [
+                "x-jwt-sub",
+                "x-forwarded-client-cert",
+                "authorization",
+                "x-jwt-payload",
+                "x-token",
+            ]
+            .contains(&k.as_str())
                 || k.starts_with("x-envoy-")
             {
                 echoed.push_str(&format!(" {k}={}", v.trim()));
@@ -747,6 +754,7 @@ print(json.dumps({
     "not_yet_valid": tok({"nbf": now + 3600}),
     "wrong_audience_and_key": tok({"aud": "someone-else"}, other),
     "expired_unknown_issuer": tok({"iss": "https://unknown.test", "exp": now - 3600}),
+    "cookie_alice": tok({"iss": "https://cookie.test"}),
   }}))
 "#;
     let out = Command::new("python3").args(["-c", SCRIPT]).output();
@@ -794,6 +802,13 @@ spec:
     outputClaimToHeaders: [{{header: x-jwt-sub, claim: sub}}]
   - issuer: https://remote.test
     jwksUri: http://127.0.0.1:1/unreachable/jwks.json
+  - issuer: https://cookie.test
+    jwks: '{jwks}'
+    fromCookies: [session]
+    fromParams: [tok]
+    fromHeaders: [{{name: x-token, prefix: "Token "}}]
+    outputPayloadToHeader: x-jwt-payload
+    forwardOriginalToken: true
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -812,6 +827,8 @@ spec:
     when: [{{key: "request.auth.claims[org][team]", values: [core]}}]
   - to: [{{operation: {{paths: ["/aud*"]}}}}]
     when: [{{key: request.auth.audiences, values: [spar]}}]
+  - from: [{{source: {{requestPrincipals: [https://cookie.test/alice]}}}}]
+    to: [{{operation: {{paths: ["/cookie*"]}}}}]
 "#
     );
     let bearer = |name: &str| format!("Bearer {}", tokens[name].as_str().unwrap());
@@ -837,6 +854,7 @@ spec:
     let raw = |name: &str| tokens[name].as_str().unwrap().to_string();
     let auth = |t: &str| -> Vec<(&str, String)> { vec![("authorization", t.to_string())] };
     let alice_in_query = format!("/jwt?x=1&access_token={}", raw("alice"));
+    let cookie_in_query = format!("/cookie?tok={}", raw("cookie_alice"));
     let cases: Vec<JwtCase<'_>> = vec![
         // A missing token is allowed; only a policy that asks for a principal refuses it.
         ("/open", vec![], 200),
@@ -878,6 +896,30 @@ spec:
         ),
         // Another scheme, no token.
         ("/open", auth("Basic YWxpY2U6c2VjcmV0"), 200),
+        // Another issuer's locations: a cookie, a query parameter, a header with a prefix.
+        (
+            "/cookie",
+            vec![("cookie", format!("a=b; session={}", raw("cookie_alice")))],
+            200,
+        ),
+        (cookie_in_query.as_str(), vec![], 200),
+        (
+            "/cookie",
+            vec![("x-token", format!("Token {}", raw("cookie_alice")))],
+            200,
+        ),
+        ("/cookie", vec![], 403),
+        // Each location takes only its issuers' tokens.
+        (
+            "/cookie",
+            auth(&format!("Bearer {}", raw("cookie_alice"))),
+            401,
+        ),
+        (
+            "/cookie",
+            vec![("cookie", format!("session={}", raw("alice")))],
+            401,
+        ),
         // A spoofed claim header without a token changes nothing (and is stripped: below).
         ("/open", vec![("x-jwt-sub", "admin".to_string())], 200),
     ];
