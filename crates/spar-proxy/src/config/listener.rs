@@ -32,6 +32,8 @@ pub const RBAC_FILTER: &str = "envoy.filters.http.rbac";
 /// Envoy's JWT authentication HTTP filter (config/jwt.rs, http/jwt.rs).
 pub const JWT_AUTHN_FILTER: &str = "envoy.filters.http.jwt_authn";
 pub const NETWORK_RBAC_FILTER: &str = "envoy.filters.network.rbac";
+/// Envoy's external authorization HTTP filter (config/ext_authz.rs, http/ext_authz.rs).
+pub const EXT_AUTHZ_FILTER: &str = "envoy.filters.http.ext_authz";
 
 const KNOWN_HTTP_FILTERS: [&str; 3] = [
     ROUTER,
@@ -113,6 +115,9 @@ pub struct HttpManager {
     pub jwt: Option<Arc<super::jwt::JwtAuthn>>,
     /// `envoy.filters.http.rbac` filters, in filter order (each must allow).
     pub rbac: Vec<Arc<super::rbac::RbacFilter>>,
+    /// `envoy.filters.http.ext_authz` filters, each with how many of [`Self::rbac`] come
+    /// before it, so the request runs them all in filter order.
+    pub ext_authz: Vec<(usize, Arc<super::ext_authz::ExtAuthz>)>,
 }
 
 /// What the manager does with `x-forwarded-client-cert` ([`crate::http::xfcc`]).
@@ -377,6 +382,7 @@ fn http_manager(
     let (mut fault, mut cors) = (false, false);
     let mut rbac = Vec::new();
     let mut jwt = None;
+    let mut ext_authz = Vec::new();
     for f in &h.http_filters {
         let optional = f.is_optional
             || matches!(f.config_type, Some(http_filter::ConfigType::ConfigDiscovery(_)) if false);
@@ -404,10 +410,10 @@ fn http_manager(
                 let what_f = || format!("{}: http filter {JWT_AUTHN_FILTER}", what());
                 // RBAC reads what jwt_authn verified: istiod always puts it first, and the
                 // proxy evaluates it first.
-                if !rbac.is_empty() || jwt.is_some() {
+                if !rbac.is_empty() || !ext_authz.is_empty() || jwt.is_some() {
                     return Err(ConfigError::Unsupported {
                         what: what_f(),
-                        feature: "jwt_authn after an RBAC filter or twice".into(),
+                        feature: "jwt_authn after an RBAC or ext_authz filter, or twice".into(),
                     });
                 }
                 let Some(http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
@@ -424,6 +430,26 @@ fn http_manager(
                     why: format!("does not decode: {e}"),
                 })?;
                 jwt = Some(Arc::new(super::jwt::JwtAuthn::from_proto(&p, &what_f)?));
+            }
+            EXT_AUTHZ_FILTER => {
+                let what_f = || format!("{}: http filter {EXT_AUTHZ_FILTER}", what());
+                let Some(http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+                    return Err(ConfigError::Invalid {
+                        what: what_f(),
+                        why: "no typed_config".into(),
+                    });
+                };
+                let p = envoy_types::pb::envoy::extensions::filters::http::ext_authz::v3::ExtAuthz::decode(
+                    any.value.as_slice(),
+                )
+                .map_err(|e| ConfigError::Invalid {
+                    what: what_f(),
+                    why: format!("does not decode: {e}"),
+                })?;
+                ext_authz.push((
+                    rbac.len(),
+                    Arc::new(super::ext_authz::ExtAuthz::from_proto(&p, &what_f)?),
+                ));
             }
             n if KNOWN_HTTP_FILTERS.contains(&n) => {}
             _ if optional => {}
@@ -456,6 +482,7 @@ fn http_manager(
         xfcc: xfcc(h),
         jwt,
         rbac,
+        ext_authz,
     })
 }
 

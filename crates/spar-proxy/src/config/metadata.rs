@@ -1,6 +1,7 @@
-//! Envoy's `MetadataMatcher` on a request's dynamic metadata, for the one producer spar
-//! proxy has: `envoy.filters.http.jwt_authn`, whose verified JWT payload RBAC matches for
-//! Istio's `requestPrincipals` and `request.auth.*` conditions.
+//! Envoy's `MetadataMatcher` on a request's dynamic metadata, for the producers spar proxy
+//! has: `envoy.filters.http.jwt_authn`, whose verified JWT payload RBAC matches for Istio's
+//! `requestPrincipals` and `request.auth.*` conditions, and `envoy.filters.http.rbac`, whose
+//! shadow rules' result ext_authz's `filter_enabled_metadata` reads (Istio's CUSTOM action).
 //!
 //! The payload is kept as the JSON it was signed as; Envoy converts it to a protobuf
 //! `Struct`, which changes nothing a matcher can see except that every number is a double.
@@ -16,10 +17,15 @@ use super::ConfigError;
 
 /// The filter whose metadata spar proxy produces (a verified JWT payload per key).
 pub const JWT_AUTHN: &str = "envoy.filters.http.jwt_authn";
+/// The RBAC filter's namespace: `<shadow_rules_stat_prefix>shadow_effective_policy_id` and
+/// `<prefix>shadow_engine_result` when shadow rules ran.
+pub const RBAC: &str = "envoy.filters.http.rbac";
 
-/// A path into `envoy.filters.http.jwt_authn`'s metadata and what must be found there.
+/// A path into one filter's metadata and what must be found there.
 #[derive(Debug, Clone)]
 pub struct MetadataMatch {
+    /// The filter (metadata namespace) the path starts in.
+    pub filter: String,
     /// Keys from the filter's namespace down (the first is the provider's
     /// `payload_in_metadata`).
     pub path: Vec<String>,
@@ -51,13 +57,25 @@ pub enum DoubleMatch {
 type Ctx<'a> = &'a dyn Fn() -> String;
 
 impl MetadataMatch {
+    /// A matcher on `envoy.filters.http.jwt_authn`'s metadata (RBAC principals).
     pub fn from_proto(m: &MetadataMatcher, what: Ctx<'_>) -> Result<Self, ConfigError> {
-        if m.filter != JWT_AUTHN {
+        Self::from_proto_on(m, &[JWT_AUTHN], what)
+    }
+
+    /// A matcher on the metadata of one of `filters` (refused for any other filter: spar
+    /// proxy produces no metadata there, so the matcher could never be right).
+    pub fn from_proto_on(
+        m: &MetadataMatcher,
+        filters: &[&str],
+        what: Ctx<'_>,
+    ) -> Result<Self, ConfigError> {
+        if !filters.contains(&m.filter.as_str()) {
             return Err(ConfigError::Unsupported {
                 what: what(),
                 feature: format!(
-                    "metadata matcher on {:?} (spar proxy has only {JWT_AUTHN}'s metadata)",
-                    m.filter
+                    "metadata matcher on {:?} (spar proxy has metadata of {} here)",
+                    m.filter,
+                    filters.join(", ")
                 ),
             });
         }
@@ -83,14 +101,16 @@ impl MetadataMatch {
             why: "metadata matcher without a value".into(),
         })?;
         Ok(MetadataMatch {
+            filter: m.filter.clone(),
             path,
             value: ValueMatch::from_proto(value, what)?,
             invert: m.invert,
         })
     }
 
-    /// Matches against the verified payloads by `payload_in_metadata` key (`None`: no
-    /// token was verified, so nothing is there).
+    /// Matches against the namespace of [`Self::filter`]: for jwt_authn the verified
+    /// payloads by `payload_in_metadata` key (`None`: no token was verified, so nothing is
+    /// there).
     pub fn matches(&self, metadata: Option<&serde_json::Map<String, Value>>) -> bool {
         let mut keys = self.path.iter();
         let found = keys.next().and_then(|first| {
@@ -191,6 +211,7 @@ mod tests {
     fn paths_walk_nested_claims_and_lists_match_any_element() {
         let m = md(r#"{"payload":{"iss":"a","groups":["x","admin"],"n":{"role":"r"},"age":3}}"#);
         let at = |path: &[&str], value: ValueMatch| MetadataMatch {
+            filter: JWT_AUTHN.into(),
             path: path.iter().map(|s| s.to_string()).collect(),
             value,
             invert: false,

@@ -6,6 +6,7 @@
 //! snapshot they started with.
 
 pub mod cluster;
+pub mod ext_authz;
 pub mod jwt;
 pub mod listener;
 pub mod matcher;

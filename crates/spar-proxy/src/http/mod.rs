@@ -8,6 +8,7 @@
 //! `x-envoy-external-address` (the peer, unless `internal_address_config` calls it internal).
 
 pub mod body;
+pub mod ext_authz;
 pub mod filters;
 pub mod forward;
 pub mod jwt;
@@ -305,38 +306,106 @@ async fn route_request(conn: &Conn, mut req: Request<Incoming>) -> Response<Body
             }
         }
     }
-    let head = RequestHead {
-        method: req.method().as_str(),
-        scheme: conn.scheme,
-        authority: &authority,
-        path: &path,
-        headers: req.headers(),
-        random: fastrand::u64(..),
-    };
-    // Authorization runs before the router, as Envoy's RBAC filter does: a denied request
-    // is 403 whether or not a route would match.
-    if !conn.hcm.rbac.is_empty() {
-        let input = rbac::RbacInput {
-            head: Some(&head),
-            dst: conn.dst,
-            direct_remote: conn.peer.ip(),
-            remote: rbac::remote_address(
-                conn.peer.ip(),
-                req.headers(),
-                conn.hcm.use_remote_address,
-                conn.hcm.xff_num_trusted_hops,
-            ),
-            peer_principal: conn.peer_principal.as_deref(),
-            sni: conn.sni.as_deref().unwrap_or(""),
-            jwt: jwt_metadata.as_ref(),
-        };
-        for f in &conn.hcm.rbac {
-            if let rbac::Decision::Deny(policy) = rbac::check(f, &input) {
+    // Authorization runs before the router, as Envoy's RBAC and ext_authz filters: a denied
+    // request gets its answer whether or not a route would match. The filters run in
+    // config order (ext_authz after the shadow RBAC filter whose result enables it).
+    let mut on_success = Vec::new();
+    if !conn.hcm.rbac.is_empty() || !conn.hcm.ext_authz.is_empty() {
+        let remote = rbac::remote_address(
+            conn.peer.ip(),
+            req.headers(),
+            conn.hcm.use_remote_address,
+            conn.hcm.xff_num_trusted_hops,
+        );
+        // `envoy.filters.http.rbac`'s dynamic metadata (shadow results).
+        let mut rbac_md = serde_json::Map::new();
+        let mut next_ext = 0;
+        for i in 0..=conn.hcm.rbac.len() {
+            while let Some((_, f)) = conn.hcm.ext_authz.get(next_ext).filter(|(at, _)| *at == i) {
+                next_ext += 1;
+                let md = ext_authz::Metadata {
+                    jwt: jwt_metadata.as_ref(),
+                    rbac: &rbac_md,
+                };
+                if !ext_authz::enabled(f, &md) {
+                    continue;
+                }
+                let input = ext_authz::CheckInput {
+                    method: req.method(),
+                    path: &path,
+                    authority: &authority,
+                    scheme: conn.scheme,
+                    version: req.version(),
+                    headers: req.headers(),
+                    source: SocketAddr::new(remote, conn.peer.port()),
+                    destination: conn.local,
+                    peer_principal: conn.peer_principal.as_deref(),
+                };
+                match ext_authz::run(conn, &snap, f, &input).await {
+                    ext_authz::Answer::Deny(r) => {
+                        tracing::debug!(target: "spar_proxy::ext_authz", path = %path, status = r.status().as_u16(), "ext_authz denied");
+                        return r;
+                    }
+                    ext_authz::Answer::Allow(a) => {
+                        a.apply(req.headers_mut());
+                        on_success.extend(a.on_success);
+                    }
+                }
+            }
+            let Some(f) = conn.hcm.rbac.get(i) else {
+                break;
+            };
+            let head = RequestHead {
+                method: req.method().as_str(),
+                scheme: conn.scheme,
+                authority: &authority,
+                path: &path,
+                headers: req.headers(),
+                random: 0,
+            };
+            let input = rbac::RbacInput {
+                head: Some(&head),
+                dst: conn.dst,
+                direct_remote: conn.peer.ip(),
+                remote,
+                peer_principal: conn.peer_principal.as_deref(),
+                sni: conn.sni.as_deref().unwrap_or(""),
+                jwt: jwt_metadata.as_ref(),
+            };
+            let (decision, shadow) = rbac::check_with_shadow(f, &input);
+            if let Some(sh) = shadow {
+                sh.record(&f.shadow_stat_prefix, &mut rbac_md);
+            }
+            if let rbac::Decision::Deny(policy) = decision {
                 tracing::debug!(target: "spar_proxy::rbac", policy = policy.as_deref().unwrap_or("none matched"), path = %path, "RBAC denied");
                 return reply(403, "RBAC: access denied");
             }
         }
     }
+    let mut resp = dispatch(conn, &snap, rc, req, &path, &authority).await;
+    for (k, v) in on_success {
+        resp.headers_mut().append(k, v);
+    }
+    resp
+}
+
+/// Routing and the route's action, once the request is authorized.
+async fn dispatch(
+    conn: &Conn,
+    snap: &Snapshot,
+    rc: &RouteConfig,
+    req: Request<Incoming>,
+    path: &str,
+    authority: &str,
+) -> Response<Body> {
+    let head = RequestHead {
+        method: req.method().as_str(),
+        scheme: conn.scheme,
+        authority,
+        path,
+        headers: req.headers(),
+        random: fastrand::u64(..),
+    };
     let Some(sel) = route::select(rc, &head) else {
         return local_reply(Flag::NR);
     };
@@ -423,14 +492,14 @@ async fn route_request(conn: &Conn, mut req: Request<Incoming>) -> Response<Body
         }
         Action::Redirect(rd) => {
             let loc =
-                filters::redirect_location(rd, conn.scheme, &authority, &path, &route.matcher.path);
+                filters::redirect_location(rd, conn.scheme, authority, path, &route.matcher.path);
             let mut r = reply(rd.status, "");
             if let Ok(v) = HeaderValue::from_str(&loc) {
                 r.headers_mut().insert(http::header::LOCATION, v);
             }
             r
         }
-        Action::Forward(fwd) => router::forward(conn, &snap, route, fwd.clone(), req, &path).await,
+        Action::Forward(fwd) => router::forward(conn, snap, route, fwd.clone(), req, path).await,
     };
     filters::apply_ops(
         resp.headers_mut(),

@@ -39,7 +39,44 @@ pub enum Decision {
 
 /// Runs `filter` on `input`: the enforced decision. Shadow rules are logged only.
 pub fn check(filter: &RbacFilter, input: &RbacInput<'_>) -> Decision {
-    if let Some(shadow) = &filter.shadow {
+    check_with_shadow(filter, input).0
+}
+
+/// What the shadow rules decided: Envoy records it in the request's dynamic metadata
+/// (`envoy.filters.http.rbac`), where later filters (ext_authz for Istio's CUSTOM action)
+/// read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shadow<'r> {
+    pub allowed: bool,
+    /// The first policy that matched.
+    pub policy: Option<&'r str>,
+}
+
+impl Shadow<'_> {
+    /// Writes Envoy's keys into the `envoy.filters.http.rbac` namespace:
+    /// `<prefix>shadow_effective_policy_id` (when a policy matched) and
+    /// `<prefix>shadow_engine_result` (`allowed` / `denied`).
+    pub fn record(&self, prefix: &str, md: &mut serde_json::Map<String, serde_json::Value>) {
+        if let Some(p) = self.policy {
+            md.insert(
+                format!("{prefix}shadow_effective_policy_id"),
+                serde_json::Value::String(p.to_string()),
+            );
+        }
+        let result = if self.allowed { "allowed" } else { "denied" };
+        md.insert(
+            format!("{prefix}shadow_engine_result"),
+            serde_json::Value::String(result.into()),
+        );
+    }
+}
+
+/// [`check`], and what the shadow rules (if any) decided.
+pub fn check_with_shadow<'r>(
+    filter: &'r RbacFilter,
+    input: &RbacInput<'_>,
+) -> (Decision, Option<Shadow<'r>>) {
+    let shadow = filter.shadow.as_ref().map(|shadow| {
         let (allowed, policy) = decide(shadow, input);
         tracing::debug!(
             target: "spar_proxy::rbac",
@@ -49,14 +86,16 @@ pub fn check(filter: &RbacFilter, input: &RbacInput<'_>) -> Decision {
             path = input.head.map_or("", |h| h.path),
             "shadow RBAC decision (not enforced)"
         );
-    }
+        Shadow { allowed, policy }
+    });
     let Some(rules) = &filter.rules else {
-        return Decision::Allow;
+        return (Decision::Allow, shadow);
     };
-    match decide(rules, input) {
+    let decision = match decide(rules, input) {
         (true, _) => Decision::Allow,
         (false, policy) => Decision::Deny(policy.map(str::to_string)),
-    }
+    };
+    (decision, shadow)
 }
 
 /// (allowed, the first policy that matched).

@@ -197,7 +197,7 @@ fn mirror(conn: &Conn, lb: Arc<ClusterLb>, parts: &http::request::Parts, path: &
 
 /// One request to `host` of `cluster`: HTTP/2 or HTTP/1.1 as the cluster says, inside `tls`
 /// when the host's cluster (or its transport socket match) originates TLS.
-async fn send_one(
+pub(crate) async fn send_one(
     shared: &Shared,
     cluster: &Cluster,
     host: &Host,
