@@ -19,80 +19,27 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::gateway::{self, echo_backend, echo_registry, GatewayMesh};
 use support::*;
 
-/// An HTTP/1.1 backend on a free port whose body echoes the path and a few headers.
-fn backend() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            std::thread::spawn(move || serve(conn));
-        }
-    });
-    port
+/// What the backend echoes: the headers these tests look for on the upstream side.
+fn echoed(name: &str) -> bool {
+    [
+        "x-jwt-sub",
+        "x-forwarded-client-cert",
+        "authorization",
+        "x-jwt-payload",
+        "x-token",
+    ]
+    .contains(&name)
+        || name.starts_with("x-envoy-")
 }
 
-fn serve(conn: TcpStream) {
-    let mut out = conn.try_clone().unwrap();
-    let mut reader = BufReader::new(conn);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-        let (mut echoed, mut length) = (String::new(), 0usize);
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            let (k, v) = h.split_once(':').unwrap_or((h, ""));
-            let k = k.to_ascii_lowercase();
-            if [
-                "x-jwt-sub",
-                "x-forwarded-client-cert",
-                "authorization",
-                "x-jwt-payload",
-                "x-token",
-            ]
-            .contains(&k.as_str())
-                || k.starts_with("x-envoy-")
-            {
-                echoed.push_str(&format!(" {k}={}", v.trim()));
-            }
-            if k == "content-length" {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let body = format!("backend path={path}{echoed}\n");
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        if out.write_all(resp.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
-/// One request, written byte for byte as given (so paths reach Envoy unnormalized);
-/// code 0 when the connection failed.
+/// One request, written byte for byte as given (so paths reach the gateway
+/// unnormalized): (status, body), status 0 when the connection failed.
 fn send(
     port: u16,
     method: &str,
@@ -100,142 +47,15 @@ fn send(
     host: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    // Read the head, then `content-length` bytes: waiting for the close instead would wait
-    // out Envoy's delayed_close_timeout (1 s) on every request.
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    let mut want: Option<usize> = None;
-    loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            if want.is_none() {
-                let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-                let length = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok());
-                want = Some(length.map_or(usize::MAX, |n| end + 4 + n));
-            }
-            if want.is_some_and(|w| raw.len() >= w) {
-                break;
-            }
-        }
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-        }
-    }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, body.to_string())
+    let r = gateway::send(port, method, path, host, headers);
+    (r.code, r.body)
 }
 
-fn get(port: u16, path: &str) -> u16 {
-    send(port, "GET", path, "echo.example", &[]).0
-}
+/// An echo backend, a control plane over `policies` (+ an optional `mesh.yaml`), and a
+/// gateway (Envoy, or `spar proxy`) that answers `probe` with 200.
+type Mesh = GatewayMesh;
 
-fn registry_yaml(backend: u16, gw_port: u16) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: default}}
-spec:
-  selector: {{app: echo}}
-  ports: [{{name: http, port: 8080}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: echo-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: echo}}
-addressType: IPv4
-ports: [{{name: http, port: {backend}}}]
-endpoints:
-- addresses: [127.0.0.1]
----
-apiVersion: networking.istio.io/v1beta1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: {gw_port}, name: http, protocol: HTTP}}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {{name: echo, namespace: default}}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/gw]
-  http:
-  - route: [{{destination: {{host: echo.default.svc.cluster.local, port: {{number: 8080}}}}}}]
-"#
-    )
-}
-
-/// Which gateway the mesh runs: real Envoy, or `spar proxy` (the differential half).
-enum Gateway {
-    Envoy(Envoy),
-    Spar(SparGateway),
-}
-
-/// `spar proxy --role gateway` as a child process, killed on drop.
-struct SparGateway {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for SparGateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Gateway {
-    fn log(&self) -> String {
-        match self {
-            Gateway::Envoy(e) => e.log(),
-            Gateway::Spar(s) => std::fs::read_to_string(&s.log).unwrap_or_default(),
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Gateway::Envoy(_) => "Envoy",
-            Gateway::Spar(_) => "spar proxy",
-        }
-    }
-}
-
-/// A backend, a control plane over `policies` (+ an optional `mesh.yaml`), and a gateway
-/// (Envoy, or `spar proxy` with `spar: true`) that answers `probe` with 200.
-struct Mesh {
-    _dir: tempfile::TempDir,
-    _cp: ControlPlane,
-    gateway: Gateway,
-    port: u16,
-}
-
-impl Mesh {
+impl GatewayMesh {
     fn start(test: &str, policies: &str, mesh: Option<&str>, probe: &str) -> Option<Mesh> {
         Mesh::start_with(test, policies, mesh, probe, false)
     }
@@ -249,76 +69,22 @@ impl Mesh {
     ) -> Option<Mesh> {
         let bin = envoy_or_skip(test)?;
         let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config");
-        std::fs::create_dir(&config).unwrap();
-        std::fs::write(config.join("registry.yaml"), registry_yaml(backend(), port)).unwrap();
-        std::fs::write(config.join("policies.yaml"), policies).unwrap();
+        let mut files = vec![
+            ("registry.yaml", echo_registry(echo_backend(echoed), port)),
+            ("policies.yaml", policies.to_string()),
+        ];
         if let Some(m) = mesh {
-            std::fs::write(config.join("mesh.yaml"), m).unwrap();
+            files.push(("mesh.yaml", m.to_string()));
         }
-        let cp = ControlPlane::start(&config, &[]);
-        let workload = format!("gw-{test}");
-        let node =
-            format!("router~127.0.0.1~{workload}.istio-system~istio-system.svc.cluster.local");
-        let gateway = if spar_gateway {
-            let log = dir.path().join("spar-gw.log");
-            let child = std::process::Command::new(env!("CARGO_BIN_EXE_spar"))
-                .args(["proxy", "--role", "gateway", "--workload", &workload])
-                .args(["--namespace", "istio-system", "--ip", "127.0.0.1"])
-                .args(["--labels", "istio=ingressgateway"])
-                .args(["--xds-addr", &cp.xds, "--admin-port", "0"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("spawn spar proxy");
-            Gateway::Spar(SparGateway { child, log })
-        } else {
-            Gateway::Envoy(Envoy::start(
-                &bin,
-                dir.path(),
-                &node,
-                &cp.xds,
-                "sotw",
-                &["istio=ingressgateway"],
-            ))
-        };
-        let who = format!("{workload}.istio-system");
-        cp.get_until("/debug/syncz", "the gateway's ACKs of every type", |b| {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(b) else {
-                return false;
-            };
-            let Some(p) = v.as_array().and_then(|a| {
-                a.iter()
-                    .find(|p| p["proxy"].as_str().is_some_and(|id| id.contains(&who)))
-            }) else {
-                return false;
-            };
-            ["cds", "lds", "rds"]
-                .iter()
-                .all(|t| p["types"][t]["state"] == "SYNCED")
-        });
-        let out = spar(&["ctl", "proxy-status", "--cp", &cp.monitoring]);
-        let table = String::from_utf8_lossy(&out.stdout);
-        let row = table.lines().find(|l| l.contains(&who)).expect(&table);
-        assert!(!row.contains("NACKED") && !row.contains("STALE"), "{table}");
-        let mesh = Mesh {
-            _dir: dir,
-            _cp: cp,
-            gateway,
+        Some(GatewayMesh::launch(
+            &bin,
+            test,
             port,
-        };
-        let deadline = Instant::now() + WAIT;
-        while get(port, probe) != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "the {} gateway never answered {probe} with 200; log:\n{}",
-                mesh.gateway.name(),
-                mesh.gateway.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(mesh)
+            &files,
+            &[],
+            spar_gateway,
+            probe,
+        ))
     }
 
     /// Checks each `(method, path, host, headers, want)` and reports every mismatch at once;
@@ -340,13 +106,7 @@ impl Mesh {
             "{}:\n{}\nlog tail:\n{}",
             self.gateway.name(),
             bad.join("\n"),
-            self.gateway
-                .log()
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .join("\n")
+            self.gateway.tail()
         );
         got
     }
@@ -378,7 +138,7 @@ type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], u16);
 /// `(path, headers, expected status)`.
 type JwtCase<'a> = (&'a str, Vec<(&'a str, String)>, u16);
 
-const H: &str = "echo.example";
+const H: &str = gateway::HOST;
 const NONE: &[(&str, &str)] = &[];
 
 #[test]

@@ -19,149 +19,26 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+use support::gateway::{self, echo_backend, echo_registry, GatewayMesh};
 use support::*;
 
 fn require_peers() -> bool {
     std::env::var("SPAR_REQUIRE_PEERS").as_deref() == Ok("1")
 }
 
-/// An HTTP/1.1 backend on a free port whose body echoes the path and the headers the
-/// authorizer may have added.
-fn backend() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            std::thread::spawn(move || serve(conn));
-        }
-    });
-    port
+/// What the backend echoes: what the authorizer may have added upstream.
+fn echoed(name: &str) -> bool {
+    name.starts_with("x-ext-authz") || name == "x-envoy-auth-failure-mode-allowed"
 }
 
-fn serve(conn: TcpStream) {
-    let mut out = conn.try_clone().unwrap();
-    let mut reader = BufReader::new(conn);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-        let (mut echoed, mut length) = (Vec::new(), 0usize);
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            let (k, v) = h.split_once(':').unwrap_or((h, ""));
-            let k = k.to_ascii_lowercase();
-            if k.starts_with("x-ext-authz") || k == "x-envoy-auth-failure-mode-allowed" {
-                echoed.push(format!(" {k}={}", v.trim()));
-            }
-            if k == "content-length" {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        echoed.sort();
-        let body = format!("backend path={path}{}\n", echoed.concat());
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        if out.write_all(resp.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
-/// A response: status (0 when the connection failed), lower-cased headers, body.
-#[derive(Debug, Clone)]
-struct Got {
-    code: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Got {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
+/// A response of the gateway.
+type Got = gateway::Response;
 
 fn send(port: u16, path: &str, headers: &[(&str, &str)]) -> Got {
-    let failed = Got {
-        code: 0,
-        headers: Vec::new(),
-        body: String::new(),
-    };
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return failed;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: echo.example\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return failed;
-    }
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    let mut want: Option<usize> = None;
-    loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            if want.is_none() {
-                let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-                let length = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok());
-                want = Some(length.map_or(usize::MAX, |n| end + 4 + n));
-            }
-            if want.is_some_and(|w| raw.len() >= w) {
-                break;
-            }
-        }
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-        }
-    }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let code = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Got {
-        code,
-        headers,
-        body: body.to_string(),
-    }
+    gateway::send(port, "GET", path, gateway::HOST, headers)
 }
 
 /// The authorizer, as Istio's sample ext-authz (HTTP and gRPC in one process).
@@ -353,26 +230,11 @@ fn authorizer(test: &str, grpc: bool) -> Option<Authorizer> {
     })
 }
 
+/// The echo registry and gateway, and the authorizer's Service at (`authz_http`,
+/// `authz_grpc`).
 fn registry_yaml(backend: u16, gw_port: u16, authz_http: u16, authz_grpc: u16) -> String {
     format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: default}}
-spec:
-  selector: {{app: echo}}
-  ports: [{{name: http, port: 8080}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: echo-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: echo}}
-addressType: IPv4
-ports: [{{name: http, port: {backend}}}]
-endpoints:
-- addresses: [127.0.0.1]
----
+        r#"{}---
 apiVersion: v1
 kind: Service
 metadata: {{name: ext-authz, namespace: default}}
@@ -390,25 +252,8 @@ addressType: IPv4
 ports: [{{name: http, port: {authz_http}}}, {{name: grpc, port: {authz_grpc}}}]
 endpoints:
 - addresses: [127.0.0.1]
----
-apiVersion: networking.istio.io/v1beta1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: {gw_port}, name: http, protocol: HTTP}}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {{name: echo, namespace: default}}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/gw]
-  http:
-  - route: [{{destination: {{host: echo.default.svc.cluster.local, port: {{number: 8080}}}}}}]
-"#
+"#,
+        echo_registry(backend, gw_port)
     )
 }
 
@@ -457,48 +302,9 @@ const MESH: &str = r#"extensionProviders:
     headersToUpstreamOnAllow: [x-ext-authz-check-result]
 "#;
 
-/// Which gateway the mesh runs.
-enum Gateway {
-    Envoy(Envoy),
-    Spar {
-        child: Child,
-        log: std::path::PathBuf,
-    },
-}
+type Mesh = GatewayMesh;
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Gateway::Spar { child, .. } = self {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Gateway {
-    fn log(&self) -> String {
-        match self {
-            Gateway::Envoy(e) => e.log(),
-            Gateway::Spar { log, .. } => std::fs::read_to_string(log).unwrap_or_default(),
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Gateway::Envoy(_) => "Envoy",
-            Gateway::Spar { .. } => "spar proxy",
-        }
-    }
-}
-
-struct Mesh {
-    _dir: tempfile::TempDir,
-    _cp: ControlPlane,
-    gateway: Gateway,
-    port: u16,
-}
-
-impl Mesh {
+impl GatewayMesh {
     /// A control plane over `provider`'s CUSTOM policy with the authorizer at
     /// (`authz_http`, `authz_grpc`), and a gateway (Envoy, or `spar proxy` with `spar`)
     /// that answers `/public` with 200.
@@ -511,83 +317,15 @@ impl Mesh {
     ) -> Mesh {
         let bin = envoy_binary().expect("envoy");
         let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config");
-        std::fs::create_dir(&config).unwrap();
-        std::fs::write(
-            config.join("registry.yaml"),
-            registry_yaml(backend(), port, authz_http, authz_grpc),
-        )
-        .unwrap();
-        std::fs::write(config.join("policies.yaml"), policy(provider)).unwrap();
-        std::fs::write(config.join("mesh.yaml"), MESH).unwrap();
-        let cp = ControlPlane::start(&config, &[]);
-        let workload = format!("gw-{test}");
-        let node =
-            format!("router~127.0.0.1~{workload}.istio-system~istio-system.svc.cluster.local");
-        let gateway = if spar_gateway {
-            let log = dir.path().join("spar-gw.log");
-            let child = Command::new(env!("CARGO_BIN_EXE_spar"))
-                .args(["proxy", "--role", "gateway", "--workload", &workload])
-                .args(["--namespace", "istio-system", "--ip", "127.0.0.1"])
-                .args(["--labels", "istio=ingressgateway"])
-                .args(["--xds-addr", &cp.xds, "--admin-port", "0"])
-                .env("RUST_LOG", "spar_proxy::ext_authz=debug,info")
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("spawn spar proxy");
-            Gateway::Spar { child, log }
-        } else {
-            Gateway::Envoy(Envoy::start(
-                &bin,
-                dir.path(),
-                &node,
-                &cp.xds,
-                "sotw",
-                &["istio=ingressgateway"],
-            ))
-        };
-        let who = format!("{workload}.istio-system");
-        cp.get_until("/debug/syncz", "the gateway's ACKs of every type", |b| {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(b) else {
-                return false;
-            };
-            let Some(p) = v.as_array().and_then(|a| {
-                a.iter()
-                    .find(|p| p["proxy"].as_str().is_some_and(|id| id.contains(&who)))
-            }) else {
-                return false;
-            };
-            ["cds", "lds", "rds"]
-                .iter()
-                .all(|t| p["types"][t]["state"] == "SYNCED")
-        });
-        let out = spar(&["ctl", "proxy-status", "--cp", &cp.monitoring]);
-        let table = String::from_utf8_lossy(&out.stdout);
-        let row = table.lines().find(|l| l.contains(&who)).expect(&table);
-        assert!(
-            !row.contains("NACKED") && !row.contains("STALE"),
-            "{table}\n{}",
-            gateway.log()
-        );
-        let mesh = Mesh {
-            _dir: dir,
-            _cp: cp,
-            gateway,
-            port,
-        };
-        let deadline = Instant::now() + WAIT;
-        while send(port, "/public", &[]).code != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "the {} gateway never answered /public with 200; log:\n{}",
-                mesh.gateway.name(),
-                mesh.gateway.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        mesh
+        let files = [
+            (
+                "registry.yaml",
+                registry_yaml(echo_backend(echoed), port, authz_http, authz_grpc),
+            ),
+            ("policies.yaml", policy(provider)),
+            ("mesh.yaml", MESH.to_string()),
+        ];
+        GatewayMesh::launch(&bin, test, port, &files, &[], spar_gateway, "/public")
     }
 
     /// Sends every case, checks the status, returns the responses.
@@ -609,13 +347,7 @@ impl Mesh {
             "{}:\n{}\nlog tail:\n{}",
             self.gateway.name(),
             bad.join("\n"),
-            self.gateway
-                .log()
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .join("\n")
+            self.gateway.tail()
         );
         got
     }

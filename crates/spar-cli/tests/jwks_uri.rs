@@ -17,131 +17,23 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::gateway::{self, echo_backend, echo_registry, GatewayMesh};
 use support::*;
 
 const REMOTE: &str = "https://remote.test";
 const INLINE: &str = "https://inline.test";
 const FAST: &[&str] = &["--jwks-refresh", "1s", "--jwks-retry", "100ms"];
 
-/// An HTTP/1.1 backend on a free port that answers 200 to everything.
-fn backend() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            std::thread::spawn(move || serve(conn));
-        }
-    });
-    port
-}
-
-fn serve(conn: TcpStream) {
-    let mut out = conn.try_clone().unwrap();
-    let mut reader = BufReader::new(conn);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end().to_ascii_lowercase();
-            if h.is_empty() {
-                break;
-            }
-            if let Some(v) = h.strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let resp = "HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n";
-        if out.write_all(resp.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
 /// `GET path` to the gateway with an optional bearer token; the status (0: no answer).
 fn get(port: u16, path: &str, token: Option<&str>) -> u16 {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
-    let req =
-        format!("GET {path} HTTP/1.1\r\nHost: echo.example\r\n{auth}Connection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return 0;
-    }
-    // The status line is enough: no need to wait out Envoy's delayed close.
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(2).any(|w| w == b"\r\n") {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    String::from_utf8_lossy(&head)
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
-fn registry_yaml(backend: u16, gw_port: u16) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: default}}
-spec:
-  selector: {{app: echo}}
-  ports: [{{name: http, port: 8080}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: echo-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: echo}}
-addressType: IPv4
-ports: [{{name: http, port: {backend}}}]
-endpoints:
-- addresses: [127.0.0.1]
----
-apiVersion: networking.istio.io/v1beta1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: {gw_port}, name: http, protocol: HTTP}}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {{name: echo, namespace: default}}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/gw]
-  http:
-  - route: [{{destination: {{host: echo.default.svc.cluster.local, port: {{number: 8080}}}}}}]
-"#
-    )
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    gateway::send(port, "GET", path, gateway::HOST, &headers).code
 }
 
 /// Keys and tokens from PyPI pyjwt.
@@ -257,42 +149,19 @@ fn serve_keys(dir: &Path, jwks: &str) {
 
 /// A backend, `spar control-plane` (with `flags`) over the registry and `policies`, and an
 /// Envoy gateway that answers a token-less request with 200.
-struct Mesh {
-    _dir: tempfile::TempDir,
-    cp: ControlPlane,
-    envoy: Envoy,
-    port: u16,
-}
+type Mesh = GatewayMesh;
 
-impl Mesh {
+impl GatewayMesh {
     fn start(test: &str, envoy_bin: &Path, policies: &str, flags: &[&str]) -> Mesh {
         let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config");
-        std::fs::create_dir(&config).unwrap();
-        std::fs::write(config.join("registry.yaml"), registry_yaml(backend(), port)).unwrap();
-        std::fs::write(config.join("policies.yaml"), policies).unwrap();
-        let cp = ControlPlane::start(&config, flags);
-        let node =
-            format!("router~127.0.0.1~gw-{test}.istio-system~istio-system.svc.cluster.local");
-        let envoy = Envoy::start(
-            envoy_bin,
-            dir.path(),
-            &node,
-            &cp.xds,
-            "sotw",
-            &["istio=ingressgateway"],
-        );
-        let mesh = Mesh {
-            _dir: dir,
-            cp,
-            envoy,
-            port,
-        };
-        mesh.until("the gateway answers a request without a token", || {
-            get(port, "/ready", None) == 200
-        });
-        mesh
+        let files = [
+            (
+                "registry.yaml",
+                echo_registry(echo_backend(|_| false), port),
+            ),
+            ("policies.yaml", policies.to_string()),
+        ];
+        GatewayMesh::launch(envoy_bin, test, port, &files, flags, false, "/ready")
     }
 
     /// Polls `cond` (every 20 ms) until it holds; panics with the logs after 15 s.
@@ -304,7 +173,7 @@ impl Mesh {
                 panic!(
                     "timed out waiting until {what}\ncontrol plane log:\n{}\nEnvoy log tail:\n{}",
                     log.join("\n"),
-                    self.envoy
+                    self.gateway
                         .log()
                         .lines()
                         .rev()
@@ -367,7 +236,7 @@ fn served_keys_are_pushed_inline_and_rotated_keys_follow() {
     assert_eq!(mesh.code(Some(&m.k2)), 401);
     assert_eq!(mesh.code(None), 200);
     // Pushed as keys, not as a URI for Envoy to fetch.
-    let dump = mesh.envoy.config_dump().to_string();
+    let dump = mesh.gateway.envoy().config_dump().to_string();
     assert!(
         dump.contains("local_jwks"),
         "no local_jwks in Envoy's config"
