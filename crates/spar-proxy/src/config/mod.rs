@@ -12,6 +12,7 @@ pub mod listener;
 pub mod matcher;
 pub mod metadata;
 pub mod rbac;
+pub mod rbac_index;
 pub mod route;
 mod route_proto;
 pub mod tls;

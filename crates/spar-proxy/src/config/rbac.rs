@@ -33,6 +33,8 @@ pub enum RbacAction {
 pub struct RbacRules {
     pub action: RbacAction,
     pub policies: Vec<(String, RbacPolicy)>,
+    /// Which policies a path can match (from their path gates).
+    pub index: super::rbac_index::PathIndex,
 }
 
 /// A policy matches when any permission and any principal match.
@@ -200,7 +202,7 @@ fn rules(r: &pb::Rbac, what: Ctx<'_>) -> Result<RbacRules, ConfigError> {
     // Evaluated in name order, as Envoy's map; the first match is the one reported.
     let mut names: Vec<&String> = r.policies.keys().collect();
     names.sort();
-    let policies = names
+    let policies: Vec<(String, RbacPolicy)> = names
         .into_iter()
         .map(|name| {
             let p = &r.policies[name];
@@ -226,7 +228,12 @@ fn rules(r: &pb::Rbac, what: Ctx<'_>) -> Result<RbacRules, ConfigError> {
             ))
         })
         .collect::<Result<_, _>>()?;
-    Ok(RbacRules { action, policies })
+    let index = super::rbac_index::PathIndex::build(&policies);
+    Ok(RbacRules {
+        action,
+        policies,
+        index,
+    })
 }
 
 fn cidr(c: &CidrRange, what: Ctx<'_>) -> Result<ipnet::IpNet, ConfigError> {

@@ -100,26 +100,24 @@ pub fn check_with_shadow<'r>(
 
 /// (allowed, the first policy that matched).
 fn decide<'r>(rules: &'r RbacRules, input: &RbacInput<'_>) -> (bool, Option<&'r str>) {
-    // The path as url_path matchers see it, once for all policies.
-    let path = input.head.map(|h| {
-        let end = h.path.find(['?', '#']).unwrap_or(h.path.len());
-        &h.path[..end]
-    });
-    let matched = rules
-        .policies
-        .iter()
-        .find(|(_, p)| {
-            let admitted = match (&p.path_gate, path) {
-                (None, _) => true,
-                // No request, no path: a policy that needs one cannot match.
-                (Some(_), None) => false,
-                (Some(lits), Some(path)) => lits.iter().any(|l| l.admits(path)),
-            };
-            admitted
-                && p.permissions.iter().any(|x| permission(x, input))
-                && p.principals.iter().any(|x| principal(x, input))
-        })
-        .map(|(name, _)| name.as_str());
+    let matches = |i: u32| {
+        let p = &rules.policies[i as usize].1;
+        p.permissions.iter().any(|x| permission(x, input))
+            && p.principals.iter().any(|x| principal(x, input))
+    };
+    // The first matching policy in order: among those that need no path, the first that
+    // matches; among those the path admits (the index), any earlier one that matches.
+    let mut first: Option<u32> = rules.index.ungated().iter().copied().find(|&i| matches(i));
+    if let Some(head) = input.head {
+        // The path as url_path matchers see it.
+        let end = head.path.find(['?', '#']).unwrap_or(head.path.len());
+        rules.index.for_each_admitted(&head.path[..end], |i| {
+            if first.is_none_or(|f| i < f) && matches(i) {
+                first = Some(i);
+            }
+        });
+    }
+    let matched = first.map(|i| rules.policies[i as usize].0.as_str());
     let allowed = match rules.action {
         RbacAction::Allow => matched.is_some(),
         RbacAction::Deny => matched.is_none(),
