@@ -131,10 +131,18 @@ fn a_cluster_envoy_rejects_shows_nacked() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let out = spar(&["ctl", "proxy-status", "--cp", &cp.monitoring]);
-    let table = String::from_utf8_lossy(&out.stdout);
-    let row = table.lines().find(|l| l.starts_with(&node)).expect(&table);
-    assert!(row.contains("NACKED"), "{table}");
+    // A later push of the same bad cluster (a file-watch event on a busy machine) shows
+    // STALE until Envoy NACKs it again: wait for the table to say NACKED.
+    let table = loop {
+        let out = spar(&["ctl", "proxy-status", "--cp", &cp.monitoring]);
+        let table = String::from_utf8_lossy(&out.stdout).into_owned();
+        let row = table.lines().find(|l| l.starts_with(&node)).expect(&table);
+        if row.contains("NACKED") {
+            break table;
+        }
+        assert!(Instant::now() < deadline, "{table}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let nack = table
         .lines()
         .find(|l| l.starts_with(&format!("NACK {node} CDS:")))
