@@ -161,7 +161,7 @@ async fn plaintext(port: u16) -> u16 {
         .write_all(b"GET / HTTP/1.1\r\nHost: reviews\r\nConnection: close\r\n\r\n")
         .await;
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut out)).await;
     let text = String::from_utf8_lossy(&out);
     text.split_whitespace()
         .nth(1)
@@ -641,16 +641,20 @@ async fn the_books_mesh_policy_and_namespace_policy_shape_mtls() {
     assert_eq!(plaintext(port).await, 0, "MeshPolicy mtls: {{}} is STRICT");
     drop(_server);
 
-    let permissive = format!("{base}{mesh_policy}{ns_policy}");
+    // A port of its own: the STRICT sidecar's listener may still be closing on `port`.
+    let port2 = free_port();
+    let base2 = mesh(port2, backend.addr, "UNSET");
+    let base2 = &base2[..base2.find("apiVersion: security.istio.io/v1").unwrap()];
+    let permissive = format!("{base2}{mesh_policy}{ns_policy}");
     let (_server, _) = sidecar(
         &resources(&permissive, &server_id, "reviews"),
         any("127.0.0.1"),
-        SocketAddr::new(SERVER_IP.parse().unwrap(), port),
+        SocketAddr::new(SERVER_IP.parse().unwrap(), port2),
         identity(&ca, "reviews"),
     )
     .await;
     assert_eq!(
-        plaintext(port).await,
+        plaintext(port2).await,
         200,
         "the namespace Policy's PERMISSIVE wins over the MeshPolicy"
     );
