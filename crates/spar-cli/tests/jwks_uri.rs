@@ -73,35 +73,17 @@ print(json.dumps({
   "inline": tok(inline, "i1", "https://inline.test"),
 }))
 "#;
-    let out = Command::new("python3").args(["-c", SCRIPT]).output();
-    match out {
-        Ok(o) if o.status.success() => {
-            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-            let s = |k: &str| v[k].as_str().unwrap().to_string();
-            Some(Material {
-                jwks1: s("jwks1"),
-                jwks2: s("jwks2"),
-                jwks_inline: s("jwks_inline"),
-                k1: s("k1"),
-                k2: s("k2"),
-                forged: s("forged"),
-                inline: s("inline"),
-            })
-        }
-        other => {
-            let why = match other {
-                Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
-                Err(e) => e.to_string(),
-            };
-            if std::env::var("SPAR_REQUIRE_PEERS").as_deref() == Ok("1") {
-                panic!("pyjwt is required (SPAR_REQUIRE_PEERS=1): python3 -m pip install pyjwt cryptography: {why}");
-            }
-            eprintln!(
-                "jwksUri test skipped: no pyjwt (python3 -m pip install pyjwt cryptography): {why}"
-            );
-            None
-        }
-    }
+    let v = pyjwt_json("jwksUri test", SCRIPT)?;
+    let s = |k: &str| v[k].as_str().unwrap().to_string();
+    Some(Material {
+        jwks1: s("jwks1"),
+        jwks2: s("jwks2"),
+        jwks_inline: s("jwks_inline"),
+        k1: s("k1"),
+        k2: s("k2"),
+        forged: s("forged"),
+        inline: s("inline"),
+    })
 }
 
 /// Both peers, or `None` (after saying why) when the test is to be skipped.

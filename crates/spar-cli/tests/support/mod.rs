@@ -493,3 +493,20 @@ pub fn name_backend(name: &str) -> u16 {
     });
     port
 }
+
+/// Runs a Python `script` that prints one JSON value using PyPI pyjwt (keys and tokens
+/// for the JWT tests). Without pyjwt: `None` after saying why `test` is skipped, or a
+/// panic under `SPAR_REQUIRE_PEERS=1`.
+pub fn pyjwt_json(test: &str, script: &str) -> Option<serde_json::Value> {
+    let out = Command::new("python3").args(["-c", script]).output();
+    let why = match out {
+        Ok(o) if o.status.success() => return Some(serde_json::from_slice(&o.stdout).unwrap()),
+        Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+        Err(e) => e.to_string(),
+    };
+    if std::env::var("SPAR_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!("{test}: pyjwt is required (SPAR_REQUIRE_PEERS=1): python3 -m pip install pyjwt cryptography: {why}");
+    }
+    eprintln!("{test}: skipped: no pyjwt (python3 -m pip install pyjwt cryptography): {why}");
+    None
+}

@@ -62,14 +62,45 @@ pub enum Location {
 pub enum Requirement {
     /// A token of this provider must verify (with these audiences instead of the
     /// provider's, when given).
-    Provider(usize, Option<Vec<String>>),
+    Provider(usize, Option<Vec<String>>, Extraction),
     Any(Vec<Requirement>),
     All(Vec<Requirement>),
-    /// No token is fine; a token for one of these providers must verify.
-    AllowMissing(Vec<usize>),
+    /// No token is fine; a token for one of the extraction's providers must verify.
+    AllowMissing(Extraction),
     /// Anything is fine; verified tokens still give their payloads.
-    AllowMissingOrFailed(Vec<usize>),
+    AllowMissingOrFailed(Extraction),
     AllowAll,
+}
+
+/// Where one requirement looks for tokens, worked out when the config arrives: each
+/// location once, in Envoy's order (headers, query parameters, cookies, each by name),
+/// with the issuers whose providers name it; and the headers its providers write, which
+/// are removed from the client's request first.
+#[derive(Debug, Clone, Default)]
+pub struct Extraction {
+    pub locations: Vec<(Location, Vec<String>)>,
+    pub sanitize: Vec<HeaderName>,
+}
+
+impl Extraction {
+    fn of(providers: &[&Provider]) -> Extraction {
+        let mut locations: BTreeMap<Location, Vec<String>> = BTreeMap::new();
+        let mut sanitize = Vec::new();
+        for p in providers {
+            for l in &p.locations {
+                locations
+                    .entry(l.clone())
+                    .or_default()
+                    .push(p.issuer.clone());
+            }
+            sanitize.extend(p.forward_payload_header.iter().cloned());
+            sanitize.extend(p.claim_to_headers.iter().map(|(h, _)| h.clone()));
+        }
+        Extraction {
+            locations: locations.into_iter().collect(),
+            sanitize,
+        }
+    }
 }
 
 /// A verification key from the JWKS.
@@ -132,7 +163,7 @@ impl JwtAuthn {
                 let m = RouteMatch::from_proto(r.r#match.as_ref(), what)?;
                 let req = match &r.requirement_type {
                     Some(pb::requirement_rule::RequirementType::Requires(j)) => {
-                        requirement(j, &index, &[], what)?
+                        requirement(j, &index, &providers, &[], what)?
                     }
                     None => Requirement::AllowAll,
                     Some(_) => {
@@ -227,6 +258,7 @@ fn provider(name: &str, p: &pb::JwtProvider, what: Ctx<'_>) -> Result<Provider, 
 fn requirement(
     r: &pb::JwtRequirement,
     index: &BTreeMap<&str, usize>,
+    providers: &[Provider],
     parent_providers: &[usize],
     what: Ctx<'_>,
 ) -> Result<Requirement, ConfigError> {
@@ -240,12 +272,23 @@ fn requirement(
                 why: format!("jwt requirement names provider {name:?}, which is not configured"),
             })
     };
+    let parents = || {
+        let ps: Vec<&Provider> = parent_providers.iter().map(|i| &providers[*i]).collect();
+        Extraction::of(&ps)
+    };
     Ok(match &r.requires_type {
-        Some(T::ProviderName(n)) => Requirement::Provider(find(n)?, None),
-        Some(T::ProviderAndAudiences(pa)) => Requirement::Provider(
-            find(&pa.provider_name)?,
-            Some(pa.audiences.iter().map(|a| normalize_audience(a)).collect()),
-        ),
+        Some(T::ProviderName(n)) => {
+            let i = find(n)?;
+            Requirement::Provider(i, None, Extraction::of(&[&providers[i]]))
+        }
+        Some(T::ProviderAndAudiences(pa)) => {
+            let i = find(&pa.provider_name)?;
+            Requirement::Provider(
+                i,
+                Some(pa.audiences.iter().map(|a| normalize_audience(a)).collect()),
+                Extraction::of(&[&providers[i]]),
+            )
+        }
         Some(T::RequiresAny(list)) => {
             // As Envoy: the providers named beside an allow_missing(_or_failed) are the
             // ones whose tokens it looks for, and that one child is evaluated last.
@@ -268,23 +311,21 @@ fn requirement(
                     Some(T::ProviderAndAudiences(pa)) => used.push(find(&pa.provider_name)?),
                     _ => {}
                 }
-                children.push(requirement(c, index, &[], what)?);
+                children.push(requirement(c, index, providers, &[], what)?);
             }
             if let Some(b) = bypass {
-                children.push(requirement(b, index, &used, what)?);
+                children.push(requirement(b, index, providers, &used, what)?);
             }
             Requirement::Any(children)
         }
         Some(T::RequiresAll(list)) => Requirement::All(
             list.requirements
                 .iter()
-                .map(|c| requirement(c, index, &[], what))
+                .map(|c| requirement(c, index, providers, &[], what))
                 .collect::<Result<_, _>>()?,
         ),
-        Some(T::AllowMissing(_)) => Requirement::AllowMissing(parent_providers.to_vec()),
-        Some(T::AllowMissingOrFailed(_)) => {
-            Requirement::AllowMissingOrFailed(parent_providers.to_vec())
-        }
+        Some(T::AllowMissing(_)) => Requirement::AllowMissing(parents()),
+        Some(T::AllowMissingOrFailed(_)) => Requirement::AllowMissingOrFailed(parents()),
         Some(T::ExtractOnlyWithoutValidation(_)) => {
             return Err(ConfigError::Unsupported {
                 what: what(),

@@ -42,11 +42,15 @@ pub struct RbacRules {
 pub struct RbacPolicy {
     pub permissions: Vec<Permission>,
     pub principals: Vec<Principal>,
-    /// Derived when building: `Some(paths)` when the policy can only match a request whose
-    /// path (without query) is one of these, so most policies are ruled out by one
-    /// comparison instead of walking their matchers (the request path's cost stays flat
-    /// as policies are added).
-    pub path_gate: Option<Vec<PathLiteral>>,
+}
+
+impl RbacPolicy {
+    /// `Some(paths)` when the policy can only match a request whose path (without query)
+    /// is one of these: what [`super::rbac_index::PathIndex`] is built from, so most
+    /// policies are ruled out without walking their matchers.
+    pub fn path_gate(&self) -> Option<Vec<PathLiteral>> {
+        any_gate(&self.permissions)
+    }
 }
 
 /// A path a policy needs, exactly or as a prefix (case-sensitive).
@@ -217,7 +221,6 @@ fn rules(r: &pb::Rbac, what: Ctx<'_>) -> Result<RbacRules, ConfigError> {
             Ok((
                 name.clone(),
                 RbacPolicy {
-                    path_gate: any_gate(&permissions),
                     permissions,
                     principals: p
                         .principals

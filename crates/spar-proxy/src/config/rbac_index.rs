@@ -31,11 +31,11 @@ impl PathIndex {
         };
         for (i, (_, p)) in policies.iter().enumerate() {
             let i = u32::try_from(i).unwrap_or(u32::MAX);
-            let Some(lits) = &p.path_gate else {
+            let Some(lits) = p.path_gate() else {
                 index.ungated.push(i);
                 continue;
             };
-            for lit in lits {
+            for lit in &lits {
                 let (text, exact) = match lit {
                     PathLiteral::Exact(s) => (s, true),
                     PathLiteral::Prefix(s) => (s, false),

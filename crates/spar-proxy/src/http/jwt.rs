@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderValue};
 use serde_json::{Map, Value};
 
 use crate::config::jwt::{
-    normalize_audience, JwtAuthn, Key, KeyKind, Location, Provider, Requirement,
+    normalize_audience, Extraction, JwtAuthn, Key, KeyKind, Location, Provider, Requirement,
 };
 use crate::route::RequestHead;
 
@@ -146,7 +146,7 @@ struct Run<'a> {
 /// A token found in the request, with the issuers allowed at its location.
 struct Token<'a> {
     value: String,
-    issuers: Vec<&'a str>,
+    issuers: &'a [String],
     /// The header it came from (removed after verification unless `forward`).
     header: Option<&'a str>,
 }
@@ -155,17 +155,20 @@ impl<'a> Run<'a> {
     fn requirement(&mut self, r: &'a Requirement) -> Status {
         match r {
             Requirement::AllowAll => Status::Ok,
-            Requirement::Provider(p, audiences) => {
-                let providers = [*p];
-                self.sanitize(&providers);
-                let tokens = self.extract(&providers);
+            Requirement::Provider(p, audiences, from) => {
+                self.sanitize(from);
+                let tokens = self.extract(from);
                 self.tokens(tokens, Some(*p), audiences.as_deref(), false, false)
             }
-            Requirement::AllowMissing(ps) | Requirement::AllowMissingOrFailed(ps) => {
-                let failed_ok = matches!(r, Requirement::AllowMissingOrFailed(_));
-                self.sanitize(ps);
-                let tokens = self.extract(ps);
-                self.tokens(tokens, None, None, failed_ok, true)
+            Requirement::AllowMissing(from) => {
+                self.sanitize(from);
+                let tokens = self.extract(from);
+                self.tokens(tokens, None, None, false, true)
+            }
+            Requirement::AllowMissingOrFailed(from) => {
+                self.sanitize(from);
+                let tokens = self.extract(from);
+                self.tokens(tokens, None, None, true, true)
             }
             // The last child's status when none passes, as Envoy.
             Requirement::Any(children) => {
@@ -187,29 +190,16 @@ impl<'a> Run<'a> {
     }
 
     /// Headers a provider writes are never taken from the client.
-    fn sanitize(&mut self, providers: &[usize]) {
-        for p in providers.iter().map(|i| &self.f.providers[*i]) {
-            if let Some(h) = &p.forward_payload_header {
-                self.headers.remove(h);
-            }
-            for (h, _) in &p.claim_to_headers {
-                self.headers.remove(h);
-            }
+    fn sanitize(&mut self, from: &Extraction) {
+        for h in &from.sanitize {
+            self.headers.remove(h);
         }
     }
 
-    /// The tokens at the providers' locations: headers, then query parameters, then
-    /// cookies, each kind in name order (Envoy's order).
-    fn extract(&self, providers: &[usize]) -> Vec<Token<'a>> {
-        let mut locations: std::collections::BTreeMap<&'a Location, Vec<&'a str>> =
-            Default::default();
-        for p in providers.iter().map(|i| &self.f.providers[*i]) {
-            for l in &p.locations {
-                locations.entry(l).or_default().push(p.issuer.as_str());
-            }
-        }
+    /// The tokens at the requirement's locations, in Envoy's order.
+    fn extract(&self, from: &'a Extraction) -> Vec<Token<'a>> {
         let mut tokens = Vec::new();
-        for (location, issuers) in locations {
+        for (location, issuers) in &from.locations {
             let (value, header) = match location {
                 Location::Header(name, prefix) => {
                     let mut values = self.headers.get_all(name.as_str()).iter();
@@ -285,7 +275,7 @@ impl<'a> Run<'a> {
             Err(s) => return s,
         };
         let iss = jwt.payload.get("iss").and_then(Value::as_str).unwrap_or("");
-        if !t.issuers.iter().any(|i| i.is_empty() || *i == iss) {
+        if !t.issuers.iter().any(|i| i.is_empty() || i == iss) {
             return Status::UnknownIssuer;
         }
         let p: &Provider = match provider {
@@ -320,11 +310,8 @@ impl<'a> Run<'a> {
         if status != Status::Ok {
             return status;
         }
-        // A good token: its payload for RBAC and the upstream.
-        if let Some(key) = &p.payload_in_metadata {
-            self.payloads
-                .insert(key.clone(), Value::Object(jwt.payload.clone()));
-        }
+        // A good token: its payload for the upstream and, last (moved, not copied), for
+        // RBAC.
         if let Some(h) = &p.forward_payload_header {
             if let Ok(v) = HeaderValue::from_str(jwt.payload_b64) {
                 self.headers.append(h.clone(), v);
@@ -340,6 +327,10 @@ impl<'a> Run<'a> {
             if let Some(h) = t.header {
                 self.headers.remove(h);
             }
+        }
+        if let Some(key) = &p.payload_in_metadata {
+            self.payloads
+                .insert(key.clone(), Value::Object(jwt.payload));
         }
         Status::Ok
     }

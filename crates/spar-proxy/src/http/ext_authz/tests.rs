@@ -9,29 +9,13 @@ use envoy_types::pb::envoy::config::core::v3::HeaderValue as PbHeader;
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::envoy::service::auth::v3::{DeniedHttpResponse, OkHttpResponse};
 use envoy_types::pb::google::rpc::Status;
-use spar_model::{ConfigSet, LoadOptions};
-use spar_registry::Registry;
-use spar_translate::{translate, ProxyNode};
 
 use super::*;
-use crate::config::listener::{HttpManager, NetworkFilter};
-use crate::http::rbac::{check_with_shadow, Decision, RbacInput};
-use crate::route::RequestHead;
+use crate::config::listener::HttpManager;
+use crate::http::rbac::{check_with_shadow, Decision};
+use crate::testutil::{head, httpbin_inbound, rbac_input, HTTPBIN};
 
-const MESH: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: httpbin, namespace: foo}
-spec:
-  selector: {app: httpbin}
-  ports: [{name: http, port: 8000}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: httpbin-1, namespace: foo, labels: {app: httpbin}}
-spec: {serviceAccountName: httpbin, containers: [{name: httpbin}]}
-status: {podIP: 10.0.0.5}
----
+const POLICIES: &str = r#"
 apiVersion: v1
 kind: Service
 metadata: {name: authz, namespace: foo}
@@ -74,50 +58,16 @@ const MESH_CONFIG: &str = r#"extensionProviders:
 
 /// httpbin's inbound HTTP connection manager on port 8000 with `provider`'s CUSTOM policy.
 fn hcm(provider: &str) -> Arc<HttpManager> {
-    let yaml = MESH.replace("PROVIDER", provider);
-    let set = ConfigSet::load(
-        [("test.yaml", yaml.as_str()), ("mesh.yaml", MESH_CONFIG)],
-        &LoadOptions::default(),
-    );
-    assert!(!set.has_errors(), "{:#?}", set.diagnostics());
-    let mut node =
-        ProxyNode::parse_id("sidecar~10.0.0.5~httpbin-1.foo~foo.svc.cluster.local").unwrap();
-    node.labels.insert("app".into(), "httpbin".into());
-    let x = translate(&set, &Registry::build(&set), &node);
-    let snap = Snapshot::from_xds(&x).unwrap();
-    let inbound = &snap.listeners["virtualInbound"];
-    let chain = inbound
-        .chains
-        .iter()
-        .find(|c| c.matcher.destination_port == Some(8000))
-        .unwrap();
-    let NetworkFilter::Http(hcm) = &chain.filter else {
-        panic!("port 8000 is HTTP")
-    };
-    hcm.clone()
+    let yaml = format!("{HTTPBIN}---\n{}", POLICIES.replace("PROVIDER", provider));
+    httpbin_inbound(&[("test.yaml", &yaml), ("mesh.yaml", MESH_CONFIG)])
 }
 
 /// Runs the manager's RBAC filters and ext_authz enablement in config order, as the
 /// request path does: `Err` when RBAC denies, else which ext_authz filters would ask.
 fn asked(hcm: &HttpManager, path: &str) -> Result<Vec<bool>, ()> {
     let headers = HeaderMap::new();
-    let head = RequestHead {
-        method: "GET",
-        scheme: "http",
-        authority: "httpbin.foo:8000",
-        path,
-        headers: &headers,
-        random: 0,
-    };
-    let input = RbacInput {
-        head: Some(&head),
-        dst: "10.0.0.5:8000".parse().unwrap(),
-        direct_remote: "10.0.0.9".parse().unwrap(),
-        remote: "10.0.0.9".parse().unwrap(),
-        peer_principal: None,
-        sni: "",
-        jwt: None,
-    };
+    let head = head("GET", path, &headers);
+    let input = rbac_input(&head, None, None);
     let mut md = Map::new();
     let mut out = Vec::new();
     let mut next = 0;

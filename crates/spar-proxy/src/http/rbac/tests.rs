@@ -8,43 +8,13 @@ use std::net::{IpAddr, SocketAddr};
 use http::HeaderMap;
 
 use super::*;
-use crate::config::listener::NetworkFilter;
 use crate::config::Snapshot;
-
-const MESH: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: httpbin, namespace: foo}
-spec:
-  selector: {app: httpbin}
-  ports: [{name: http, port: 8000}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: httpbin-1, namespace: foo, labels: {app: httpbin}}
-spec: {serviceAccountName: httpbin, containers: [{name: httpbin}]}
-status: {podIP: 10.0.0.5}
-"#;
+use crate::testutil::{head, httpbin_inbound, rbac_input, HTTPBIN};
 
 /// The RBAC filters of httpbin's inbound HTTP chain on port 8000 under `policies`.
 fn filters(policies: &str) -> Vec<std::sync::Arc<RbacFilter>> {
-    let yaml = format!("{MESH}---\n{policies}");
-    let x = crate::testutil::resources(
-        &yaml,
-        "sidecar~10.0.0.5~httpbin-1.foo~foo.svc.cluster.local",
-        &[("app", "httpbin")],
-    );
-    let snap = Snapshot::from_xds(&x).unwrap();
-    let inbound = &snap.listeners["virtualInbound"];
-    let chain = inbound
-        .chains
-        .iter()
-        .find(|c| c.matcher.destination_port == Some(8000))
-        .unwrap();
-    let NetworkFilter::Http(hcm) = &chain.filter else {
-        panic!("port 8000 is HTTP")
-    };
-    hcm.rbac.clone()
+    let yaml = format!("{HTTPBIN}---\n{policies}");
+    httpbin_inbound(&[("test.yaml", &yaml)]).rbac.clone()
 }
 
 struct Req {
@@ -70,23 +40,12 @@ fn allowed(filters: &[std::sync::Arc<RbacFilter>], r: &Req) -> bool {
     for (k, v) in &r.headers {
         headers.append(*k, v.parse().unwrap());
     }
-    let head = RequestHead {
-        method: r.method,
-        scheme: "http",
-        authority: "httpbin.foo:8000",
-        path: r.path,
-        headers: &headers,
-        random: 0,
-    };
+    let head = head(r.method, r.path, &headers);
     let peer: IpAddr = r.peer.parse().unwrap();
     let input = RbacInput {
-        head: Some(&head),
-        dst: SocketAddr::new("10.0.0.5".parse().unwrap(), 8000),
         direct_remote: peer,
         remote: remote_address(peer, &headers, false, 0),
-        peer_principal: r.principal,
-        sni: "",
-        jwt: None,
+        ..rbac_input(&head, r.principal, None)
     };
     filters.iter().all(|f| check(f, &input) == Decision::Allow)
 }
@@ -300,23 +259,11 @@ fn connection_sni_conditions_read_the_client_hello() {
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: sni, namespace: foo}\nspec:\n  action: DENY\n  rules: [{when: [{key: connection.sni, values: [\"blocked.example\"]}]}]\n",
     );
     let headers = HeaderMap::new();
-    let head = RequestHead {
-        method: "GET",
-        scheme: "https",
-        authority: "httpbin",
-        path: "/",
-        headers: &headers,
-        random: 0,
-    };
+    let head = head("GET", "/", &headers);
     let decide = |sni: &str| {
         let input = RbacInput {
-            head: Some(&head),
-            dst: SocketAddr::new("10.0.0.5".parse().unwrap(), 8000),
-            direct_remote: "10.0.0.9".parse().unwrap(),
-            remote: "10.0.0.9".parse().unwrap(),
-            peer_principal: SLEEP,
             sni,
-            jwt: None,
+            ..rbac_input(&head, SLEEP, None)
         };
         f.iter().all(|x| check(x, &input) == Decision::Allow)
     };
@@ -345,25 +292,10 @@ spec:
     );
     let headers = HeaderMap::new();
     let decide = |path: &str, payload: Option<&str>| {
-        let head = RequestHead {
-            method: "GET",
-            scheme: "http",
-            authority: "httpbin.foo:8000",
-            path,
-            headers: &headers,
-            random: 0,
-        };
+        let head = head("GET", path, &headers);
         let md: Option<serde_json::Map<String, serde_json::Value>> =
             payload.map(|p| serde_json::from_str(&format!(r#"{{"payload":{p}}}"#)).unwrap());
-        let input = RbacInput {
-            head: Some(&head),
-            dst: SocketAddr::new("10.0.0.5".parse().unwrap(), 8000),
-            direct_remote: "10.0.0.9".parse().unwrap(),
-            remote: "10.0.0.9".parse().unwrap(),
-            peer_principal: None,
-            sni: "",
-            jwt: md.as_ref(),
-        };
+        let input = rbac_input(&head, None, md.as_ref());
         f.iter().all(|x| check(x, &input) == Decision::Allow)
     };
     let alice = r#"{"iss":"https://issuer.example","sub":"alice"}"#;
@@ -401,7 +333,7 @@ spec:
 "#,
     );
     let rules = f[0].rules.as_ref().unwrap();
-    let gate = |i: usize| rules.policies[i].1.path_gate.clone();
+    let gate = |i: usize| rules.policies[i].1.path_gate();
     assert_eq!(
         gate(0),
         Some(vec![
@@ -491,23 +423,8 @@ spec:
             "", "/", "/a", "/ab", "/abc", "/a/b/c", "/a/b/c/d", "/a/b", "/b", "/b/", "/b/x",
             "/ab?x=1", "/c", "/a#f", "/x/a",
         ] {
-            let head = RequestHead {
-                method,
-                scheme: "http",
-                authority: "httpbin.foo:8000",
-                path,
-                headers: &headers,
-                random: 0,
-            };
-            let input = RbacInput {
-                head: Some(&head),
-                dst: SocketAddr::new("10.0.0.5".parse().unwrap(), 8000),
-                direct_remote: "10.0.0.9".parse().unwrap(),
-                remote: "10.0.0.9".parse().unwrap(),
-                peer_principal: None,
-                sni: "",
-                jwt: None,
-            };
+            let head = head(method, path, &headers);
+            let input = rbac_input(&head, None, None);
             let brute = rules
                 .policies
                 .iter()
