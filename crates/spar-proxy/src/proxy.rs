@@ -2,7 +2,7 @@
 //! changes), serves the admin endpoints, and drains on request. Everything long-lived
 //! shares one [`Shared`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,6 +52,9 @@ impl std::fmt::Debug for ProxyOptions {
             .finish()
     }
 }
+
+/// How often a listener whose port was busy is bound again.
+const BIND_RETRY: Duration = Duration::from_millis(250);
 
 /// The name the forward proxy's listener has among the bound ones (not an xDS listener).
 pub const FORWARD_LISTENER: &str = "spar-forward-proxy";
@@ -111,10 +114,12 @@ impl Shared {
     }
 
     /// Binds listeners the snapshot has and unbinds those it dropped. A listener whose
-    /// port cannot be bound is logged and retried at the next change.
-    async fn reconcile(self: &Arc<Self>) {
+    /// port cannot be bound (a previous proxy still closing it, say) is logged once and
+    /// retried every [`BIND_RETRY`] until it binds or the snapshot drops it. Returns
+    /// whether every wanted listener is bound.
+    async fn reconcile(self: &Arc<Self>, reported: &mut HashSet<String>) -> bool {
         if self.is_draining() {
-            return;
+            return true;
         }
         let snap = self.store.load();
         let wanted: BTreeMap<String, SocketAddr> = snap
@@ -150,9 +155,12 @@ impl Shared {
                 }
             }
         }
+        reported.retain(|name| to_bind.iter().any(|(n, _)| n == name));
+        let mut all_bound = true;
         for (name, addr) in to_bind {
             match TcpListener::bind(addr).await {
                 Ok(l) => {
+                    reported.remove(&name);
                     let real = l.local_addr().unwrap_or(addr);
                     tracing::info!(listener = %name, addr = %real, "listening");
                     let task = tokio::spawn(crate::listener::accept_loop(
@@ -166,9 +174,18 @@ impl Shared {
                     };
                     map.insert(name, (real, task));
                 }
-                Err(e) => tracing::error!(listener = %name, %addr, "cannot bind: {e}"),
+                Err(e) => {
+                    all_bound = false;
+                    if reported.insert(name.clone()) {
+                        tracing::error!(
+                            listener = %name, %addr,
+                            "cannot bind: {e}; retrying every {BIND_RETRY:?} until the port is free"
+                        );
+                    }
+                }
             }
         }
+        all_bound
     }
 
     fn stop_listeners(&self) {
@@ -227,12 +244,23 @@ impl Proxy {
             let mut map = shared.bound.lock().unwrap_or_else(|p| p.into_inner());
             map.insert(FORWARD_LISTENER.to_string(), (real, task));
         }
-        shared.reconcile().await;
+        let mut reported = HashSet::new();
+        let mut all_bound = shared.reconcile(&mut reported).await;
         let mut changes = store.subscribe();
         let s = shared.clone();
         let task = tokio::spawn(async move {
-            while changes.changed().await.is_ok() {
-                s.reconcile().await;
+            loop {
+                if all_bound {
+                    if changes.changed().await.is_err() {
+                        return;
+                    }
+                } else {
+                    tokio::select! {
+                        changed = changes.changed() => if changed.is_err() { return },
+                        () = tokio::time::sleep(BIND_RETRY) => {}
+                    }
+                }
+                all_bound = s.reconcile(&mut reported).await;
             }
         });
         Ok(Proxy {

@@ -118,3 +118,50 @@ spec:
         "listeners closed"
     );
 }
+
+/// A listener whose port is still held (a previous proxy closing it) comes up by itself
+/// once the port is free: no config change is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_port_is_bound_once_it_is_free() {
+    let backend = Backend::start("v1").await;
+    let gw = free_port();
+    let mut y = service("echo", 8080, "http", &[("v1", backend.addr)]);
+    y.push_str(&format!(
+        r#"---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: {gw}, name: http, protocol: HTTP}}, hosts: ["*"]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo, namespace: default}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http: [{{route: [{{destination: {{host: echo, port: {{number: 8080}}}}}}]}}]
+"#
+    ));
+    let squatter = std::net::TcpListener::bind(("0.0.0.0", gw)).unwrap();
+    let store = Arc::new(Store::new(
+        Snapshot::from_xds(&gateway_resources(&y)).unwrap(),
+    ));
+    let proxy = Proxy::start(store, ProxyOptions::default()).await.unwrap();
+    let name = format!("0.0.0.0_{gw}");
+    assert!(proxy.listener_addr(&name).is_none(), "the port is taken");
+    drop(squatter);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while proxy.listener_addr(&name).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener was never bound after the port was freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        get(&client(false), gw, "/", &[]).await.backend(),
+        Some("v1")
+    );
+}

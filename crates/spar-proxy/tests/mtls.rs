@@ -149,6 +149,20 @@ async fn sidecar(
     )
     .await
     .unwrap();
+    // A previous sidecar on the same port may still be closing it: the proxy binds it
+    // as soon as it is free; wait for that.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ["virtualOutbound", "virtualInbound"]
+        .iter()
+        .any(|l| p.listener_addr(l).is_none())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "listeners never bound: {:?}",
+            p.shared.bound()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     (p, store)
 }
 
@@ -287,6 +301,16 @@ async fn istio_mutual_to_a_strict_sidecar() {
         identity(&ca, "reviews"),
     )
     .await;
+    let req = http::Request::builder()
+        .uri(format!("http://{VIP}:{port}/ratings"))
+        .header("host", "reviews")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), c.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "a peer from the mesh's CA is let in");
     let other = Ca::generate(TD).unwrap();
     let port2 = port;
     let (_stranger, _) = sidecar(
