@@ -19,15 +19,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
-use support::gateway::{self, echo_backend, echo_registry, GatewayMesh};
+use support::ext_authz::{authorizer, require_peers};
+use support::gateway::{self, echo_backend, echo_registry, local_service, GatewayMesh};
 use support::*;
-
-fn require_peers() -> bool {
-    std::env::var("SPAR_REQUIRE_PEERS").as_deref() == Ok("1")
-}
 
 /// What the backend echoes: what the authorizer may have added upstream.
 fn echoed(name: &str) -> bool {
@@ -41,219 +35,16 @@ fn send(port: u16, path: &str, headers: &[(&str, &str)]) -> Got {
     gateway::send(port, "GET", path, gateway::HOST, headers)
 }
 
-/// The authorizer, as Istio's sample ext-authz (HTTP and gRPC in one process).
-const AUTHZ_PY: &str = r#"
-import sys, threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-DENY_BODY = b"denied by ext_authz for not found header `x-ext-authz: allow` in the request"
-
-def decide(path, get):
-    """(status, headers, body) for a request with `path` and header getter `get`."""
-    if "/boom" in path:
-        return 500, [], b"authorizer broke"
-    if "/teapot" in path:
-        return 418, [("x-ext-authz-check-result", "denied"), ("x-not-for-client", "secret")], b"short and stout"
-    if get("x-ext-authz") == "allow":
-        return 200, [("x-ext-authz-check-result", "allowed")], b""
-    return 403, [("x-ext-authz-check-result", "denied")], DENY_BODY
-
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a):
-        pass
-    def handle_one_request(self):
-        try:
-            self.raw_requestline = self.rfile.readline(65537)
-            if not self.raw_requestline:
-                self.close_connection = True
-                return
-            if not self.parse_request():
-                return
-            n = int(self.headers.get("content-length") or 0)
-            if n:
-                self.rfile.read(n)
-            status, hs, body = decide(self.path, lambda k: self.headers.get(k))
-            self.send_response(status)
-            for k, v in hs:
-                self.send_header(k, v)
-            # What the authorizer was sent (the test reads it back from the denial).
-            self.send_header("x-ext-authz-saw-path", self.path)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            self.wfile.flush()
-        except Exception:
-            self.close_connection = True
-
-def varint(b, i):
-    shift = n = 0
-    while True:
-        c = b[i]; i += 1
-        n |= (c & 0x7f) << shift; shift += 7
-        if c < 0x80:
-            return n, i
-
-def fields(b):
-    i, out = 0, []
-    while i < len(b):
-        key, i = varint(b, i)
-        f, wt = key >> 3, key & 7
-        if wt == 0:
-            v, i = varint(b, i)
-        elif wt == 2:
-            l, i = varint(b, i); v = b[i:i+l]; i += l
-        elif wt == 1:
-            v = b[i:i+8]; i += 8
-        elif wt == 5:
-            v = b[i:i+4]; i += 4
-        else:
-            raise ValueError("wire type %d" % wt)
-        out.append((f, v))
-    return out
-
-def one(b, n):
-    for f, v in fields(b):
-        if f == n:
-            return v
-    return b""
-
-def enc_varint(n):
-    out = bytearray()
-    while True:
-        c = n & 0x7f; n >>= 7
-        if n:
-            out.append(c | 0x80)
-        else:
-            out.append(c); return bytes(out)
-
-def ld(f, b):
-    return enc_varint(f << 3 | 2) + enc_varint(len(b)) + b
-
-def vi(f, n):
-    return enc_varint(f << 3) + enc_varint(n)
-
-def hvo(k, v):
-    return ld(1, ld(1, k.encode()) + ld(2, v.encode()))
-
-def check(req, ctx):
-    http = one(one(one(req, 1), 4), 2)
-    headers = {}
-    for f, entry in fields(http):
-        if f == 3:
-            headers[one(entry, 1).decode()] = one(entry, 2).decode()
-    path = one(http, 4).decode()
-    status, hs, body = decide(path, headers.get)
-    if status == 500:
-        import grpc
-        ctx.abort(grpc.StatusCode.UNAVAILABLE, "authorizer broke")
-    hs = hs + [("x-ext-authz-saw-path", path)]
-    if status == 200:
-        return ld(1, b"") + ld(3, b"".join(ld(2, hvo(k, v)) for k, v in hs))
-    denied = ld(1, vi(1, status)) + b"".join(ld(2, hvo(k, v)) for k, v in hs) + ld(3, body)
-    return ld(1, vi(1, 7)) + ld(2, denied)
-
-http_port, grpc_port = int(sys.argv[1]), int(sys.argv[2])
-srv = ThreadingHTTPServer(("127.0.0.1", http_port), H)
-threading.Thread(target=srv.serve_forever, daemon=True).start()
-if grpc_port:
-    import grpc
-    from concurrent import futures
-    g = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    g.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "envoy.service.auth.v3.Authorization",
-        {"Check": grpc.unary_unary_rpc_method_handler(check)}),))
-    g.add_insecure_port("127.0.0.1:%d" % grpc_port)
-    g.start()
-print("ready", flush=True)
-threading.Event().wait()
-"#;
-
-/// The authorizer process, killed on drop.
-struct Authorizer {
-    child: Child,
-    _dir: tempfile::TempDir,
-    http: u16,
-    grpc: u16,
-}
-
-impl Drop for Authorizer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the authorizer (gRPC too with `grpc`); `None` (after saying why) without python3
-/// or grpcio, unless peers are required.
-fn authorizer(test: &str, grpc: bool) -> Option<Authorizer> {
-    let probe = if grpc { "import grpc" } else { "pass" };
-    let ok = Command::new("python3")
-        .args(["-c", probe])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        let what = if grpc {
-            "python3 with grpcio (scripts/install-grpc-peers)"
-        } else {
-            "python3"
-        };
-        assert!(
-            !require_peers(),
-            "{test}: {what} is required (SPAR_REQUIRE_PEERS=1)"
-        );
-        eprintln!("{test}: skipped: no {what}");
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("authz.py");
-    std::fs::write(&script, AUTHZ_PY).unwrap();
-    let (http, grpc_port) = (free_port(), if grpc { free_port() } else { 0 });
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .args([http.to_string(), grpc_port.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the authorizer");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready", "the authorizer did not start");
-    Some(Authorizer {
-        child,
-        _dir: dir,
-        http,
-        grpc: grpc_port,
-    })
-}
-
 /// The echo registry and gateway, and the authorizer's Service at (`authz_http`,
 /// `authz_grpc`).
 fn registry_yaml(backend: u16, gw_port: u16, authz_http: u16, authz_grpc: u16) -> String {
     format!(
-        r#"{}---
-apiVersion: v1
-kind: Service
-metadata: {{name: ext-authz, namespace: default}}
-spec:
-  selector: {{app: ext-authz}}
-  ports: [{{name: http, port: 8000}}, {{name: grpc, port: 9000}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: ext-authz-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: ext-authz}}
-addressType: IPv4
-ports: [{{name: http, port: {authz_http}}}, {{name: grpc, port: {authz_grpc}}}]
-endpoints:
-- addresses: [127.0.0.1]
-"#,
-        echo_registry(backend, gw_port)
+        "{}---\n{}",
+        echo_registry(backend, gw_port),
+        local_service(
+            "ext-authz",
+            &[("http", 8000, authz_http), ("grpc", 9000, authz_grpc)]
+        )
     )
 }
 

@@ -26,6 +26,21 @@ pub struct Stats {
     pub config_accepted: AtomicU64,
     pub config_rejected: AtomicU64,
     pub detection: Detection,
+    /// Network ext_authz outcomes, over all such filters.
+    pub ext_authz_tcp: NetworkExtAuthzStats,
+}
+
+/// Envoy's network ext_authz counters (`ext_authz.<stat_prefix>.*`).
+#[derive(Debug, Default)]
+pub struct NetworkExtAuthzStats {
+    pub total: AtomicU64,
+    pub ok: AtomicU64,
+    pub denied: AtomicU64,
+    pub error: AtomicU64,
+    pub failure_mode_allowed: AtomicU64,
+    pub cx_closed: AtomicU64,
+    /// Connections the filter skipped (`filter_enabled_metadata` did not match).
+    pub disabled: AtomicU64,
 }
 
 /// Protocol detection outcomes on sniffed listeners (Envoy's `tls_inspector.*`,
@@ -167,6 +182,21 @@ impl Stats {
                 "envoy_listener_downstream_pre_cx_timeout",
                 &d.pre_cx_timeout,
             ),
+        ] {
+            counter(&mut out, name, "", get(c));
+        }
+        let e = &self.ext_authz_tcp;
+        for (name, c) in [
+            ("envoy_ext_authz_tcp_total", &e.total),
+            ("envoy_ext_authz_tcp_ok", &e.ok),
+            ("envoy_ext_authz_tcp_denied", &e.denied),
+            ("envoy_ext_authz_tcp_error", &e.error),
+            (
+                "envoy_ext_authz_tcp_failure_mode_allowed",
+                &e.failure_mode_allowed,
+            ),
+            ("envoy_ext_authz_tcp_cx_closed", &e.cx_closed),
+            ("envoy_ext_authz_tcp_disabled", &e.disabled),
         ] {
             counter(&mut out, name, "", get(c));
         }

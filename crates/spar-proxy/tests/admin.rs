@@ -17,25 +17,7 @@ use support::*;
 async fn ready_dump_stats_drain_and_quit() {
     let backend = Backend::start("v1").await;
     let gw = free_port();
-    let mut y = service("echo", 8080, "http", &[("v1", backend.addr)]);
-    y.push_str(&format!(
-        r#"---
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers: [{{port: {{number: {gw}, name: http, protocol: HTTP}}, hosts: ["*"]}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: echo, namespace: default}}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/gw]
-  http: [{{route: [{{destination: {{host: echo, port: {{number: 8080}}}}}}]}}]
-"#
-    ));
+    let y = echo_gateway(gw, backend.addr);
     let store = Arc::new(Store::default());
     let proxy = Proxy::start(
         store.clone(),
@@ -125,25 +107,7 @@ spec:
 async fn a_busy_port_is_bound_once_it_is_free() {
     let backend = Backend::start("v1").await;
     let gw = free_port();
-    let mut y = service("echo", 8080, "http", &[("v1", backend.addr)]);
-    y.push_str(&format!(
-        r#"---
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers: [{{port: {{number: {gw}, name: http, protocol: HTTP}}, hosts: ["*"]}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: echo, namespace: default}}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/gw]
-  http: [{{route: [{{destination: {{host: echo, port: {{number: 8080}}}}}}]}}]
-"#
-    ));
+    let y = echo_gateway(gw, backend.addr);
     let squatter = std::net::TcpListener::bind(("0.0.0.0", gw)).unwrap();
     let store = Arc::new(Store::new(
         Snapshot::from_xds(&gateway_resources(&y)).unwrap(),

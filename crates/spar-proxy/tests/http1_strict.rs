@@ -31,25 +31,7 @@ async fn raw(port: u16, request: &[u8]) -> String {
 async fn ambiguous_framing_and_oversized_heads_are_refused() {
     let backend = Backend::start("v1").await;
     let gw = free_port();
-    let mut y = service("echo", 8080, "http", &[("v1", backend.addr)]);
-    y.push_str(&format!(
-        r#"---
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers: [{{port: {{number: {gw}, name: http, protocol: HTTP}}, hosts: ["*"]}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: echo, namespace: default}}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/gw]
-  http: [{{route: [{{destination: {{host: echo, port: {{number: 8080}}}}}}]}}]
-"#
-    ));
+    let y = echo_gateway(gw, backend.addr);
     let store = Arc::new(Store::new(
         Snapshot::from_xds(&gateway_resources(&y)).unwrap(),
     ));

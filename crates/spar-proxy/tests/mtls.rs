@@ -166,6 +166,20 @@ async fn sidecar(
     (p, store)
 }
 
+/// `GET /ratings` for reviews through the sidecar listening on `ip:port`: the status.
+async fn ratings(c: &TestClient, ip: &str, port: u16) -> http::StatusCode {
+    let req = http::Request::builder()
+        .uri(format!("http://{ip}:{port}/ratings"))
+        .header("host", "reviews")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), c.request(req))
+        .await
+        .expect("an answer within 10 s")
+        .expect("an HTTP answer")
+        .status()
+}
+
 /// A plaintext HTTP GET straight to reviews' sidecar: the status, or 0 when refused.
 async fn plaintext(port: u16) -> u16 {
     let Ok(mut s) = tokio::net::TcpStream::connect((SERVER_IP, port)).await else {
@@ -277,16 +291,7 @@ async fn istio_mutual_to_a_strict_sidecar() {
     )
     .await;
     assert_eq!(plaintext(port).await, 200, "PERMISSIVE accepts plaintext");
-    let req = http::Request::builder()
-        .uri(format!("http://{VIP}:{port}/ratings"))
-        .header("host", "reviews")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(10), c.request(req))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(resp.status(), 200, "and mTLS");
+    assert_eq!(ratings(&c, VIP, port).await, 200, "and mTLS");
     drop(_server);
 
     // A client whose SVID comes from another mesh's CA: refused (503 from its own sidecar).
@@ -301,16 +306,11 @@ async fn istio_mutual_to_a_strict_sidecar() {
         identity(&ca, "reviews"),
     )
     .await;
-    let req = http::Request::builder()
-        .uri(format!("http://{VIP}:{port}/ratings"))
-        .header("host", "reviews")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(10), c.request(req))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(resp.status(), 200, "a peer from the mesh's CA is let in");
+    assert_eq!(
+        ratings(&c, VIP, port).await,
+        200,
+        "a peer from the mesh's CA is let in"
+    );
     let other = Ca::generate(TD).unwrap();
     let port2 = port;
     let (_stranger, _) = sidecar(
@@ -320,16 +320,11 @@ async fn istio_mutual_to_a_strict_sidecar() {
         identity(&other, "productpage"),
     )
     .await;
-    let req = http::Request::builder()
-        .uri(format!("http://127.0.0.9:{port2}/ratings"))
-        .header("host", "reviews")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(10), client(false).request(req))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(resp.status(), 503, "a peer from another CA is refused");
+    assert_eq!(
+        ratings(&client(false), "127.0.0.9", port2).await,
+        503,
+        "a peer from another CA is refused"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

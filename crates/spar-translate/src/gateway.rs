@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::config::core::v3::{
     data_source, transport_socket, DataSource, TransportSocket,
 };
 use envoy_types::pb::envoy::config::listener::v3::{
-    listener_filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
+    listener_filter, Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
 };
 use envoy_types::pb::envoy::config::route::v3::{
     virtual_host::TlsRequirementType, Route, RouteConfiguration, VirtualHost,
@@ -195,7 +195,7 @@ pub fn listeners(ctx: &Ctx<'_>) -> (Vec<Listener>, Vec<RouteConfiguration>, Vec<
             if b.tls_mode() == Some(ServerTLSMode::AutoPassthrough) {
                 chains.extend(auto_passthrough_chains(ctx, b));
             } else {
-                chains.extend(passthrough_chains(ctx, b, *port));
+                chains.extend(passthrough_chains(ctx, b, *port, &authz.tcp));
             }
         }
         for b in servers.iter().filter(|b| {
@@ -205,7 +205,7 @@ pub fn listeners(ctx: &Ctx<'_>) -> (Vec<Listener>, Vec<RouteConfiguration>, Vec<
                     "TCP" | "TLS" | "MONGO" | "MYSQL" | "REDIS"
                 )
         }) {
-            if let Some(chain) = tcp_chain(ctx, b, *port) {
+            if let Some(chain) = tcp_chain(ctx, b, *port, &authz.tcp) {
                 chains.push(chain);
             }
         }
@@ -432,7 +432,14 @@ fn is_catch_all(r: &Route) -> bool {
         && m.runtime_fraction.is_none()
 }
 
-fn passthrough_chains(ctx: &Ctx<'_>, b: &Bound<'_>, port: u32) -> Vec<FilterChain> {
+/// `authz`: the gateway's network authorization filters, put before `tcp_proxy` (as on
+/// every TCP chain of a gateway, like istiod).
+fn passthrough_chains(
+    ctx: &Ctx<'_>,
+    b: &Bound<'_>,
+    port: u32,
+    authz: &[Filter],
+) -> Vec<FilterChain> {
     let mut out = Vec::new();
     for (vs, _) in bound_hosts(ctx, b) {
         let scope = Scope {
@@ -458,7 +465,7 @@ fn passthrough_chains(ctx: &Ctx<'_>, b: &Bound<'_>, port: u32) -> Vec<FilterChai
                 out.push(FilterChain {
                     name: format!("{port}|{}", snis.join(",")),
                     filter_chain_match: Some(sni_match(&snis)),
-                    filters: vec![tcp_proxy(&format!("{}_{port}", b.gateway), spec)],
+                    filters: with_authz(authz, tcp_proxy(&format!("{}_{port}", b.gateway), spec)),
                     ..Default::default()
                 });
             }
@@ -467,7 +474,14 @@ fn passthrough_chains(ctx: &Ctx<'_>, b: &Bound<'_>, port: u32) -> Vec<FilterChai
     out
 }
 
-fn tcp_chain(ctx: &Ctx<'_>, b: &Bound<'_>, port: u32) -> Option<FilterChain> {
+/// The network authorization filters, then `terminal`.
+fn with_authz(authz: &[Filter], terminal: Filter) -> Vec<Filter> {
+    let mut f = authz.to_vec();
+    f.push(terminal);
+    f
+}
+
+fn tcp_chain(ctx: &Ctx<'_>, b: &Bound<'_>, port: u32, authz: &[Filter]) -> Option<FilterChain> {
     for (vs, _) in bound_hosts(ctx, b) {
         let scope = Scope {
             port,
@@ -480,7 +494,7 @@ fn tcp_chain(ctx: &Ctx<'_>, b: &Bound<'_>, port: u32) -> Option<FilterChain> {
         if let Some(spec) = rule.and_then(|r| tcp_destinations(ctx, &r.route, &scope)) {
             return Some(FilterChain {
                 name: format!("tcp.{port}"),
-                filters: vec![tcp_proxy(&format!("{}_{port}", b.gateway), spec)],
+                filters: with_authz(authz, tcp_proxy(&format!("{}_{port}", b.gateway), spec)),
                 transport_socket: if b.tls_mode().is_some() {
                     downstream_tls(b)
                 } else {

@@ -8,12 +8,14 @@
 mod common;
 
 use common::*;
+use envoy_types::pb::envoy::config::core::v3::grpc_service;
 use envoy_types::pb::envoy::config::listener::v3::{filter, Filter};
 use envoy_types::pb::envoy::config::rbac::v3::{permission, rbac};
 use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
     jwt_provider, JwtAuthentication,
 };
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
+use envoy_types::pb::envoy::extensions::filters::network::ext_authz::v3::ExtAuthz as NetworkExtAuthz;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_filter, HttpConnectionManager,
 };
@@ -271,6 +273,64 @@ fn custom_uses_the_mesh_provider_or_fails_closed() {
     let x = run_for(&cfg, &web());
     assert!(!names(&x).contains(&"envoy.filters.http.ext_authz".to_string()));
     assert_eq!(rbacs(&x)[0].0.as_ref().unwrap().0, DENY);
+}
+
+#[test]
+fn custom_on_tcp_chains_is_network_ext_authz_for_grpc_providers() {
+    let cfg = ap(
+        "p",
+        "default",
+        "{action: CUSTOM, provider: {name: authz}, rules: [{to: [{operation: {methods: [GET]}}]}]}",
+    );
+    let names = |x: &XdsResources| -> Vec<String> {
+        chain_filters(x, 5432)
+            .iter()
+            .map(|f| f.name.clone())
+            .collect()
+    };
+    let grpc = "extensionProviders:\n- name: authz\n  envoyExtAuthzGrpc: {service: authz.default.svc.cluster.local, port: 9000, failOpen: true}\n";
+    let x = with_mesh(&cfg, grpc, &db());
+    assert_eq!(
+        names(&x),
+        [
+            "envoy.filters.network.rbac",
+            "envoy.filters.network.ext_authz",
+            "envoy.filters.network.tcp_proxy"
+        ]
+    );
+    let f = chain_filters(&x, 5432);
+    let r: NetworkRbac = unpack(typed(&f[0]));
+    assert!(r.rules.is_none(), "shadow only");
+    assert_eq!(r.shadow_rules_stat_prefix, "istio_ext_authz_");
+    let shadow = r.shadow_rules.unwrap();
+    assert_eq!(shadow.action, DENY);
+    // The HTTP-only field is dropped: every connection is sent to the authorizer.
+    let p = &shadow.policies["istio-ext-authz-ns[default]-policy[p]-rule[0]"];
+    assert_eq!(p.permissions.len(), 1);
+    let e: NetworkExtAuthz = unpack(typed(&f[1]));
+    assert_eq!(e.stat_prefix, "tcp.");
+    assert!(e.failure_mode_allow);
+    let m = e.filter_enabled_metadata.unwrap();
+    assert_eq!(m.filter, "envoy.filters.network.rbac");
+    match e.grpc_service.unwrap().target_specifier.unwrap() {
+        grpc_service::TargetSpecifier::EnvoyGrpc(g) => assert_eq!(
+            g.cluster_name,
+            "outbound|9000||authz.default.svc.cluster.local"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // An HTTP authorizer cannot judge a connection: TCP chains are left alone (istiod).
+    let http = "extensionProviders:\n- name: authz\n  envoyExtAuthzHttp: {service: authz.default.svc.cluster.local, port: 8000}\n";
+    assert_eq!(
+        names(&with_mesh(&cfg, http, &db())),
+        ["envoy.filters.network.tcp_proxy"]
+    );
+    // No such provider: what the policy selects is denied, on TCP too.
+    let x = run_for(&cfg, &db());
+    let f = chain_filters(&x, 5432);
+    assert_eq!(f[0].name, "envoy.filters.network.rbac");
+    let r: NetworkRbac = unpack(typed(&f[0]));
+    assert_eq!(r.rules.unwrap().action, DENY);
 }
 
 #[test]

@@ -151,29 +151,42 @@ pub fn send(port: u16, method: &str, path: &str, host: &str, headers: &[(&str, &
     }
 }
 
-/// The `echo` Service on `backend` (port 8080 in the mesh), and a Gateway on `gw_port`
-/// with a VirtualService sending every host to it.
-pub fn echo_registry(backend: u16, gw_port: u16) -> String {
+/// A Service `name` in `default` whose one endpoint is 127.0.0.1: per port its name, its
+/// port in the mesh and the local port behind it; ends with `---`.
+pub fn local_service(name: &str, ports: &[(&str, u16, u16)]) -> String {
+    let list = |f: &dyn Fn(&(&str, u16, u16)) -> String| {
+        ports.iter().map(f).collect::<Vec<_>>().join(", ")
+    };
     format!(
         r#"apiVersion: v1
 kind: Service
-metadata: {{name: echo, namespace: default}}
+metadata: {{name: {name}, namespace: default}}
 spec:
-  selector: {{app: echo}}
-  ports: [{{name: http, port: 8080}}]
+  selector: {{app: {name}}}
+  ports: [{}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
-  name: echo-1
+  name: {name}-1
   namespace: default
-  labels: {{kubernetes.io/service-name: echo}}
+  labels: {{kubernetes.io/service-name: {name}}}
 addressType: IPv4
-ports: [{{name: http, port: {backend}}}]
+ports: [{}]
 endpoints:
 - addresses: [127.0.0.1]
 ---
-apiVersion: networking.istio.io/v1beta1
+"#,
+        list(&|(n, p, _)| format!("{{name: {n}, port: {p}}}")),
+        list(&|(n, _, local)| format!("{{name: {n}, port: {local}}}")),
+    )
+}
+
+/// The `echo` Service on `backend` (port 8080 in the mesh), and a Gateway on `gw_port`
+/// with a VirtualService sending every host to it.
+pub fn echo_registry(backend: u16, gw_port: u16) -> String {
+    format!(
+        r#"{}apiVersion: networking.istio.io/v1beta1
 kind: Gateway
 metadata: {{name: gw, namespace: istio-system}}
 spec:
@@ -190,7 +203,8 @@ spec:
   gateways: [istio-system/gw]
   http:
   - route: [{{destination: {{host: echo.default.svc.cluster.local, port: {{number: 8080}}}}}}]
-"#
+"#,
+        local_service("echo", &[("http", 8080, backend)])
     )
 }
 

@@ -79,7 +79,7 @@ pub struct GrpcAuthz {
 
 type Ctx<'a> = &'a dyn Fn() -> String;
 
-fn unsupported(what: Ctx<'_>, field: &str) -> ConfigError {
+pub(super) fn unsupported(what: Ctx<'_>, field: &str) -> ConfigError {
     ConfigError::Unsupported {
         what: what(),
         feature: format!("ext_authz field {field} is not supported by spar proxy"),
@@ -268,7 +268,7 @@ fn http_service(h: &HttpService, what: Ctx<'_>) -> Result<HttpAuthz, ConfigError
     })
 }
 
-fn grpc(g: &GrpcService, what: Ctx<'_>) -> Result<GrpcAuthz, ConfigError> {
+pub(super) fn grpc(g: &GrpcService, what: Ctx<'_>) -> Result<GrpcAuthz, ConfigError> {
     let e = match &g.target_specifier {
         Some(grpc_service::TargetSpecifier::EnvoyGrpc(e)) => e,
         Some(grpc_service::TargetSpecifier::GoogleGrpc(_)) => {
@@ -314,6 +314,9 @@ fn grpc(g: &GrpcService, what: Ctx<'_>) -> Result<GrpcAuthz, ConfigError> {
 pub fn any_matches(list: &[StringMatch], name: &str) -> bool {
     list.iter().any(|m| m.matches(name))
 }
+
+mod network;
+pub use network::NetworkExtAuthz;
 
 #[cfg(test)]
 mod tests;

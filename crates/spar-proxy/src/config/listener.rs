@@ -32,6 +32,8 @@ pub const RBAC_FILTER: &str = "envoy.filters.http.rbac";
 /// Envoy's JWT authentication HTTP filter (config/jwt.rs, http/jwt.rs).
 pub const JWT_AUTHN_FILTER: &str = "envoy.filters.http.jwt_authn";
 pub const NETWORK_RBAC_FILTER: &str = "envoy.filters.network.rbac";
+/// Envoy's external authorization network filter (config/ext_authz/network.rs).
+pub const NETWORK_EXT_AUTHZ_FILTER: &str = "envoy.filters.network.ext_authz";
 /// Envoy's external authorization HTTP filter (config/ext_authz.rs, http/ext_authz.rs).
 pub const EXT_AUTHZ_FILTER: &str = "envoy.filters.http.ext_authz";
 
@@ -77,6 +79,9 @@ pub struct FilterChain {
     /// `envoy.filters.network.rbac` before the terminal filter: checked once per
     /// connection, before any byte is forwarded.
     pub rbac: Vec<Arc<super::rbac::RbacFilter>>,
+    /// `envoy.filters.network.ext_authz` filters, each with how many of [`Self::rbac`]
+    /// come before it: one check per connection, after those RBAC filters.
+    pub ext_authz: Vec<(usize, Arc<super::ext_authz::NetworkExtAuthz>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -322,6 +327,7 @@ impl FilterChain {
         };
         let mut terminal = None;
         let mut rbac = Vec::new();
+        let mut ext_authz = Vec::new();
         for f in &c.filters {
             let fwhat = || format!("{}: network filter {:?}", what(), f.name);
             let any = match &f.config_type {
@@ -333,6 +339,16 @@ impl FilterChain {
                     &decode(any, &fwhat)?,
                     &fwhat,
                 )?));
+                continue;
+            }
+            if f.name == NETWORK_EXT_AUTHZ_FILTER {
+                ext_authz.push((
+                    rbac.len(),
+                    Arc::new(super::ext_authz::NetworkExtAuthz::from_proto(
+                        &decode(any, &fwhat)?,
+                        &fwhat,
+                    )?),
+                ));
                 continue;
             }
             let filter = match f.name.as_str() {
@@ -359,6 +375,7 @@ impl FilterChain {
             filter,
             tls,
             rbac,
+            ext_authz,
         })
     }
 }

@@ -20,6 +20,8 @@ pub const JWT_AUTHN: &str = "envoy.filters.http.jwt_authn";
 /// The RBAC filter's namespace: `<shadow_rules_stat_prefix>shadow_effective_policy_id` and
 /// `<prefix>shadow_engine_result` when shadow rules ran.
 pub const RBAC: &str = "envoy.filters.http.rbac";
+/// The network RBAC filter's namespace, on a connection (the same keys as [`RBAC`]).
+pub const NETWORK_RBAC: &str = "envoy.filters.network.rbac";
 
 /// A path into one filter's metadata and what must be found there.
 #[derive(Debug, Clone)]

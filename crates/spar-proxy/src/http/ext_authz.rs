@@ -38,6 +38,7 @@ use crate::config::ext_authz::{any_matches, ExtAuthz, GrpcAuthz, HttpAuthz, Serv
 use crate::config::metadata::{JWT_AUTHN, RBAC};
 use crate::config::Snapshot;
 use crate::lb::PickCtx;
+use crate::proxy::Shared;
 
 /// The largest authorizer answer read (a bigger one is a failure).
 const MAX_ANSWER: usize = 1024 * 1024;
@@ -200,26 +201,33 @@ type Endpoint = (
     Option<super::upstream::TlsTarget>,
 );
 
-/// An endpoint of `cluster` and the TLS to reach it with.
-fn endpoint(conn: &Conn, snap: &Snapshot, cluster: &str) -> Result<Endpoint, CheckError> {
+/// An endpoint of `cluster` and the TLS to reach it with, for a connection to `dst`
+/// accepted on `local` (an endpoint that is that very socket would loop).
+fn endpoint(
+    shared: &Shared,
+    snap: &Snapshot,
+    cluster: &str,
+    dst: SocketAddr,
+    local: &str,
+) -> Result<Endpoint, CheckError> {
     let lb = snap
         .balancers
         .get(cluster)
         .cloned()
         .ok_or_else(|| CheckError::NoCluster(cluster.to_string()))?;
     let ctx = PickCtx {
-        original_dst: Some(conn.dst),
+        original_dst: Some(dst),
         ..Default::default()
     };
     let host = lb
         .pick(&ctx)
         .ok_or_else(|| CheckError::NoHost(cluster.to_string()))?;
-    if host.authority == conn.local_text {
+    if host.authority == local {
         return Err(CheckError::Loop(host.authority.clone()));
     }
     let tls = match &host.tls {
         None => None,
-        Some(t) => Some(super::router::tls_target(conn, t, &host.authority)?),
+        Some(t) => Some(super::router::tls_target(shared, t, &host.authority)?),
     };
     Ok((lb, host, tls))
 }
@@ -263,7 +271,7 @@ async fn ask_http(
     h: &HttpAuthz,
     input: &CheckInput<'_>,
 ) -> Result<Answer, CheckError> {
-    let (lb, host, tls) = endpoint(conn, snap, &h.cluster)?;
+    let (lb, host, tls) = endpoint(&conn.shared, snap, &h.cluster, conn.dst, &conn.local_text)?;
     let path = format!("{}{}", h.path_prefix, input.path);
     let mut req = Request::new(());
     *req.method_mut() = input.method.clone();
@@ -366,7 +374,7 @@ fn denial(
     r
 }
 
-fn socket_address(a: SocketAddr) -> Address {
+pub(crate) fn socket_address(a: SocketAddr) -> Address {
     Address {
         address: Some(address::Address::SocketAddress(SocketAddress {
             address: a.ip().to_canonical().to_string(),
@@ -481,12 +489,27 @@ async fn ask_grpc(
     g: &GrpcAuthz,
     input: &CheckInput<'_>,
 ) -> Result<Answer, CheckError> {
-    let (_, host, tls) = endpoint(conn, snap, &g.cluster)?;
+    let req = check_request(input);
+    let resp = call_grpc(&conn.shared, snap, g, conn.dst, &conn.local_text, &req).await?;
+    Ok(grpc_answer(resp))
+}
+
+/// `Authorization/Check` on the authorizer `g`, for a connection to `dst` accepted on
+/// `local`: its `CheckResponse`, or why there is none.
+pub async fn call_grpc(
+    shared: &Shared,
+    snap: &Snapshot,
+    g: &GrpcAuthz,
+    dst: SocketAddr,
+    local: &str,
+    check: &CheckRequest,
+) -> Result<CheckResponse, CheckError> {
+    let (_, host, tls) = endpoint(shared, snap, &g.cluster, dst, local)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let uri: http::Uri = format!("{scheme}://{}{CHECK_PATH}", g.authority)
         .parse()
         .map_err(|_| CheckError::BadAnswer(format!("authority {:?} is not valid", g.authority)))?;
-    let mut req = Request::new(body::full(grpc_frame(&check_request(input))));
+    let mut req = Request::new(body::full(grpc_frame(check)));
     *req.method_mut() = Method::POST;
     *req.uri_mut() = uri;
     *req.version_mut() = http::Version::HTTP_2;
@@ -506,8 +529,7 @@ async fn ask_grpc(
         .clusters
         .get(&g.cluster)
         .map_or(Duration::from_secs(10), |c| c.connect_timeout);
-    let resp = conn
-        .shared
+    let resp = shared
         .upstream
         .send_h2(&host.authority, connect, tls.as_ref(), req)
         .await?;
@@ -536,9 +558,8 @@ async fn ask_grpc(
         )));
     }
     let msg = grpc_unframe(bytes)?;
-    let resp = CheckResponse::decode(msg)
-        .map_err(|e| CheckError::BadAnswer(format!("CheckResponse does not decode: {e}")))?;
-    Ok(grpc_answer(resp))
+    CheckResponse::decode(msg)
+        .map_err(|e| CheckError::BadAnswer(format!("CheckResponse does not decode: {e}")))
 }
 
 fn option_header(o: &HeaderValueOption) -> Option<(HeaderName, HeaderValue, bool)> {

@@ -102,7 +102,14 @@ async fn one(
     let Some(chain) = listener.and_then(|l| chain::select(l, &info)) else {
         return reply(502, &format!("no listener carries traffic for {dst}\n"));
     };
-    if crate::listener::network_rbac_denies(&chain.rbac, peer, dst, None, "") {
+    let at = crate::listener::authz::Conn {
+        peer,
+        dst,
+        local,
+        tls: None,
+        sni: "",
+    };
+    if !crate::listener::authorize(&shared, &snap, chain, &at).await {
         return reply(403, "RBAC: access denied");
     }
     match &chain.filter {

@@ -178,7 +178,7 @@ fn mirror(conn: &Conn, lb: Arc<ClusterLb>, parts: &http::request::Parts, path: &
     }
     let tls = match &host.tls {
         None => None,
-        Some(t) => match tls_target(conn, t, &host.authority) {
+        Some(t) => match tls_target(&conn.shared, t, &host.authority) {
             Ok(t) => Some(t),
             Err(_) => return,
         },
@@ -276,7 +276,7 @@ fn upstream_request(
 /// The TLS to originate to a host whose cluster says so (its secrets from the snapshot in
 /// force).
 pub(crate) fn tls_target(
-    conn: &Conn,
+    shared: &crate::proxy::Shared,
     tls: &Arc<crate::config::tls::UpstreamTls>,
     authority: &str,
 ) -> Result<super::upstream::TlsTarget, UpstreamError> {
@@ -284,9 +284,8 @@ pub(crate) fn tls_target(
         authority: authority.to_string(),
         why,
     };
-    let snap = conn.shared.store.load();
-    let config = conn
-        .shared
+    let snap = shared.store.load();
+    let config = shared
         .tls_clients
         .get(tls, &snap)
         .map_err(|e| failed(e.to_string()))?;
@@ -354,7 +353,7 @@ async fn attempts(
         let send = async {
             let tls = match &host.tls {
                 None => None,
-                Some(t) => Some(tls_target(conn, t, &host.authority)?),
+                Some(t) => Some(tls_target(&conn.shared, t, &host.authority)?),
             };
             send_one(&conn.shared, cluster, &host, tls, parts, path, body).await
         };

@@ -122,13 +122,18 @@ pub fn apply(h: &mut HeaderMap, xfcc: &Xfcc, mtls: bool, element: Option<&Header
 }
 
 /// The first URI SAN of the first certificate in `chain_pem`.
-fn local_uri(chain_pem: &[u8]) -> Option<String> {
+pub(crate) fn local_uri(chain_pem: &[u8]) -> Option<String> {
     use rustls_pki_types::pem::PemObject;
     let der = CertificateDer::pem_slice_iter(chain_pem).next()?.ok()?;
     crate::tls::peer_sans(&der)
         .into_iter()
         .find(|(k, _)| *k == crate::config::tls::SanKind::Uri)
         .map(|(_, u)| u)
+}
+
+/// A certificate as Envoy hands it to authorizers: PEM, URL-encoded.
+pub(crate) fn url_encoded_pem(der: &CertificateDer<'_>) -> String {
+    url_encode(&pem(der))
 }
 
 fn pem(der: &CertificateDer<'_>) -> String {

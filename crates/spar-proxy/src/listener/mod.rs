@@ -7,8 +7,11 @@
 //! iptables redirected; for connections that reached the port directly (tests, explicit
 //! mode: no conntrack NAT entry) the accepted socket's local address.
 
+pub(crate) mod authz;
 pub mod chain;
 pub mod inspect;
+
+pub(crate) use authz::authorize;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -159,7 +162,14 @@ async fn run_chain(
     match &chain.tls {
         None => {
             let sni = info.sni.as_deref().unwrap_or("");
-            if network_rbac_denies(&chain.rbac, peer, dst, None, sni) {
+            let at = authz::Conn {
+                peer,
+                dst,
+                local,
+                tls: None,
+                sni,
+            };
+            if !authorize(shared, snap, chain, &at).await {
                 return;
             }
             carry(shared, snap, &chain.filter, stream, peer, dst, local, None).await
@@ -183,7 +193,14 @@ async fn run_chain(
                 },
                 sni: info.sni.clone(),
             };
-            if network_rbac_denies(&chain.rbac, peer, dst, Some(&info), "") {
+            let at = authz::Conn {
+                peer,
+                dst,
+                local,
+                tls: Some(&info),
+                sni: "",
+            };
+            if !authorize(shared, snap, chain, &at).await {
                 return;
             }
             carry(
@@ -199,40 +216,6 @@ async fn run_chain(
             .await
         }
     }
-}
-
-/// The chain's network RBAC filters on this connection: true (close it, as Envoy does)
-/// when one denies.
-pub(crate) fn network_rbac_denies(
-    filters: &[Arc<crate::config::rbac::RbacFilter>],
-    peer: SocketAddr,
-    dst: SocketAddr,
-    tls: Option<&crate::http::xfcc::TlsDownstream>,
-    // The ClientHello's SNI when the chain does not terminate TLS (tls_inspector's).
-    inspected_sni: &str,
-) -> bool {
-    if filters.is_empty() {
-        return false;
-    }
-    let principal = tls
-        .and_then(|t| t.peer_chain.first())
-        .map(crate::http::principal_name);
-    let input = crate::http::rbac::RbacInput {
-        head: None,
-        dst,
-        direct_remote: peer.ip(),
-        remote: peer.ip(),
-        peer_principal: principal.as_deref(),
-        sni: tls.and_then(|t| t.sni.as_deref()).unwrap_or(inspected_sni),
-        jwt: None,
-    };
-    filters.iter().any(|f| {
-        let denied = crate::http::rbac::check(f, &input) != crate::http::rbac::Decision::Allow;
-        if denied {
-            tracing::debug!(target: "spar_proxy::rbac", %peer, %dst, "network RBAC denied; closing");
-        }
-        denied
-    })
 }
 
 /// How long a TLS handshake may take before the connection is closed.

@@ -276,6 +276,31 @@ status: {{podIP: {ip}}}
     y
 }
 
+/// The `echo` Service (port 8080) on `backend`, and a gateway on `gw` routing every host
+/// and path to it.
+pub fn echo_gateway(gw: u16, backend: SocketAddr) -> String {
+    let mut y = service("echo", 8080, "http", &[("v1", backend)]);
+    y.push_str(&format!(
+        r#"---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: {gw}, name: http, protocol: HTTP}}, hosts: ["*"]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo, namespace: default}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http: [{{route: [{{destination: {{host: echo, port: {{number: 8080}}}}}}]}}]
+"#
+    ));
+    y
+}
+
 /// A test CA: its certificate (PEM) and what signs with it.
 pub struct TestCa {
     pub pem: String,

@@ -1,4 +1,5 @@
-//! `action: CUSTOM` → `envoy.filters.http.ext_authz`, as istiod builds it: an RBAC filter
+//! `action: CUSTOM` → `envoy.filters.http.ext_authz` (and on TCP chains, for a gRPC
+//! authorizer, `envoy.filters.network.ext_authz`), as istiod builds it: an RBAC filter
 //! with only *shadow* rules (policies named `istio-ext-authz-ns[..]-policy[..]-rule[..]`)
 //! marks the requests the CUSTOM rules select in dynamic metadata, and the ext_authz filter
 //! after it runs only for those (`filter_enabled_metadata`). The authorizer is the
@@ -9,7 +10,8 @@ use envoy_types::pb::envoy::config::core::v3::{grpc_service, http_uri, GrpcServi
 use envoy_types::pb::envoy::extensions::filters::http::ext_authz::v3::{
     ext_authz, AuthorizationRequest, AuthorizationResponse, BufferSettings, ExtAuthz, HttpService,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::ListStringMatcher;
+use envoy_types::pb::envoy::extensions::filters::network::ext_authz::v3::ExtAuthz as NetworkExtAuthz;
+use envoy_types::pb::envoy::r#type::matcher::v3::{ListStringMatcher, MetadataMatcher};
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use spar_model::mesh::{ExtensionProvider, Provider, RequestBody};
 
@@ -18,6 +20,7 @@ use super::AuthzError;
 use crate::util::{self, any};
 
 pub const EXT_AUTHZ_FILTER: &str = "envoy.filters.http.ext_authz";
+pub const NETWORK_EXT_AUTHZ_FILTER: &str = "envoy.filters.network.ext_authz";
 /// The shadow-rule stat prefix; Envoy writes `<prefix>shadow_effective_policy_id`.
 pub const SHADOW_PREFIX: &str = "istio_ext_authz_";
 /// Policy names of CUSTOM rules start with this.
@@ -27,11 +30,7 @@ pub const POLICY_PREFIX: &str = "istio-ext-authz-";
 pub fn ext_authz(
     provider: &ExtensionProvider,
 ) -> Result<envoy_types::pb::google::protobuf::Any, AuthzError> {
-    let enabled = m::metadata(
-        super::RBAC_FILTER,
-        &format!("{SHADOW_PREFIX}shadow_effective_policy_id"),
-        m::prefix(POLICY_PREFIX),
-    );
+    let enabled = enabled(super::RBAC_FILTER);
     let body = |b: &Option<RequestBody>| {
         b.as_ref().map(|b| BufferSettings {
             max_request_bytes: b.max_request_bytes.unwrap_or(0),
@@ -93,17 +92,11 @@ pub fn ext_authz(
         Some(Provider::EnvoyExtAuthzGrpc(g)) => {
             let (host, cluster) = target(&g.service, g.port)?;
             ExtAuthz {
-                services: Some(ext_authz::Services::GrpcService(GrpcService {
-                    timeout: util::parse_duration(g.timeout.as_deref()),
-                    target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
-                        grpc_service::EnvoyGrpc {
-                            cluster_name: cluster,
-                            authority: host,
-                            ..Default::default()
-                        },
-                    )),
-                    ..Default::default()
-                })),
+                services: Some(ext_authz::Services::GrpcService(grpc_service(
+                    &host,
+                    cluster,
+                    g.timeout.as_deref(),
+                ))),
                 failure_mode_allow: g.fail_open.unwrap_or(false),
                 status_on_error: status(g.status_on_error.as_deref()),
                 clear_route_cache: g.clear_route_cache.unwrap_or(false),
@@ -116,6 +109,52 @@ pub fn ext_authz(
         _ => return Err(AuthzError::NotExtAuthz(provider.name.clone())),
     };
     Ok(any(&cfg))
+}
+
+/// The network ext_authz filter config for `provider` on TCP chains: a gRPC authorizer
+/// checks each connection; `None` for an HTTP authorizer (istiod builds none either).
+pub fn network_ext_authz(
+    provider: &ExtensionProvider,
+) -> Result<Option<envoy_types::pb::google::protobuf::Any>, AuthzError> {
+    match provider.provider() {
+        Some(Provider::EnvoyExtAuthzGrpc(g)) => {
+            let (host, cluster) = target(&g.service, g.port)?;
+            let cfg = NetworkExtAuthz {
+                stat_prefix: "tcp.".to_string(),
+                grpc_service: Some(grpc_service(&host, cluster, g.timeout.as_deref())),
+                failure_mode_allow: g.fail_open.unwrap_or(false),
+                filter_enabled_metadata: Some(enabled(super::NETWORK_RBAC_FILTER)),
+                transport_api_version: 2, // V3
+                ..Default::default()
+            };
+            Ok(Some(any(&cfg)))
+        }
+        Some(Provider::EnvoyExtAuthzHttp(_)) => Ok(None),
+        _ => Err(AuthzError::NotExtAuthz(provider.name.clone())),
+    }
+}
+
+/// Runs the filter only where the shadow RBAC filter `rbac_filter` matched a CUSTOM rule.
+fn enabled(rbac_filter: &str) -> MetadataMatcher {
+    m::metadata(
+        rbac_filter,
+        &format!("{SHADOW_PREFIX}shadow_effective_policy_id"),
+        m::prefix(POLICY_PREFIX),
+    )
+}
+
+fn grpc_service(host: &str, cluster: String, timeout: Option<&str>) -> GrpcService {
+    GrpcService {
+        timeout: util::parse_duration(timeout),
+        target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+            grpc_service::EnvoyGrpc {
+                cluster_name: cluster,
+                authority: host.to_string(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
 }
 
 /// `service` (`host` or `namespace/host`) and `port` → (host, outbound cluster).

@@ -12,7 +12,10 @@
 //!
 //! A rule that cannot be translated fails closed: an ALLOW rule is dropped (it allows
 //! nothing), a DENY rule becomes deny-everything, a CUSTOM policy whose provider is
-//! missing denies everything it would have sent to the authorizer (all requests).
+//! missing denies everything it would have sent to the authorizer (all requests). On TCP
+//! chains CUSTOM is enforced with an `envoyExtAuthzGrpc` provider (network ext_authz, one
+//! check per connection); an `envoyExtAuthzHttp` provider leaves TCP chains alone, as
+//! istiod does.
 //!
 //! | module | builds |
 //! | --- | --- |
@@ -41,7 +44,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
 use envoy_types::pb::google::protobuf::{Any, BoolValue};
 use spar_model::istio::types::AuthorizationAction;
-use spar_model::mesh::NormalizationType;
+use spar_model::mesh::{ExtensionProvider, NormalizationType};
 use spar_model::Kind;
 
 pub use jwt::{jwks_uris, REJECT_ALL_JWKS};
@@ -127,15 +130,7 @@ pub fn build(ctx: &Ctx<'_>) -> Authz {
         out.http.push(http_filter(matchers::JWT_FILTER, cfg));
     }
     if let Some(name) = &http.custom_provider {
-        let provider = ctx
-            .config
-            .mesh()
-            .extension_providers
-            .iter()
-            .find(|p| &p.name == name);
-        let ext = provider
-            .ok_or_else(|| AuthzError::UnknownProvider(name.clone()))
-            .and_then(custom::ext_authz);
+        let ext = provider(ctx, name).and_then(custom::ext_authz);
         match ext {
             Ok(cfg) => {
                 let shadow = rbac_rules(rbac::Action::Deny, &http.custom);
@@ -178,6 +173,27 @@ pub fn build(ctx: &Ctx<'_>) -> Authz {
             ));
         }
     }
+    if let Some(name) = &tcp.custom_provider {
+        let ext = provider(ctx, name).and_then(custom::network_ext_authz);
+        match ext {
+            Ok(Some(cfg)) => {
+                let shadow = rbac_rules(rbac::Action::Deny, &tcp.custom);
+                out.tcp
+                    .push(network_rbac(None, Some(shadow), custom::SHADOW_PREFIX));
+                out.tcp.push(Filter {
+                    name: custom::NETWORK_EXT_AUTHZ_FILTER.to_string(),
+                    config_type: Some(filter::ConfigType::TypedConfig(cfg)),
+                });
+            }
+            // An HTTP authorizer cannot judge a TCP connection: istiod leaves TCP chains
+            // alone then, and so does Spar.
+            Ok(None) => {}
+            Err(_) => {
+                let rules = rbac_rules(rbac::Action::Deny, &tcp.custom);
+                out.tcp.push(network_rbac(Some(rules), None, ""));
+            }
+        }
+    }
     for (action, set, dry_prefix) in [
         (rbac::Action::Log, &tcp.audit, ""),
         (rbac::Action::Deny, &tcp.deny, "istio_dry_run_deny_"),
@@ -190,6 +206,16 @@ pub fn build(ctx: &Ctx<'_>) -> Authz {
         }
     }
     out
+}
+
+/// The MeshConfig extension provider `name`.
+fn provider<'c>(ctx: &'c Ctx<'_>, name: &str) -> Result<&'c ExtensionProvider, AuthzError> {
+    ctx.config
+        .mesh()
+        .extension_providers
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| AuthzError::UnknownProvider(name.to_string()))
 }
 
 fn plan(ctx: &Ctx<'_>, http: bool) -> Plan {
@@ -224,10 +250,6 @@ fn plan(ctx: &Ctx<'_>, http: bool) -> Plan {
                 .as_ref()
                 .and_then(|p| p.name.clone())
                 .unwrap_or_default();
-            if !http {
-                // ext_authz is HTTP only here (see docs/differences.md).
-                continue;
-            }
             let first = plan.custom_provider.get_or_insert_with(|| provider.clone());
             if *first != provider || dry {
                 // One provider per workload (as istiod); dry-run CUSTOM is not supported:

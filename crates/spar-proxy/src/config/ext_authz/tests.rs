@@ -6,6 +6,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::envoy::extensions::filters::http::ext_authz::v3::{
     AuthorizationRequest, AuthorizationResponse, BufferSettings,
 };
+use envoy_types::pb::envoy::extensions::filters::network::ext_authz::v3::ExtAuthz as NetworkProto;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     metadata_matcher::{path_segment::Segment, PathSegment},
     string_matcher::MatchPattern,
@@ -174,4 +175,61 @@ fn what_spar_proxy_does_not_implement_is_refused_by_name() {
     let mut p = http_proto();
     p.status_on_error = Some(HttpStatus { code: 42 });
     refused(p, "status_on_error");
+}
+
+/// What istiod (and Spar's translator) sends on TCP chains for an `envoyExtAuthzGrpc`
+/// provider.
+fn network_proto() -> NetworkProto {
+    NetworkProto {
+        stat_prefix: "tcp.".into(),
+        grpc_service: Some(GrpcService {
+            target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                grpc_service::EnvoyGrpc {
+                    cluster_name: "outbound|9000||authz.foo.svc.cluster.local".into(),
+                    authority: "authz.foo.svc.cluster.local".into(),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }),
+        failure_mode_allow: true,
+        transport_api_version: 2,
+        filter_enabled_metadata: Some(enabled_on("envoy.filters.network.rbac")),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn the_network_filter_converts_and_refuses_what_it_does_not_implement() {
+    let f = NetworkExtAuthz::from_proto(&network_proto(), &what).unwrap();
+    assert_eq!(f.stat_prefix, "tcp.");
+    assert_eq!(
+        f.service.cluster,
+        "outbound|9000||authz.foo.svc.cluster.local"
+    );
+    assert_eq!(f.service.timeout, DEFAULT_GRPC_TIMEOUT);
+    assert!(f.failure_mode_allow);
+    assert_eq!(
+        f.enabled_metadata.as_ref().unwrap().filter,
+        "envoy.filters.network.rbac"
+    );
+    let refused = |p: NetworkProto, field: &str| {
+        let e = NetworkExtAuthz::from_proto(&p, &what)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(field), "{e}");
+    };
+    let mut p = network_proto();
+    p.bootstrap_metadata_labels_key = "labels".into();
+    refused(p, "bootstrap_metadata_labels_key");
+    let mut p = network_proto();
+    p.send_tls_alert_on_denial = true;
+    refused(p, "send_tls_alert_on_denial");
+    // The HTTP RBAC filter's metadata never exists on a connection.
+    let mut p = network_proto();
+    p.filter_enabled_metadata = Some(enabled_on("envoy.filters.http.rbac"));
+    refused(p, "envoy.filters.http.rbac");
+    let mut p = network_proto();
+    p.grpc_service = None;
+    refused(p, "no grpc_service");
 }
