@@ -31,9 +31,21 @@ fn echoed(name: &str) -> bool {
 /// A response of the gateway.
 type Got = gateway::Response;
 
+/// One case's request: a GET, or a POST of the body a `(BODY, body)` entry of `headers`
+/// names (that entry is not sent as a header).
 fn send(port: u16, path: &str, headers: &[(&str, &str)]) -> Got {
-    gateway::send(port, "GET", path, gateway::HOST, headers)
+    let body = headers.iter().find(|(k, _)| *k == BODY).map(|(_, b)| *b);
+    let real: Vec<(&str, &str)> = headers
+        .iter()
+        .filter(|(k, _)| *k != BODY)
+        .copied()
+        .collect();
+    let method = if body.is_some() { "POST" } else { "GET" };
+    gateway::send_body(port, method, path, gateway::HOST, &real, body.unwrap_or(""))
 }
+
+/// The pseudo-header of a case that carries a body.
+const BODY: &str = "@body";
 
 /// The echo registry and gateway, and the authorizer's Service at (`authz_http`,
 /// `authz_grpc`).
@@ -84,6 +96,31 @@ const MESH: &str = r#"extensionProviders:
     service: ext-authz.default.svc.cluster.local
     port: 8000
     timeout: 1s
+- name: http-body
+  envoyExtAuthzHttp:
+    service: ext-authz.default.svc.cluster.local
+    port: 8000
+    includeRequestHeadersInCheck: [x-ext-authz]
+    headersToDownstreamOnDeny: [x-ext-authz-saw-body, x-ext-authz-saw-partial, x-ext-authz-saw-headers]
+    includeRequestBodyInCheck: {maxRequestBytes: 16}
+- name: http-body-partial
+  envoyExtAuthzHttp:
+    service: ext-authz.default.svc.cluster.local
+    port: 8000
+    headersToDownstreamOnDeny: [x-ext-authz-saw-body, x-ext-authz-saw-partial, x-ext-authz-saw-headers]
+    includeRequestBodyInCheck: {maxRequestBytes: 16, allowPartialMessage: true}
+- name: grpc-body-partial
+  envoyExtAuthzGrpc:
+    service: ext-authz.default.svc.cluster.local
+    port: 9000
+    timeout: 2s
+    includeRequestBodyInCheck: {maxRequestBytes: 16, allowPartialMessage: true}
+- name: grpc-bytes
+  envoyExtAuthzGrpc:
+    service: ext-authz.default.svc.cluster.local
+    port: 9000
+    timeout: 2s
+    includeRequestBodyInCheck: {maxRequestBytes: 16, packAsBytes: true}
 - name: http-open
   envoyExtAuthzHttp:
     service: ext-authz.default.svc.cluster.local
@@ -303,5 +340,122 @@ fn authorizer_down_denies_unless_fail_open() {
     for i in 1..3 {
         let (e, s) = (&got.0[i].body, &got.1[i].body);
         assert_eq!(e, s, "case {i}: the upstream saw different headers");
+    }
+}
+
+/// `includeRequestBodyInCheck`: up to 16 bytes of the body go to the authorizer (which
+/// answers `/body` paths with what it got), a longer body is refused with 413 unless
+/// partial messages are allowed, and an allowed request reaches the upstream with its
+/// whole body. Envoy and spar proxy must agree on every status, on what the authorizer
+/// saw and on what the upstream got.
+#[test]
+fn the_request_body_goes_to_the_authorizer_alike_in_envoy_and_spar_proxy() {
+    let test = "ext-authz-body";
+    if envoy_binary().is_none() && !require_peers() {
+        eprintln!("{test}: skipped: no Envoy");
+        return;
+    }
+    let Some(a) = authorizer(test, true) else {
+        return;
+    };
+    const SHORT: &str = "hello";
+    const LONG: &str = "0123456789abcdefghij";
+    let allow_long: &[(&str, &str)] = &[("x-ext-authz", "allow"), (BODY, LONG)];
+    // (provider, a long body's status on /body, an allowed request's status): without
+    // includeRequestHeadersInCheck an HTTP authorizer never sees `x-ext-authz: allow`.
+    let providers: [(&str, u16, u16); 4] = [
+        ("http-body", 413, 200),
+        ("http-body-partial", 403, 403),
+        ("grpc-body-partial", 403, 200),
+        ("grpc-bytes", 413, 200),
+    ];
+    for (provider, long_status, allowed) in providers {
+        let long_allowed = if long_status == 413 { 413 } else { allowed };
+        let cases: &[Case<'_>] = &[
+            ("/authz/body", &[(BODY, SHORT)], 403),
+            ("/authz/body", &[(BODY, LONG)], long_status),
+            (
+                "/authz/body",
+                &[("x-ext-authz", "allow"), ("x-other", "1")],
+                403,
+            ),
+            (
+                "/authz/x",
+                &[("x-ext-authz", "allow"), (BODY, SHORT)],
+                allowed,
+            ),
+            ("/authz/x", allow_long, long_allowed),
+            ("/public", &[(BODY, LONG)], 200),
+        ];
+        let Some(got) = both(
+            &format!("{test}-{provider}"),
+            provider,
+            a.http,
+            a.grpc,
+            cases,
+        ) else {
+            return;
+        };
+        for i in 0..cases.len() {
+            for name in [
+                "x-ext-authz-saw-body",
+                "x-ext-authz-saw-partial",
+                "x-ext-authz-saw-headers",
+            ] {
+                assert_eq!(
+                    got.0[i].header(name),
+                    got.1[i].header(name),
+                    "{provider}, case {i}, {name}: Envoy {:?}, spar proxy {:?}",
+                    got.0[i],
+                    got.1[i]
+                );
+            }
+            if got.0[i].code == 413 {
+                assert_eq!(
+                    got.0[i].body, got.1[i].body,
+                    "{provider}, case {i}: the 413"
+                );
+            }
+            if got.0[i].code == 200 {
+                assert_eq!(
+                    got.0[i].body, got.1[i].body,
+                    "{provider}, case {i}: upstream"
+                );
+            }
+        }
+        eprintln!(
+            "{provider}: {:?}",
+            got.0
+                .iter()
+                .map(|g| (
+                    g.code,
+                    g.header("x-ext-authz-saw-body"),
+                    g.header("x-ext-authz-saw-partial"),
+                    g.header("x-ext-authz-saw-headers")
+                ))
+                .collect::<Vec<_>>()
+        );
+        if allowed == 200 {
+            same_body(
+                &got,
+                3,
+                |b| b.contains(&format!("body={SHORT}")),
+                "show the upstream got the body",
+            );
+        }
+        if long_allowed == 200 {
+            same_body(
+                &got,
+                4,
+                |b| b.contains(&format!("body={LONG}")),
+                "show the upstream got all of it",
+            );
+        }
+        same_body(
+            &got,
+            5,
+            |b| b.contains(&format!("body={LONG}")),
+            "show an unchecked body passes whole",
+        );
     }
 }

@@ -4,6 +4,10 @@
 //! `x-ext-authz-check-result: allowed` upstream), else 403 with its body and
 //! `x-ext-authz-check-result: denied`; also a custom denial (`/teapot`: 418, another body,
 //! a header the provider does not pass to the client) and a failure (`/boom`: 500).
+//! `/body` paths are denied with what the authorizer got of the request body
+//! (`x-ext-authz-saw-body`, `-` for none) and its `x-envoy-auth-partial-body`
+//! (`x-ext-authz-saw-partial`, `none` when absent), and the names of the headers it got
+//! (`x-ext-authz-saw-headers`).
 //! A TCP check (a `CheckRequest` without a request) is denied when its destination port is
 //! one of the deny ports it was started with, else allowed; each is logged as
 //! `port=<destination port> principal=<source principal>` in its log file.
@@ -25,8 +29,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DENY_BODY = b"denied by ext_authz for not found header `x-ext-authz: allow` in the request"
 
-def decide(path, get):
-    """(status, headers, body) for a request with `path` and header getter `get`."""
+def decide(path, get, body=b"", names=()):
+    """(status, headers, body) for a request with `path`, header getter `get`, `body` and
+    header `names`."""
+    if "/body" in path:
+        return 403, [("x-ext-authz-saw-body", body.decode("latin-1") or "-"),
+                     ("x-ext-authz-saw-partial", get("x-envoy-auth-partial-body") or "none"),
+                     ("x-ext-authz-saw-headers", ",".join(sorted(n.lower() for n in names)))], b"body seen"
     if "/boom" in path:
         return 500, [], b"authorizer broke"
     if "/teapot" in path:
@@ -48,9 +57,8 @@ class H(BaseHTTPRequestHandler):
             if not self.parse_request():
                 return
             n = int(self.headers.get("content-length") or 0)
-            if n:
-                self.rfile.read(n)
-            status, hs, body = decide(self.path, lambda k: self.headers.get(k))
+            sent = self.rfile.read(n) if n else b""
+            status, hs, body = decide(self.path, lambda k: self.headers.get(k), sent, self.headers.keys())
             self.send_response(status)
             for k, v in hs:
                 self.send_header(k, v)
@@ -132,7 +140,8 @@ def check(req, ctx):
         if f == 3:
             headers[one(entry, 1).decode()] = one(entry, 2).decode()
     path = one(http, 4).decode()
-    status, hs, body = decide(path, headers.get)
+    sent = one(http, 11) or one(http, 12)
+    status, hs, body = decide(path, headers.get, sent, headers.keys())
     if status == 500:
         import grpc
         ctx.abort(grpc.StatusCode.UNAVAILABLE, "authorizer broke")

@@ -15,7 +15,8 @@ use super::{spar, ControlPlane, Envoy, WAIT};
 pub const HOST: &str = "echo.example";
 
 /// An HTTP/1.1 backend on a free port. Its body is `backend path=<target>` and then, in
-/// name order, ` name=value` for each request header `echo` picks.
+/// name order, ` name=value` for each request header `echo` picks, and ` body=<body>` when
+/// the request had one.
 pub fn echo_backend(echo: fn(&str) -> bool) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -61,6 +62,9 @@ fn serve(conn: TcpStream, echo: fn(&str) -> bool) {
             return;
         }
         echoed.sort();
+        if !body.is_empty() {
+            echoed.push(format!(" body={}", String::from_utf8_lossy(&body)));
+        }
         let body = format!("backend path={path}{}\n", echoed.concat());
         let resp = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
@@ -91,6 +95,18 @@ impl Response {
 
 /// One request, written as given.
 pub fn send(port: u16, method: &str, path: &str, host: &str, headers: &[(&str, &str)]) -> Response {
+    send_body(port, method, path, host, headers, "")
+}
+
+/// [`send`] with a body (and its `content-length`) when `body` is not empty.
+pub fn send_body(
+    port: u16,
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
     let failed = Response {
         code: 0,
         headers: Vec::new(),
@@ -104,7 +120,11 @@ pub fn send(port: u16, method: &str, path: &str, host: &str, headers: &[(&str, &
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
+    if !body.is_empty() {
+        req.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
     req.push_str("\r\n");
+    req.push_str(body);
     if s.write_all(req.as_bytes()).is_err() {
         return failed;
     }

@@ -42,6 +42,19 @@ pub struct ExtAuthz {
     pub enabled_metadata: Option<MetadataMatch>,
     /// At most this much of a denial's body goes to the client (0: all of it).
     pub max_denied_body: usize,
+    /// `with_request_body`: the authorizer gets the request body's first bytes.
+    pub with_body: Option<BodySettings>,
+}
+
+/// `with_request_body` (Istio's `includeRequestBodyInCheck`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodySettings {
+    /// The most bytes sent; a longer body is refused (413) unless `allow_partial`.
+    pub max_bytes: usize,
+    /// A longer body is checked by its first `max_bytes` bytes.
+    pub allow_partial: bool,
+    /// gRPC: the bytes go in `raw_body` instead of `body`.
+    pub pack_as_bytes: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -119,8 +132,7 @@ impl ExtAuthz {
     #[allow(deprecated)]
     pub fn from_proto(p: &Proto, what: Ctx<'_>) -> Result<Self, ConfigError> {
         // Fields that would change what is checked or how the answer is applied.
-        let refused: [(bool, &str); 16] = [
-            (p.with_request_body.is_some(), "with_request_body"),
+        let refused: [(bool, &str); 15] = [
             (p.filter_enabled.is_some(), "filter_enabled"),
             (p.deny_at_disable.is_some(), "deny_at_disable"),
             (p.validate_mutations, "validate_mutations"),
@@ -197,7 +209,22 @@ impl ExtAuthz {
                 })?,
             _ => 403,
         };
+        let with_body = match &p.with_request_body {
+            None => None,
+            Some(b) if b.max_request_bytes == 0 => {
+                return Err(invalid(
+                    what,
+                    "with_request_body.max_request_bytes must be greater than 0 (Istio: set includeRequestBodyInCheck.maxRequestBytes)".into(),
+                ))
+            }
+            Some(b) => Some(BodySettings {
+                max_bytes: b.max_request_bytes as usize,
+                allow_partial: b.allow_partial_message,
+                pack_as_bytes: b.pack_as_bytes,
+            }),
+        };
         Ok(ExtAuthz {
+            with_body,
             service,
             allowed_headers,
             failure_mode_allow: p.failure_mode_allow,

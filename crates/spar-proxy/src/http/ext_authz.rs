@@ -6,11 +6,12 @@
 //! The authorizer is reached through the snapshot's cluster: an endpoint picked by the
 //! cluster's balancer, over the proxy's upstream pools (TLS when the cluster originates it).
 //!
-//! - HTTP service: the request is replayed without its body, same method, path
-//!   `path_prefix` + path (query included), with the headers Envoy sends (`host`, the
-//!   `authorization` header, `content-length: 0`, and the headers `allowed_headers` admits,
-//!   all of them when it is unset) and `headers_to_add`. 200 allows; a 5xx or no answer is
-//!   a failure; any other status denies with that status and body.
+//! - HTTP service: the request is replayed, same method, path `path_prefix` + path (query
+//!   included), with the headers Envoy sends (`host`, the `authorization` header,
+//!   `content-length`, the headers `allowed_headers` admits, none when it is unset, and
+//!   `x-envoy-internal`, `x-envoy-expected-rq-timeout-ms`) and `headers_to_add`; its body
+//!   is what `with_request_body` read, if anything. 200 allows; a 5xx or no answer is a
+//!   failure; any other status denies with that status and body.
 //! - gRPC service: `envoy.service.auth.v3.Authorization/Check`, unary over HTTP/2 (framing
 //!   written here: a 5-byte prefix per message, `grpc-status` in the trailers). Status 0
 //!   allows; any other denies (`denied_response`, else 403); a call that fails is a failure.
@@ -33,6 +34,7 @@ use prost::Message;
 use serde_json::{Map, Value};
 
 use super::body::{self, Body};
+use super::request_body::CheckBody;
 use super::Conn;
 use crate::config::ext_authz::{any_matches, ExtAuthz, GrpcAuthz, HttpAuthz, Service};
 use crate::config::metadata::{JWT_AUTHN, RBAC};
@@ -60,6 +62,20 @@ pub struct CheckInput<'a> {
     pub source: SocketAddr,
     pub destination: SocketAddr,
     pub peer_principal: Option<&'a str>,
+    /// The body's first bytes, with `with_request_body` and a request that has a body.
+    pub body: Option<&'a CheckBody>,
+    /// gRPC: the body goes in `raw_body` (`pack_as_bytes`).
+    pub pack_as_bytes: bool,
+}
+
+/// The header telling the authorizer whether the body it got was cut at `max_request_bytes`.
+pub const PARTIAL_BODY: &str = "x-envoy-auth-partial-body";
+
+impl CheckInput<'_> {
+    /// `x-envoy-auth-partial-body`'s value, when a body is sent.
+    fn partial(&self) -> Option<&'static str> {
+        self.body.map(|b| if b.partial { "true" } else { "false" })
+    }
 }
 
 /// The request's dynamic metadata the filter can be enabled by.
@@ -245,10 +261,12 @@ pub fn http_check_headers(f: &ExtAuthz, h: &HttpAuthz, input: &CheckInput<'_>) -
         if NOT_COPIED.contains(&name) {
             continue;
         }
+        // Unset: no client header but the always-sent ones (Envoy 1.3x; an HTTP
+        // authorizer sees only what Istio's includeRequestHeadersInCheck names).
         let admitted = ALWAYS_SENT.contains(&name)
             || f.allowed_headers
                 .as_ref()
-                .is_none_or(|l| any_matches(l, name));
+                .is_some_and(|l| any_matches(l, name));
         if admitted {
             out.append(k.clone(), v.clone());
         }
@@ -257,11 +275,33 @@ pub fn http_check_headers(f: &ExtAuthz, h: &HttpAuthz, input: &CheckInput<'_>) -
     if let Ok(v) = HeaderValue::from_str(input.authority) {
         out.insert(http::header::HOST, v);
     }
-    out.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    // What Envoy's async client adds to every call it makes.
+    out.insert("x-envoy-internal", HeaderValue::from_static("true"));
+    out.insert(
+        "x-envoy-expected-rq-timeout-ms",
+        HeaderValue::from(h.timeout.as_millis() as u64),
+    );
+    // Envoy sends it whatever the header list says.
+    if let Some(p) = input.partial() {
+        out.insert(PARTIAL_BODY, HeaderValue::from_static(p));
+    }
+    out.insert(
+        http::header::CONTENT_LENGTH,
+        HeaderValue::from(http_check_body(input).len() as u64),
+    );
     for (k, v) in &h.headers_to_add {
         out.insert(k.clone(), v.clone());
     }
     out
+}
+
+/// The body an HTTP authorizer gets: what `with_request_body` read, except with
+/// `pack_as_bytes`, where (as in Envoy) it goes only to gRPC authorizers' `raw_body`.
+fn http_check_body(input: &CheckInput<'_>) -> Bytes {
+    match input.body {
+        Some(b) if !input.pack_as_bytes => b.bytes.clone(),
+        _ => Bytes::new(),
+    }
 }
 
 async fn ask_http(
@@ -277,6 +317,12 @@ async fn ask_http(
     *req.method_mut() = input.method.clone();
     *req.headers_mut() = http_check_headers(f, h, input);
     let (parts, ()) = req.into_parts();
+    let check_body = http_check_body(input);
+    let check_body = if check_body.is_empty() {
+        body::empty()
+    } else {
+        body::full(check_body)
+    };
     let resp = super::router::send_one(
         &conn.shared,
         &lb.cluster,
@@ -284,7 +330,7 @@ async fn ask_http(
         tls,
         &parts,
         &path,
-        body::empty(),
+        check_body,
     )
     .await?;
     let (head, b) = resp.into_parts();
@@ -386,6 +432,14 @@ pub(crate) fn socket_address(a: SocketAddr) -> Address {
     }
 }
 
+/// Headers Envoy's connection manager takes off a request before any filter sees it.
+const CONNECTION_HEADERS: [&str; 4] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+];
+
 /// The `CheckRequest` Envoy sends a gRPC authorizer for this request (no body).
 pub fn check_request(input: &CheckInput<'_>) -> CheckRequest {
     let mut headers: HashMap<String, String> = HashMap::new();
@@ -403,10 +457,15 @@ pub fn check_request(input: &CheckInput<'_>) -> CheckRequest {
     put(":path", input.path);
     put(":scheme", input.scheme);
     for (k, v) in input.headers {
-        if k == http::header::HOST {
+        // The connection's own headers never reach Envoy's filters.
+        if k == http::header::HOST || CONNECTION_HEADERS.contains(&k.as_str()) {
             continue;
         }
         put(k.as_str(), &String::from_utf8_lossy(v.as_bytes()));
+    }
+    if let Some(p) = input.partial() {
+        // Set, not appended: a client cannot pose as the proxy here.
+        headers.insert(PARTIAL_BODY.to_string(), p.to_string());
     }
     let protocol = match input.version {
         http::Version::HTTP_10 => "HTTP/1.0",
@@ -433,6 +492,14 @@ pub fn check_request(input: &CheckInput<'_>) -> CheckRequest {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(-1),
+        body: match input.body {
+            Some(b) if !input.pack_as_bytes => String::from_utf8_lossy(&b.bytes).into_owned(),
+            _ => String::new(),
+        },
+        raw_body: match input.body {
+            Some(b) if input.pack_as_bytes => b.bytes.to_vec(),
+            _ => Vec::new(),
+        },
         ..Default::default()
     };
     CheckRequest {

@@ -9,7 +9,7 @@ use crate::config::route::{Cors, HashPolicy, HeaderAdd, PathMatch, Redirect};
 use crate::lb::xxhash::xxhash64;
 
 /// Headers that describe one hop and are never forwarded.
-pub const HOP_BY_HOP: [&str; 8] = [
+const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-connection",

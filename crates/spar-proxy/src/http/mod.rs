@@ -15,6 +15,7 @@ pub mod jwt;
 pub mod local_address;
 pub mod path;
 pub mod rbac;
+pub mod request_body;
 pub mod router;
 pub mod upgrade;
 pub mod upstream;
@@ -29,6 +30,7 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use request_body::{ReadError, RequestBody};
 
 use crate::config::listener::{HttpManager, Routes};
 use crate::config::route::{Abort, Action, RouteConfig};
@@ -169,7 +171,7 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Body> {
         return r;
     }
     prepare_headers(&conn, &mut req);
-    let resp = route_request(&conn, req).await;
+    let resp = route_request(&conn, req.map(RequestBody::from)).await;
     stats.record(&resp);
     resp
 }
@@ -258,7 +260,7 @@ fn clean_internal_headers(h: &mut http::HeaderMap, edge: bool) {
     }
 }
 
-async fn route_request(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
+async fn route_request(conn: &Conn, mut req: Request<RequestBody>) -> Response<Body> {
     let snap = conn.shared.store.load();
     let Some(rc) = route_config(conn, &snap) else {
         return local_reply(Flag::NR);
@@ -330,6 +332,25 @@ async fn route_request(conn: &Conn, mut req: Request<Incoming>) -> Response<Body
                 if !ext_authz::enabled(f, &md) {
                     continue;
                 }
+                // `with_request_body`: the body's first bytes go along (not for an upgrade,
+                // whose body is the tunnel), as Envoy buffers them.
+                let check_body = match f.with_body {
+                    Some(b) if upgrade_type(req.headers()).is_none() => {
+                        match req
+                            .body_mut()
+                            .read_for_check(b.max_bytes, b.allow_partial)
+                            .await
+                        {
+                            Ok(body) => body,
+                            Err(ReadError::TooLarge) => return reply(413, "Payload Too Large"),
+                            Err(ReadError::Stream(e)) => {
+                                tracing::debug!(target: "spar_proxy::ext_authz", "reading the body for the check: {e}");
+                                return local_reply(Flag::DC);
+                            }
+                        }
+                    }
+                    _ => None,
+                };
                 let input = ext_authz::CheckInput {
                     method: req.method(),
                     path: &path,
@@ -340,6 +361,8 @@ async fn route_request(conn: &Conn, mut req: Request<Incoming>) -> Response<Body
                     source: SocketAddr::new(remote, conn.peer.port()),
                     destination: conn.local,
                     peer_principal: conn.peer_principal.as_deref(),
+                    body: check_body.as_ref(),
+                    pack_as_bytes: f.with_body.is_some_and(|b| b.pack_as_bytes),
                 };
                 match ext_authz::run(conn, &snap, f, &input).await {
                     ext_authz::Answer::Deny(r) => {
@@ -394,7 +417,7 @@ async fn dispatch(
     conn: &Conn,
     snap: &Snapshot,
     rc: &RouteConfig,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     path: &str,
     authority: &str,
 ) -> Response<Body> {

@@ -11,7 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
+
+use super::request_body::RequestBody;
 
 use super::body::{local_reply, Body, Flag, Flags};
 use super::upstream::UpstreamError;
@@ -55,7 +57,7 @@ pub async fn forward(
     snap: &crate::config::Snapshot,
     route: &Route,
     fwd: Arc<Forward>,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     path: &str,
 ) -> Response<Body> {
     let (lb, extra_ops): (Option<&Arc<ClusterLb>>, Option<&HeaderOps>) = match &fwd.target {
@@ -118,7 +120,7 @@ pub async fn forward(
     // Bodies small enough are kept for retries.
     let retry = fwd.retry.as_ref().filter(|r| r.num_retries > 0);
     let size = body.size_hint();
-    let (buffered, stream): (Option<Bytes>, Option<Incoming>) = if body.is_end_stream() {
+    let (buffered, stream): (Option<Bytes>, Option<RequestBody>) = if body.is_end_stream() {
         (Some(Bytes::new()), None)
     } else if retry.is_some() && size.upper().is_some_and(|u| u <= RETRY_BUFFER) {
         match Limited::new(body, RETRY_BUFFER as usize).collect().await {
@@ -318,7 +320,7 @@ async fn attempts(
     parts: &http::request::Parts,
     path: &str,
     buffered: Option<Bytes>,
-    mut stream: Option<Incoming>,
+    mut stream: Option<RequestBody>,
     retry: Option<&RetryPolicy>,
     hash: Option<u64>,
 ) -> Response<Body> {

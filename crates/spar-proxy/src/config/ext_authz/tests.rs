@@ -112,6 +112,22 @@ fn an_http_provider_converts_with_istio_defaults() {
     assert!(!f.failure_mode_allow);
     let m = f.enabled_metadata.as_ref().unwrap();
     assert_eq!(m.filter, RBAC);
+    assert!(f.with_body.is_none());
+    let mut p = http_proto();
+    p.with_request_body = Some(BufferSettings {
+        max_request_bytes: 4096,
+        allow_partial_message: true,
+        pack_as_bytes: false,
+    });
+    let f = ExtAuthz::from_proto(&p, &what).unwrap();
+    assert_eq!(
+        f.with_body,
+        Some(BodySettings {
+            max_bytes: 4096,
+            allow_partial: true,
+            pack_as_bytes: false
+        })
+    );
 }
 
 #[test]
@@ -151,7 +167,7 @@ fn what_spar_proxy_does_not_implement_is_refused_by_name() {
     };
     let mut p = http_proto();
     p.with_request_body = Some(BufferSettings::default());
-    refused(p, "with_request_body");
+    refused(p, "max_request_bytes must be greater than 0");
     let mut p = http_proto();
     p.shadow_mode = true;
     refused(p, "shadow_mode");

@@ -164,6 +164,8 @@ fn input<'a>(headers: &'a HeaderMap) -> CheckInput<'a> {
         source: "10.0.0.9:5555".parse().unwrap(),
         destination: "10.0.0.5:8000".parse().unwrap(),
         peer_principal: Some("spiffe://cluster.local/ns/bar/sa/sleep"),
+        body: None,
+        pack_as_bytes: false,
     }
 }
 
@@ -182,13 +184,14 @@ fn the_http_check_carries_envoys_headers_and_the_allowed_ones() {
     assert_eq!(out["host"], "httpbin.foo:8000");
     assert_eq!(out["content-length"], "0");
     assert!(!out.contains_key("cookie"));
-    // Without allowed_headers, every header goes.
-    let mut all = (*f).clone();
-    all.allowed_headers = None;
-    assert_eq!(
-        http_check_headers(&all, &h, &input(&hm))["cookie"],
-        "secret"
-    );
+    assert_eq!(out["x-envoy-internal"], "true");
+    assert_eq!(out["x-envoy-expected-rq-timeout-ms"], "600");
+    // Without allowed_headers, none of the client's but `authorization` (Envoy 1.3x).
+    let mut none = (*f).clone();
+    none.allowed_headers = None;
+    let out = http_check_headers(&none, &h, &input(&hm));
+    assert!(!out.contains_key("cookie") && !out.contains_key("x-ext-authz"));
+    assert_eq!(out["authorization"], "Bearer t");
 }
 
 fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -353,4 +356,45 @@ fn grpc_answers_and_the_check_request() {
     let back = CheckRequest::decode(grpc_unframe(framed).unwrap()).unwrap();
     assert_eq!(back, req);
     assert!(grpc_unframe(Bytes::from_static(&[1, 0, 0, 0, 0])).is_err());
+    assert!(!http.headers.contains_key(PARTIAL_BODY), "no body read");
+}
+
+#[test]
+fn a_body_read_for_the_check_goes_to_both_kinds_of_authorizer() {
+    let (f, h) = http_filter();
+    let hm = headers(&[(PARTIAL_BODY, "forged")]);
+    let body = CheckBody {
+        bytes: Bytes::from_static(b"{\"x\":1}"),
+        partial: true,
+    };
+    let mut i = input(&hm);
+    i.body = Some(&body);
+    let req = check_request(&i);
+    let http = req.attributes.unwrap().request.unwrap().http.unwrap();
+    assert_eq!(http.body, "{\"x\":1}");
+    assert!(http.raw_body.is_empty());
+    assert_eq!(
+        http.headers[PARTIAL_BODY], "true",
+        "the proxy's, not the client's"
+    );
+    let out = http_check_headers(&f, &h, &i);
+    assert_eq!(out["content-length"], "7");
+    // Even though the header list (`x-ext-authz` only) does not name it, as Envoy.
+    assert_eq!(out[PARTIAL_BODY], "true");
+    assert_eq!(http_check_body(&i), body.bytes);
+    // pack_as_bytes: raw_body for gRPC, nothing for HTTP (as Envoy).
+    i.pack_as_bytes = true;
+    let http = check_request(&i)
+        .attributes
+        .unwrap()
+        .request
+        .unwrap()
+        .http
+        .unwrap();
+    assert_eq!(
+        (http.body.as_str(), &http.raw_body[..]),
+        ("", &b"{\"x\":1}"[..])
+    );
+    assert!(http_check_body(&i).is_empty());
+    assert_eq!(http_check_headers(&f, &h, &i)["content-length"], "0");
 }
