@@ -250,6 +250,11 @@ const EDGE_CONTROLLED: [&str; 12] = [
 ];
 
 fn clean_internal_headers(h: &mut http::HeaderMap, edge: bool) {
+    // One pass over the few headers a request has, instead of a lookup per name (16 at
+    // the edge) on every request: usually there is nothing to drop.
+    if !h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+        return;
+    }
     for name in ENVOY_ONLY {
         h.remove(name);
     }
