@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body as _;
 
@@ -138,7 +138,9 @@ pub async fn forward(
             }
         }
     }
-    let attempt_all = attempts(conn, &lb, &parts, &new_path, buffered, stream, retry, hash);
+    let attempt_all = attempts(
+        conn, &lb, &mut parts, &new_path, buffered, stream, retry, hash,
+    );
     let mut resp = match fwd.timeout {
         Some(t) => match tokio::time::timeout(t, attempt_all).await {
             Ok(r) => r,
@@ -189,7 +191,18 @@ fn mirror(conn: &Conn, lb: Arc<ClusterLb>, parts: &http::request::Parts, path: &
     let path = path.to_string();
     tokio::spawn(async move {
         let body = super::body::full(body);
-        let sent = send_one(&shared, &lb.cluster, &host, tls, &parts, &path, body).await;
+        let (method, headers) = (parts.method, parts.headers);
+        let sent = send_one(
+            &shared,
+            &lb.cluster,
+            &host,
+            tls,
+            &method,
+            headers,
+            &path,
+            body,
+        )
+        .await;
         if let Ok(resp) = sent {
             // Read the answer so the connection can be reused.
             let _ = resp.into_body().collect().await;
@@ -198,26 +211,29 @@ fn mirror(conn: &Conn, lb: Arc<ClusterLb>, parts: &http::request::Parts, path: &
 }
 
 /// One request to `host` of `cluster`: HTTP/2 or HTTP/1.1 as the cluster says, inside `tls`
-/// when the host's cluster (or its transport socket match) originates TLS.
+/// when the host's cluster (or its transport socket match) originates TLS. `headers` are
+/// moved into the upstream request (the router copies them only for a retry).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn send_one(
     shared: &Shared,
     cluster: &Cluster,
     host: &Host,
     tls: Option<super::upstream::TlsTarget>,
-    parts: &http::request::Parts,
+    method: &Method,
+    headers: HeaderMap,
     path: &str,
     body: Body,
 ) -> Result<Response<Body>, UpstreamError> {
     if cluster.http2 {
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let up = upstream_request(parts, scheme, host, path, body)
+        let up = upstream_request(method, headers, scheme, host, path, body)
             .ok_or_else(|| UpstreamError::BadPath(path.to_string()))?;
         shared
             .upstream
             .send_h2(&host.authority, cluster.connect_timeout, tls.as_ref(), up)
             .await
     } else {
-        let up = h1_request(parts, path, body)?;
+        let up = h1_request(method, headers, path, body)?;
         shared
             .upstream
             .send_h1(&host.authority, cluster.connect_timeout, tls.as_ref(), up)
@@ -259,7 +275,8 @@ fn retriable(policy: &RetryPolicy, a: &Attempt) -> bool {
 }
 
 fn upstream_request(
-    parts: &http::request::Parts,
+    method: &Method,
+    headers: HeaderMap,
     scheme: &str,
     host: &Host,
     path: &str,
@@ -268,11 +285,11 @@ fn upstream_request(
     let uri: Uri = format!("{scheme}://{}{}", host.authority, path)
         .parse()
         .ok()?;
-    let mut b = Request::builder().method(parts.method.clone()).uri(uri);
-    if let Some(h) = b.headers_mut() {
-        *h = parts.headers.clone();
-    }
-    b.body(body).ok()
+    let mut req = Request::new(body);
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    Some(req)
 }
 
 /// The TLS to originate to a host whose cluster says so (its secrets from the snapshot in
@@ -302,14 +319,15 @@ pub(crate) fn tls_target(
 
 /// An HTTP/1.1 upstream request: origin-form target, the router's headers.
 fn h1_request(
-    parts: &http::request::Parts,
+    method: &Method,
+    headers: HeaderMap,
     path: &str,
     body: Body,
 ) -> Result<Request<Body>, UpstreamError> {
     let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
+    *req.method_mut() = method.clone();
     *req.uri_mut() = super::upstream::origin_form(path)?;
-    *req.headers_mut() = parts.headers.clone();
+    *req.headers_mut() = headers;
     Ok(req)
 }
 
@@ -317,7 +335,7 @@ fn h1_request(
 async fn attempts(
     conn: &Conn,
     lb: &Arc<ClusterLb>,
-    parts: &http::request::Parts,
+    parts: &mut http::request::Parts,
     path: &str,
     buffered: Option<Bytes>,
     mut stream: Option<RequestBody>,
@@ -351,13 +369,29 @@ async fn attempts(
             // Forwarding to the proxy's own listener would loop.
             return local_reply(Flag::UF);
         }
+        // The last attempt takes the headers; earlier ones send a copy.
+        let headers = if n + 1 >= max_attempts {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
         host.active.fetch_add(1, Ordering::Relaxed);
         let send = async {
             let tls = match &host.tls {
                 None => None,
                 Some(t) => Some(tls_target(&conn.shared, t, &host.authority)?),
             };
-            send_one(&conn.shared, cluster, &host, tls, parts, path, body).await
+            send_one(
+                &conn.shared,
+                cluster,
+                &host,
+                tls,
+                &parts.method,
+                headers,
+                path,
+                body,
+            )
+            .await
         };
         let per_try = retry.and_then(|r| r.per_try_timeout);
         let result = match per_try {
