@@ -130,19 +130,24 @@ fn an_http_provider_converts_with_istio_defaults() {
     );
 }
 
+/// The gRPC authorizer `authz.foo`'s port 9000, as istiod names it.
+fn authz_grpc_service() -> GrpcService {
+    GrpcService {
+        target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+            grpc_service::EnvoyGrpc {
+                cluster_name: "outbound|9000||authz.foo.svc.cluster.local".into(),
+                authority: "authz.foo.svc.cluster.local".into(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn a_grpc_provider_converts_with_envoys_default_timeout() {
     let p = Proto {
-        services: Some(ext_authz::Services::GrpcService(GrpcService {
-            target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
-                grpc_service::EnvoyGrpc {
-                    cluster_name: "outbound|9000||authz.foo.svc.cluster.local".into(),
-                    authority: "authz.foo.svc.cluster.local".into(),
-                    ..Default::default()
-                },
-            )),
-            ..Default::default()
-        })),
+        services: Some(ext_authz::Services::GrpcService(authz_grpc_service())),
         failure_mode_allow: true,
         status_on_error: Some(HttpStatus { code: 503 }),
         ..Default::default()
@@ -198,16 +203,7 @@ fn what_spar_proxy_does_not_implement_is_refused_by_name() {
 fn network_proto() -> NetworkProto {
     NetworkProto {
         stat_prefix: "tcp.".into(),
-        grpc_service: Some(GrpcService {
-            target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
-                grpc_service::EnvoyGrpc {
-                    cluster_name: "outbound|9000||authz.foo.svc.cluster.local".into(),
-                    authority: "authz.foo.svc.cluster.local".into(),
-                    ..Default::default()
-                },
-            )),
-            ..Default::default()
-        }),
+        grpc_service: Some(authz_grpc_service()),
         failure_mode_allow: true,
         transport_api_version: 2,
         filter_enabled_metadata: Some(enabled_on("envoy.filters.network.rbac")),
