@@ -21,18 +21,19 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // One pass to see whether there is anything to do (usually there is not).
-    let mut found = false;
-    let mut named = false;
+    // One pass to see which are there (usually none, or `connection` alone): a removal by
+    // name hashes the name, so only those present are removed.
+    let mut present = [false; HOP_BY_HOP.len()];
     for k in h.keys() {
-        let k = k.as_str();
-        named |= k == "connection";
-        found |= HOP_BY_HOP.contains(&k);
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| *n == k.as_str()) {
+            present[i] = true;
+        }
     }
-    if !found {
+    if !present.contains(&true) {
         return;
     }
-    if named {
+    // HOP_BY_HOP[0] is `connection`.
+    if present[0] {
         // Headers the `connection` header names are hop-by-hop too.
         let listed: Vec<HeaderName> = h
             .get_all(http::header::CONNECTION)
@@ -45,8 +46,8 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
             h.remove(n);
         }
     }
-    for n in HOP_BY_HOP {
-        h.remove(n);
+    for (n, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+        h.remove(*n);
     }
 }
 

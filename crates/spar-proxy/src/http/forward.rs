@@ -126,6 +126,7 @@ async fn one(
                 peer_principal: None,
                 sni: None,
                 xfcc: None,
+                peer_values: super::PeerValues::new(peer.ip()),
             });
             super::handle(conn, req).await
         }

@@ -61,6 +61,38 @@ pub struct Conn {
     pub sni: Option<String>,
     /// This connection's `x-forwarded-client-cert` element, when the manager adds one.
     pub xfcc: Option<HeaderValue>,
+    /// The peer as header values, formatted once per connection.
+    pub peer_values: PeerValues,
+}
+
+/// What every request of a connection may say about its peer: its address
+/// (`x-envoy-external-address`) and the hop it adds to `x-forwarded-for` (this host's own
+/// address when the peer is on loopback, as Envoy). Formatting an address costs more than
+/// the rest of the header work of a request, so it is done once per connection.
+#[derive(Debug, Clone)]
+pub struct PeerValues {
+    pub ip: HeaderValue,
+    pub xff_hop: HeaderValue,
+}
+
+impl PeerValues {
+    pub fn new(peer: std::net::IpAddr) -> Self {
+        let peer = peer.to_canonical();
+        let text = |ip: std::net::IpAddr| {
+            // An IP address's text is always a valid header value.
+            HeaderValue::from_str(&ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("0.0.0.0"))
+        };
+        let hop = if peer.is_loopback() {
+            local_address::local_address()
+        } else {
+            peer
+        };
+        PeerValues {
+            ip: text(peer),
+            xff_hop: text(hop),
+        }
+    }
 }
 
 /// Serves one downstream connection until it closes or the proxy drains. `scheme` is
@@ -94,6 +126,7 @@ pub async fn serve<S>(
             .map(principal_name),
         sni: tls.as_ref().and_then(|t| t.sni.clone()),
         xfcc: xfcc::element(&hcm.xfcc, tls.as_ref()),
+        peer_values: PeerValues::new(peer.ip()),
     });
     let svc = service_fn(move |req| {
         let conn = conn.clone();
@@ -202,25 +235,22 @@ fn prepare_headers(conn: &Conn, req: &mut Request<Incoming>) {
     }
     if conn.hcm.use_remote_address {
         if !conn.hcm.skip_xff_append {
-            let hop = if peer.is_loopback() {
-                local_address::local_address()
-            } else {
-                peer
-            };
+            let hop = &conn.peer_values.xff_hop;
             let v = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                Some(prev) => format!("{prev},{hop}"),
-                None => hop.to_string(),
+                Some(prev) => {
+                    let hop = hop.to_str().unwrap_or_default();
+                    HeaderValue::from_str(&format!("{prev},{hop}")).ok()
+                }
+                None => Some(hop.clone()),
             };
-            if let Ok(v) = HeaderValue::from_str(&v) {
+            if let Some(v) = v {
                 h.insert("x-forwarded-for", v);
             }
         }
         // This proxy is the edge for a peer it does not call internal: it tells the
         // upstream who that peer was (and overwrites whatever the peer claimed).
         if edge {
-            if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
-                h.insert("x-envoy-external-address", v);
-            }
+            h.insert("x-envoy-external-address", conn.peer_values.ip.clone());
         }
     }
 }

@@ -40,6 +40,9 @@ pub fn normalize(path_and_query: &str, o: &PathOptions) -> Normalized {
         Some(i) => path_and_query.split_at(i),
         None => (path_and_query, ""),
     };
+    if already_normal(path, o) {
+        return Normalized::Path(path_and_query.to_string());
+    }
     let mut path = path.to_string();
     let mut redirect = false;
     if o.escaped_slashes != EscapedSlashes::Keep && has_escaped_slash(&path) {
@@ -65,6 +68,16 @@ pub fn normalize(path_and_query: &str, o: &PathOptions) -> Normalized {
     } else {
         Normalized::Path(out)
     }
+}
+
+/// A path every option leaves as it is (most requests): absolute, no escapes, no `\`, no
+/// `.` or `..` segment, and no `//` when slashes are merged.
+fn already_normal(path: &str, o: &PathOptions) -> bool {
+    let b = path.as_bytes();
+    b.first() == Some(&b'/')
+        && !b.iter().any(|&c| c == b'%' || c == b'\\')
+        && !path.split('/').any(|s| s == "." || s == "..")
+        && !(o.merge_slashes && path.contains("//"))
 }
 
 fn has_escaped_slash(p: &str) -> bool {
@@ -202,6 +215,31 @@ mod tests {
             normalize: true,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_fast_path_takes_only_paths_the_full_normalization_leaves_alone() {
+        let paths = [
+            "/", "/a/b", "/a//b", "/a/b/", "/a/.b", "/a/..b", "/a/./b", "/a/../b", "/a/.", "/%41",
+            "/a\\b", "a/b", "//a",
+        ];
+        for o in [base(), decode_and_merge(), PathOptions::default()] {
+            for p in paths {
+                if !already_normal(p, &o) {
+                    continue;
+                }
+                let mut full = p.to_string();
+                if o.normalize {
+                    full = canonical(&full).unwrap();
+                }
+                if o.merge_slashes {
+                    full = merge_slashes(&full);
+                }
+                assert_eq!(full, p, "{o:?}");
+            }
+        }
+        assert!(already_normal("/a/.b", &base()) && !already_normal("/a/./b", &base()));
+        assert!(!already_normal("/a//b", &decode_and_merge()));
     }
 
     fn decode_and_merge() -> PathOptions {
