@@ -74,10 +74,12 @@ pub fn normalize(path_and_query: &str, o: &PathOptions) -> Normalized {
 /// `.` or `..` segment, and no `//` when slashes are merged.
 fn already_normal(path: &str, o: &PathOptions) -> bool {
     let b = path.as_bytes();
-    b.first() == Some(&b'/')
-        && !b.iter().any(|&c| c == b'%' || c == b'\\')
-        && !path.split('/').any(|s| s == "." || s == "..")
-        && !(o.merge_slashes && path.contains("//"))
+    if b.first() != Some(&b'/') || b.iter().any(|&c| c == b'%' || c == b'\\') {
+        return false;
+    }
+    let dot_segment = path.split('/').any(|s| s == "." || s == "..");
+    let merged = o.merge_slashes && path.contains("//");
+    !dot_segment && !merged
 }
 
 fn has_escaped_slash(p: &str) -> bool {
