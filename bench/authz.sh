@@ -32,8 +32,8 @@ ROUNDS=${ROUNDS:-3}
 INSTRUCTIONS=${INSTRUCTIONS:-1}
 INSTR_LOW=${INSTR_LOW:-1000}
 INSTR_HIGH=${INSTR_HIGH:-6000}
-[ -n "${NO_BUILD:-}" ] || cargo build --release -q --bin spar
-spar=$PWD/target/release/spar
+[ -n "${NO_BUILD:-}" ] || cargo build --profile perf -q --bin spar
+spar=$PWD/target/perf/spar
 for tool in nginx wrk taskset curl python3; do
   command -v "$tool" >/dev/null || { echo "no $tool: run scripts/install-bench-peers" >&2; exit 1; }
 done

@@ -19,8 +19,8 @@ PIN=(taskset -c "$CORE")
 command -v taskset >/dev/null || { echo "taskset not found: running unpinned" >&2; PIN=(); }
 command -v openssl >/dev/null || { echo "openssl is required for the comparison (apt-get install openssl)" >&2; exit 1; }
 
-cargo build --release --quiet -p spar-ca --example ca_sign
-BIN=target/release/examples/ca_sign
+cargo build --profile perf --quiet -p spar-ca --example ca_sign
+BIN=target/perf/examples/ca_sign
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT

@@ -28,9 +28,9 @@ VARIANTS=${VARIANTS:-"sotw delta"}
 CP_FLAGS=${CP_FLAGS:-}
 
 # NO_BUILD=1 reuses the release binaries already built.
-[ -n "${NO_BUILD:-}" ] || cargo build --release -q --bin spar --bin spar-xds-load
-spar=./target/release/spar
-load=./target/release/spar-xds-load
+[ -n "${NO_BUILD:-}" ] || cargo build --profile perf -q --bin spar --bin spar-xds-load
+spar=./target/perf/spar
+load=./target/perf/spar-xds-load
 ulimit -n "$(( PROXIES * 2 + 1024 ))" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 if [ "$(ulimit -n)" -lt $(( PROXIES * 2 + 64 )) ]; then
   echo "open-file limit $(ulimit -n) is too low for $PROXIES proxies; raise it (ulimit -n)" >&2

@@ -24,8 +24,8 @@ PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 TARGETS=${TARGETS:-"direct envoy spar"}
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces, iptables)" >&2; exit 1; }
-[ -n "${NO_BUILD:-}" ] || cargo build --release -q --bin spar
-spar=$PWD/target/release/spar
+[ -n "${NO_BUILD:-}" ] || cargo build --profile perf -q --bin spar
+spar=$PWD/target/perf/spar
 for tool in nginx wrk taskset curl ip iptables-restore setpriv; do
   command -v "$tool" >/dev/null || { echo "no $tool: run scripts/install-bench-peers" >&2; exit 1; }
 done

@@ -9,7 +9,7 @@ RUNS=${RUNS:-5}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 
-cargo build --release -q --bin spar
+cargo build --profile perf -q --bin spar
 python3 bench/gen_config.py "$dir/config" "$N"
 du -sh "$dir/config" | awk '{print "size on disk: " $1}'
 
@@ -28,8 +28,8 @@ print(f"{best:.3f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}")
 PY
 }
 
-./target/release/spar validate "$dir/config" >/dev/null 2>&1 || { echo "generated config did not validate"; exit 1; }
-read -r spar_s rss < <(measure ./target/release/spar validate "$dir/config")
+./target/perf/spar validate "$dir/config" >/dev/null 2>&1 || { echo "generated config did not validate"; exit 1; }
+read -r spar_s rss < <(measure ./target/perf/spar validate "$dir/config")
 
 py_s=na
 if python3 -c 'import yaml; yaml.CSafeLoader' 2>/dev/null; then

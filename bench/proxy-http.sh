@@ -36,12 +36,12 @@ SERVICES=${SERVICES:-1000}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 TARGETS=${TARGETS:-"direct nginx haproxy envoy spar"}
-# NO_BUILD=1 reuses target/release/spar; KEEP=1 keeps the work directory (raw outputs, logs);
+# NO_BUILD=1 reuses target/perf/spar; KEEP=1 keeps the work directory (raw outputs, logs);
 # PERF=NAME (nginx, haproxy, envoy, spar; direct: the origin) records that target with
 # `perf record -g` during its wrk -c32 run and prints where its CPU time went;
 # SPAR_ENV="NAME=VALUE ..." adds environment to `spar proxy` only (e.g. allocator options).
-[ -n "${NO_BUILD:-}" ] || cargo build --release -q --bin spar
-spar=$PWD/target/release/spar
+[ -n "${NO_BUILD:-}" ] || cargo build --profile perf -q --bin spar
+spar=$PWD/target/perf/spar
 
 for tool in nginx haproxy wrk h2load taskset curl; do
   command -v "$tool" >/dev/null || { echo "no $tool: run scripts/install-bench-peers" >&2; exit 1; }
