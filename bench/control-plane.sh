@@ -27,10 +27,12 @@ VARIANTS=${VARIANTS:-"sotw delta"}
 # Extra flags for `spar control-plane` (e.g. "--push-debounce 100ms --debounce 10ms").
 CP_FLAGS=${CP_FLAGS:-}
 
-# NO_BUILD=1 reuses the release binaries already built.
-[ -n "${NO_BUILD:-}" ] || cargo build --profile perf -q --bin spar --bin spar-xds-load
-spar=./target/perf/spar
-load=./target/perf/spar-xds-load
+# NO_BUILD=1 reuses the binaries already built; PROFILE=release skips the perf profile's
+# ten-minute link while iterating.
+PROFILE=${PROFILE:-perf}
+[ -n "${NO_BUILD:-}" ] || cargo build --profile "$PROFILE" -q --bin spar --bin spar-xds-load
+spar=./target/$PROFILE/spar
+load=./target/$PROFILE/spar-xds-load
 ulimit -n "$(( PROXIES * 2 + 1024 ))" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 if [ "$(ulimit -n)" -lt $(( PROXIES * 2 + 64 )) ]; then
   echo "open-file limit $(ulimit -n) is too low for $PROXIES proxies; raise it (ulimit -n)" >&2
@@ -49,6 +51,8 @@ trap cleanup EXIT
 python3 bench/gen_mesh.py gen "$dir/config" "$SERVICES" "$ENDPOINTS"
 "$spar" validate "$dir/config" >/dev/null || { echo "generated config did not validate" >&2; exit 1; }
 
+# CPU seconds (user+system) a process has used so far, and the two apart.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f %.2f %.2f", ($14 + $15) / hz, $14 / hz, $15 / hz }' "/proc/$1/stat"; }
 rss() { awk -v k="$2:" '$1 == k { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 field() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(eval(sys.argv[2], {}, d))' "$1" "$2"; }
 
@@ -57,7 +61,7 @@ run_variant() {
   [ "$variant" = delta ] && flag=--delta
   : > "$dir/cp.err"
   # shellcheck disable=SC2086
-  "$spar" control-plane --config-dir "$dir/config" --xds-addr 127.0.0.1:0 \
+  env ${CP_ENV:-} "$spar" control-plane --config-dir "$dir/config" --xds-addr 127.0.0.1:0 \
     --monitoring-addr 127.0.0.1:0 $CP_FLAGS 2>"$dir/cp.err" &
   cp_pid=$!
   local addr=
@@ -69,14 +73,18 @@ run_variant() {
   done
   [ -n "$addr" ] || { echo "control plane did not start" >&2; exit 1; }
   local rss_loaded; rss_loaded=$(rss "$cp_pid" VmRSS)
+  local cpu_loaded; cpu_loaded=$(cpu "$cp_pid")
 
-  coproc LOAD { "$load" --xds-addr "$addr" --proxies "$PROXIES" --workloads "$WORKLOADS" \
+  coproc LOAD { exec env ${LOAD_ENV:-} "$load" --xds-addr "$addr" --proxies "$PROXIES" --workloads "$WORKLOADS" \
     $flag --mode watch 2>"$dir/load.err"; }
   load_pid=$LOAD_PID
   local line full
   read -r line <&"${LOAD[0]}" || { cat "$dir/load.err" >&2; exit 1; }
   full=${line#ready }
   local rss_full; rss_full=$(rss "$cp_pid" VmRSS)
+  local cpu_full_cp cpu_full_load
+  cpu_full_cp=$(python3 -c 'import sys; a=sys.argv[1].split(); b=sys.argv[2].split(); print(" / ".join("%.2f" % (float(y) - float(x)) for x, y in zip(a, b)))' "$cpu_loaded" "$(cpu "$cp_pid")")
+  cpu_full_load=$(cpu "$load_pid" | awk '{ printf "%.2f / %.2f / %.2f", $1, $2, $3 }')
   echo "  $variant full push: $full; RSS ${rss_full} MB" >&2
   for _ in $(seq "$CHANGES"); do
     # Numbered across variants: every change writes an address never written before.
@@ -117,6 +125,8 @@ run_variant() {
   printf '%-52s %12s %12s %8s\n' "RSS steady, after the changes (MB)" "$rss_end" "<= 300" "$(verdict "$rss_end" 300)"
   printf '%-52s %12s %12s %8s\n' "RSS peak, VmHWM (MB)" "$hwm" "<= 300" "$(verdict "$hwm" 300)"
   printf '%-52s %12s %12s %8s\n' "full push to all $complete/$PROXIES proxies (s)" "$push" "<= 2" "$(verdict "$push" 2)"
+  printf '%-52s %24s\n' "  CPU s in it, control plane (total / user / sys)" "$cpu_full_cp"
+  printf '%-52s %24s\n' "  CPU s in it, load client (total / user / sys)" "$cpu_full_load"
   printf '%-52s %12s %12s\n' "endpoint change -> all affected ACKed, p50 (ms)" "$p50" "-"
   printf '%-52s %12s %12s %8s\n' "endpoint change -> all affected ACKed, p99 (ms)" "$p99" "<= 100" "$(verdict "$p99" 100)"
   [ "$incomplete" = 0 ] || echo "   $incomplete change(s) did not reach every affected proxy within the timeout"

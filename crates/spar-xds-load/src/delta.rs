@@ -3,18 +3,20 @@
 //! response is ACKed by nonce; subscription changes go in their own requests, as Envoy
 //! sends them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::names::{IdSet, NameId};
 use crate::proxy::{
     announce, check_target, rds_names, Holdings, Identity, ProxyError, Shared, Target, CLUSTER,
     ENDPOINT, LISTENER, ROUTE,
 };
 use crate::scan;
+use crate::wire::{self, Response};
 
 type Tx = mpsc::Sender<DeltaDiscoveryRequest>;
 
@@ -23,9 +25,9 @@ type Tx = mpsc::Sender<DeltaDiscoveryRequest>;
 #[derive(Default)]
 struct State {
     held: Holdings,
-    clusters: BTreeMap<String, Option<String>>,
+    clusters: HashMap<NameId, Option<NameId>, foldhash::fast::RandomState>,
     listeners: BTreeMap<String, Vec<String>>,
-    eds_subscribed: BTreeSet<String>,
+    eds_subscribed: IdSet,
     rds_subscribed: BTreeSet<String>,
 }
 
@@ -43,7 +45,8 @@ pub async fn run(shared: Arc<Shared>, id: Identity) -> Result<(), ProxyError> {
     loop {
         tokio::select! {
             resp = stream.message() => {
-                let resp = resp?.ok_or(ProxyError::Closed)?;
+                let msg = resp?.ok_or(ProxyError::Closed)?;
+                let resp = Response::delta(&msg)?;
                 let t = target.borrow().clone();
                 on_response(&shared, &id, &tx, &mut st, t.as_deref(), resp).await?;
             }
@@ -58,63 +61,87 @@ pub async fn run(shared: Arc<Shared>, id: Identity) -> Result<(), ProxyError> {
     }
 }
 
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 async fn on_response(
     shared: &Shared,
     id: &Identity,
     tx: &Tx,
     st: &mut State,
     target: Option<&Target>,
-    resp: crate::wire::DeltaDiscoveryResponse,
+    resp: Response<'_>,
 ) -> Result<(), ProxyError> {
     let ack = DeltaDiscoveryRequest {
-        type_url: resp.type_url.clone(),
-        response_nonce: resp.nonce.clone(),
+        type_url: resp.type_url(),
+        response_nonce: resp.nonce(),
         ..Default::default()
     };
-    let gone = resp.removed_resources.iter();
-    match resp.type_url.as_str() {
-        CLUSTER => {
-            for n in gone {
-                st.clusters.remove(n);
+    let names = &shared.names;
+    match resp.type_url {
+        t if t == CLUSTER.as_bytes() => {
+            for n in &resp.removed {
+                st.clusters.remove(&names.id(n));
             }
             for r in &resp.resources {
-                let eds = match &r.resource {
-                    Some(any) => scan::eds_name(&any.value)?,
+                let (name, any) = wire::delta_resource(r)?;
+                let eds = match any {
+                    Some(value) => scan::eds_name(value)?.map(|n| names.id(n)),
                     None => None,
                 };
-                st.clusters.insert(r.name.clone(), eds);
+                st.clusters.insert(names.id(name), eds);
             }
             st.held.clusters = st.clusters.len();
             st.held.got_cds = true;
             send(tx, ack).await?;
-            let want: BTreeSet<String> = st.clusters.values().flatten().cloned().collect();
-            resubscribe(tx, ENDPOINT, &mut st.eds_subscribed, &want).await?;
-            st.held.eds_wanted = shared.intern(want.into_iter().collect());
-        }
-        ENDPOINT => {
-            for n in gone {
-                st.held.eds_held.remove(n);
+            let mut want = IdSet::default();
+            for eds in st.clusters.values().flatten() {
+                want.insert(*eds);
             }
+            let add: Vec<_> = want.difference(&st.eds_subscribed).collect();
+            let drop: Vec<_> = st.eds_subscribed.difference(&want).collect();
+            if !add.is_empty() || !drop.is_empty() {
+                let req = subscribe(
+                    ENDPOINT,
+                    names.sorted_names(&add),
+                    names.sorted_names(&drop),
+                );
+                send(tx, req).await?;
+            }
+            st.eds_subscribed.clone_from(&want);
+            st.held.eds_wanted = shared.intern(want);
+        }
+        t if t == ENDPOINT.as_bytes() => {
+            for n in &resp.removed {
+                st.held.eds_held.remove(names.id(n));
+            }
+            let mut found = Vec::new();
             for r in &resp.resources {
-                st.held.eds_held.insert(r.name.clone());
+                let (name, any) = wire::delta_resource(r)?;
+                st.held.eds_held.insert(names.id(name));
+                if let (Some(t), Some(value)) = (target, any) {
+                    if t.cluster.as_bytes() == name {
+                        found.push((name, value));
+                    }
+                }
             }
             send(tx, ack).await?;
-            for r in &resp.resources {
-                if let Some(any) = &r.resource {
-                    check_target(shared, &mut st.held, id.index, target, &r.name, &any.value)?;
-                }
+            for (name, value) in found {
+                check_target(shared, &mut st.held, id.index, target, name, value)?;
             }
         }
-        LISTENER => {
-            for n in gone {
-                st.listeners.remove(n);
+        t if t == LISTENER.as_bytes() => {
+            for n in &resp.removed {
+                st.listeners.remove(&lossy(n));
             }
             for r in &resp.resources {
-                let mut names = Vec::new();
-                if let Some(any) = &r.resource {
-                    rds_names(&any.value, &mut names)?;
+                let (name, any) = wire::delta_resource(r)?;
+                let mut routes = Vec::new();
+                if let Some(value) = any {
+                    rds_names(value, &mut routes)?;
                 }
-                st.listeners.insert(r.name.clone(), names);
+                st.listeners.insert(lossy(name), routes);
             }
             st.held.listeners = st.listeners.len();
             st.held.got_lds = true;
@@ -123,12 +150,13 @@ async fn on_response(
             resubscribe(tx, ROUTE, &mut st.rds_subscribed, &want).await?;
             st.held.rds_wanted = want.into_iter().collect();
         }
-        ROUTE => {
-            for n in gone {
-                st.held.rds_held.remove(n);
+        t if t == ROUTE.as_bytes() => {
+            for n in &resp.removed {
+                st.held.rds_held.remove(&lossy(n));
             }
             for r in &resp.resources {
-                st.held.rds_held.insert(r.name.clone());
+                let (name, _) = wire::delta_resource(r)?;
+                st.held.rds_held.insert(lossy(name));
             }
             send(tx, ack).await?;
         }

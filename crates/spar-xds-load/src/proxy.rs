@@ -17,6 +17,7 @@ use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 
+use crate::names::{IdSet, Interner};
 use crate::scan;
 
 pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
@@ -99,8 +100,10 @@ pub struct Shared {
     pub events: mpsc::UnboundedSender<Event>,
     pub target: watch::Receiver<Option<Arc<Target>>>,
     pub connect_gate: tokio::sync::Semaphore,
-    /// Distinct EDS subscriptions seen, so 2,000 proxies of 20 workloads hold 20 lists.
-    interned: Mutex<Vec<Arc<Vec<String>>>>,
+    /// Every resource name seen, numbered.
+    pub names: Interner,
+    /// Distinct EDS subscriptions seen, so 2,000 proxies of 20 workloads hold 20 sets.
+    interned: Mutex<Vec<Arc<Wanted>>>,
 }
 
 impl Shared {
@@ -115,20 +118,30 @@ impl Shared {
             events,
             target,
             connect_gate: tokio::sync::Semaphore::new(connect_concurrency.max(1)),
+            names: Interner::default(),
             interned: Mutex::new(Vec::new()),
         }
     }
 
-    /// One shared copy of an equal name list.
-    pub fn intern(&self, names: Vec<String>) -> Arc<Vec<String>> {
+    /// One shared copy of an equal set.
+    pub fn intern(&self, set: IdSet) -> Arc<Wanted> {
         let mut all = self.interned.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = all.iter().find(|n| ***n == names) {
+        if let Some(found) = all.iter().find(|w| w.set == set) {
             return found.clone();
         }
-        let names = Arc::new(names);
-        all.push(names.clone());
-        names
+        let ids: Vec<_> = set.iter().collect();
+        let names = self.names.sorted_names(&ids);
+        let wanted = Arc::new(Wanted { set, names });
+        all.push(wanted.clone());
+        wanted
     }
+}
+
+/// Names a proxy subscribes to, as numbers and as the sorted list its requests carry.
+#[derive(Debug, Default)]
+pub struct Wanted {
+    pub set: IdSet,
+    pub names: Vec<String>,
 }
 
 /// Who a simulated proxy is.
@@ -189,8 +202,8 @@ impl Identity {
 pub struct Holdings {
     pub clusters: usize,
     /// EDS names the clusters call for (what the proxy subscribes to).
-    pub eds_wanted: Arc<Vec<String>>,
-    pub eds_held: HashSet<String>,
+    pub eds_wanted: Arc<Wanted>,
+    pub eds_held: IdSet,
     pub listeners: usize,
     pub rds_wanted: Vec<String>,
     pub rds_held: HashSet<String>,
@@ -205,7 +218,7 @@ impl Holdings {
     fn complete(&self) -> bool {
         self.got_cds
             && self.got_lds
-            && self.eds_wanted.iter().all(|n| self.eds_held.contains(n))
+            && self.eds_wanted.set.is_subset(&self.eds_held)
             && self.rds_wanted.iter().all(|n| self.rds_held.contains(n))
     }
 
@@ -272,11 +285,12 @@ pub fn check_target(
     held: &mut Holdings,
     proxy: usize,
     target: Option<&Target>,
-    name: &str,
+    name: &[u8],
     cla: &[u8],
 ) -> Result<(), ProxyError> {
     let Some(t) = target else { return Ok(()) };
-    if held.converged == Some(t.id) || name != t.cluster || !assignment_has(cla, &t.ip)? {
+    if held.converged == Some(t.id) || name != t.cluster.as_bytes() || !assignment_has(cla, &t.ip)?
+    {
         return Ok(());
     }
     held.converged = Some(t.id);
@@ -294,7 +308,10 @@ pub fn announce(shared: &Shared, held: &Holdings, proxy: usize, target: Option<&
         let _ = shared.events.send(Event::Affected {
             change: t.id,
             proxy,
-            affected: held.eds_wanted.contains(&t.cluster),
+            affected: held
+                .eds_wanted
+                .set
+                .contains(shared.names.id(t.cluster.as_bytes())),
         });
     }
 }

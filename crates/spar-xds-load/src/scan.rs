@@ -68,12 +68,12 @@ pub fn fields<'a>(msg: &'a [u8], mut f: impl FnMut(u64, Value<'a>)) -> Result<()
     Ok(())
 }
 
-/// The first string field numbered `number` (empty when absent).
-pub fn string_field(msg: &[u8], number: u64) -> Result<String, ScanError> {
+/// The first length-delimited field numbered `number` (empty when absent).
+pub fn bytes_field(msg: &[u8], number: u64) -> Result<&[u8], ScanError> {
     let mut out = None;
     fields(msg, |n, v| {
         if let (true, None, Value::Bytes(b)) = (n == number, &out, v) {
-            out = Some(String::from_utf8_lossy(b).into_owned());
+            out = Some(b);
         }
     })?;
     Ok(out.unwrap_or_default())
@@ -84,13 +84,13 @@ const EDS: u64 = 3;
 
 /// The ClusterLoadAssignment name a proxy asks for when it receives `cluster`, if the
 /// cluster is an EDS cluster: `eds_cluster_config.service_name`, else the cluster's name.
-pub fn eds_name(cluster: &[u8]) -> Result<Option<String>, ScanError> {
+pub fn eds_name(cluster: &[u8]) -> Result<Option<&[u8]>, ScanError> {
     let (mut name, mut is_eds, mut service) = (None, false, None);
     let mut nested = Ok(());
     fields(cluster, |n, v| match (n, v) {
-        (1, Value::Bytes(b)) => name = Some(String::from_utf8_lossy(b).into_owned()),
+        (1, Value::Bytes(b)) => name = Some(b),
         (2, Value::Varint(t)) => is_eds = t == EDS,
-        (3, Value::Bytes(b)) => match string_field(b, 2) {
+        (3, Value::Bytes(b)) => match bytes_field(b, 2) {
             Ok(s) if !s.is_empty() => service = Some(s),
             Ok(_) => {}
             Err(e) => nested = Err(e),
@@ -131,9 +131,9 @@ mod tests {
     #[test]
     fn reads_what_prost_wrote() {
         let c = cluster("outbound|80||a", DiscoveryType::Eds, "");
-        assert_eq!(eds_name(&c), Ok(Some("outbound|80||a".into())));
+        assert_eq!(eds_name(&c), Ok(Some(&b"outbound|80||a"[..])));
         let c = cluster("outbound|80||a", DiscoveryType::Eds, "svc-a");
-        assert_eq!(eds_name(&c), Ok(Some("svc-a".into())));
+        assert_eq!(eds_name(&c), Ok(Some(&b"svc-a"[..])));
         let c = cluster("PassthroughCluster", DiscoveryType::OriginalDst, "");
         assert_eq!(eds_name(&c), Ok(None));
         let cla = ClusterLoadAssignment {
@@ -141,7 +141,7 @@ mod tests {
             ..Default::default()
         }
         .encode_to_vec();
-        assert_eq!(string_field(&cla, 1), Ok("outbound|80||b".into()));
+        assert_eq!(bytes_field(&cla, 1), Ok(&b"outbound|80||b"[..]));
     }
 
     #[test]

@@ -9,11 +9,13 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::names::IdSet;
 use crate::proxy::{
     announce, check_target, rds_names, Holdings, Identity, ProxyError, Shared, CLUSTER, ENDPOINT,
     LISTENER, ROUTE,
 };
 use crate::scan;
+use crate::wire::Response;
 
 /// Runs one proxy until its stream ends or fails.
 pub async fn run(shared: Arc<Shared>, id: Identity) -> Result<(), ProxyError> {
@@ -25,12 +27,14 @@ pub async fn run(shared: Arc<Shared>, id: Identity) -> Result<(), ProxyError> {
     let mut stream = crate::wire::sotw(channel, ReceiverStream::new(rx)).await?;
     let mut target = shared.target.clone();
     let mut held = Holdings::default();
-    // Last nonce per type, for subscription changes (Envoy names the last nonce it saw).
+    // Last version and nonce per type, for subscription changes (Envoy names the last
+    // nonce it saw).
     let mut nonces: [(String, String); 4] = Default::default();
     loop {
         tokio::select! {
             resp = stream.message() => {
-                let resp = resp?.ok_or(ProxyError::Closed)?;
+                let msg = resp?.ok_or(ProxyError::Closed)?;
+                let resp = Response::sotw(&msg)?;
                 let t = target.borrow().clone();
                 on_response(&shared, &id, &tx, &mut held, &mut nonces, t.as_deref(), resp).await?;
             }
@@ -52,68 +56,58 @@ async fn on_response(
     held: &mut Holdings,
     nonces: &mut [(String, String); 4],
     target: Option<&crate::proxy::Target>,
-    resp: crate::wire::DiscoveryResponse,
+    resp: Response<'_>,
 ) -> Result<(), ProxyError> {
-    let slot = match resp.type_url.as_str() {
-        CLUSTER => 0,
-        ENDPOINT => 1,
-        LISTENER => 2,
-        ROUTE => 3,
+    let slot = match resp.type_url {
+        t if t == CLUSTER.as_bytes() => 0,
+        t if t == ENDPOINT.as_bytes() => 1,
+        t if t == LISTENER.as_bytes() => 2,
+        t if t == ROUTE.as_bytes() => 3,
         _ => {
             // Not subscribed; ACK so the server's status stays clean.
-            let ack = request(
-                &resp.type_url,
-                &resp.version_info,
-                &resp.nonce,
-                vec![],
-                None,
-            );
-            return send(tx, ack).await;
+            return send(tx, ack(&resp, Vec::new())).await;
         }
     };
-    nonces[slot] = (resp.version_info.clone(), resp.nonce.clone());
+    nonces[slot] = (resp.version(), resp.nonce());
     match slot {
         0 => {
-            let mut eds = Vec::new();
+            let mut eds = IdSet::default();
             for r in &resp.resources {
-                if let Some(n) = scan::eds_name(&r.value)? {
-                    eds.push(n);
+                if let Some(n) = scan::eds_name(r)? {
+                    eds.insert(shared.names.id(n));
                 }
             }
-            eds.sort();
-            eds.dedup();
             held.clusters = resp.resources.len();
             held.got_cds = true;
             send(tx, ack(&resp, Vec::new())).await?;
-            if *held.eds_wanted != eds {
+            if held.eds_wanted.set != eds {
                 held.eds_wanted = shared.intern(eds);
                 let (v, n) = &nonces[1];
-                let names = held.eds_wanted.to_vec();
+                let names = held.eds_wanted.names.clone();
                 send(tx, request(ENDPOINT, v, n, names, None)).await?;
             }
         }
         1 => {
             // EDS and RDS responses carry what changed; what they leave out stays held
             // while subscribed (xDS protocol), as Envoy keeps it.
-            let wanted = held.eds_wanted.clone();
-            held.eds_held.retain(|n| wanted.binary_search(n).is_ok());
+            held.eds_held.retain_in(&held.eds_wanted.set);
             let mut found = Vec::new();
             for r in &resp.resources {
-                let name = scan::string_field(&r.value, 1)?;
-                if target.is_some_and(|t| t.cluster == name) {
-                    found.push((name.clone(), &r.value[..]));
+                let name = scan::bytes_field(r, 1)?;
+                if target.is_some_and(|t| t.cluster.as_bytes() == name) {
+                    found.push((name, *r));
                 }
-                held.eds_held.insert(name);
+                held.eds_held.insert(shared.names.id(name));
             }
-            send(tx, ack(&resp, held.eds_wanted.to_vec())).await?;
+            send(tx, ack(&resp, held.eds_wanted.names.clone())).await?;
             for (name, bytes) in found {
-                check_target(shared, held, id.index, target, &name, bytes)?;
+                check_target(shared, held, id.index, target, name, bytes)?;
             }
         }
         2 => {
             let mut rds = Vec::new();
             for r in &resp.resources {
-                rds_names(&r.value, &mut rds)?;
+                rds_names(r, &mut rds)?;
             }
             rds.sort();
             rds.dedup();
@@ -130,7 +124,9 @@ async fn on_response(
             let wanted = held.rds_wanted.clone();
             held.rds_held.retain(|n| wanted.contains(n));
             for r in &resp.resources {
-                held.rds_held.insert(scan::string_field(&r.value, 1)?);
+                let name = scan::bytes_field(r, 1)?;
+                held.rds_held
+                    .insert(String::from_utf8_lossy(name).into_owned());
             }
             send(tx, ack(&resp, held.rds_wanted.clone())).await?;
         }
@@ -139,8 +135,15 @@ async fn on_response(
     Ok(())
 }
 
-fn ack(resp: &crate::wire::DiscoveryResponse, names: Vec<String>) -> DiscoveryRequest {
-    request(&resp.type_url, &resp.version_info, &resp.nonce, names, None)
+/// The ACK of `resp`, naming the current subscription of its type.
+fn ack(resp: &Response<'_>, names: Vec<String>) -> DiscoveryRequest {
+    request(
+        &resp.type_url(),
+        &resp.version(),
+        &resp.nonce(),
+        names,
+        None,
+    )
 }
 
 fn request(

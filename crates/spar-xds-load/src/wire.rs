@@ -1,61 +1,139 @@
-//! The ADS responses as this tool reads them: resource bytes as [`Bytes`] slices of the
-//! received frame instead of owned copies (envoy-types' `Any` copies every resource).
-//! A simulated proxy only scans its resources, and 2,000 of them share two cores with the
-//! control plane under test, so decoding must cost as little as possible. The field
-//! numbers are `envoy/service/discovery/v3/discovery.proto`'s.
+//! The ADS responses as this tool reads them: each message as the received [`Bytes`],
+//! read in place with [`crate::scan`] (no per-resource allocation, no UTF-8 check of every
+//! name). A simulated proxy only looks at its resources, and 2,000 of them share two cores
+//! with the control plane under test, so reading must cost as little as possible. The
+//! field numbers are `envoy/service/discovery/v3/discovery.proto`'s.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
-/// `google.protobuf.Any`, its value unparsed.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Any {
-    #[prost(string, tag = "1")]
-    pub type_url: String,
-    #[prost(bytes = "bytes", tag = "2")]
-    pub value: Bytes,
+use crate::scan::{fields, ScanError, Value};
+
+/// One response (`DiscoveryResponse` or `DeltaDiscoveryResponse`), its fields borrowed
+/// from the message. `resources` are the `Any` values (state of the world) or the
+/// `Resource` messages (delta).
+#[derive(Debug, Default)]
+pub struct Response<'a> {
+    pub version: &'a [u8],
+    pub resources: Vec<&'a [u8]>,
+    pub type_url: &'a [u8],
+    pub nonce: &'a [u8],
+    pub removed: Vec<&'a [u8]>,
 }
 
-/// `envoy.service.discovery.v3.DiscoveryResponse` (the fields read here).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct DiscoveryResponse {
-    #[prost(string, tag = "1")]
-    pub version_info: String,
-    #[prost(message, repeated, tag = "2")]
-    pub resources: Vec<Any>,
-    #[prost(string, tag = "4")]
-    pub type_url: String,
-    #[prost(string, tag = "5")]
-    pub nonce: String,
+impl<'a> Response<'a> {
+    /// Reads a `DiscoveryResponse`; `resources` are the `Any`s' values.
+    pub fn sotw(msg: &'a [u8]) -> Result<Response<'a>, ScanError> {
+        let mut r = Response::default();
+        let mut anys = Vec::new();
+        fields(msg, |n, v| match (n, v) {
+            (1, Value::Bytes(b)) => r.version = b,
+            (2, Value::Bytes(b)) => anys.push(b),
+            (4, Value::Bytes(b)) => r.type_url = b,
+            (5, Value::Bytes(b)) => r.nonce = b,
+            _ => {}
+        })?;
+        r.resources.reserve_exact(anys.len());
+        for any in anys {
+            r.resources.push(any_value(any)?);
+        }
+        Ok(r)
+    }
+
+    /// Reads a `DeltaDiscoveryResponse`; `resources` are the `Resource` messages.
+    pub fn delta(msg: &'a [u8]) -> Result<Response<'a>, ScanError> {
+        let mut r = Response::default();
+        fields(msg, |n, v| match (n, v) {
+            (1, Value::Bytes(b)) => r.version = b,
+            (2, Value::Bytes(b)) => r.resources.push(b),
+            (4, Value::Bytes(b)) => r.type_url = b,
+            (5, Value::Bytes(b)) => r.nonce = b,
+            (6, Value::Bytes(b)) => r.removed.push(b),
+            _ => {}
+        })?;
+        Ok(r)
+    }
+
+    pub fn type_url(&self) -> String {
+        String::from_utf8_lossy(self.type_url).into_owned()
+    }
+
+    pub fn nonce(&self) -> String {
+        String::from_utf8_lossy(self.nonce).into_owned()
+    }
+
+    pub fn version(&self) -> String {
+        String::from_utf8_lossy(self.version).into_owned()
+    }
 }
 
-/// `envoy.service.discovery.v3.Resource` (the fields read here).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Resource {
-    #[prost(string, tag = "3")]
-    pub name: String,
-    #[prost(string, tag = "1")]
-    pub version: String,
-    #[prost(message, optional, tag = "2")]
-    pub resource: Option<Any>,
+/// The value (field 2) of an encoded `google.protobuf.Any`.
+fn any_value(any: &[u8]) -> Result<&[u8], ScanError> {
+    let mut value: &[u8] = &[];
+    fields(any, |n, v| {
+        if let (2, Value::Bytes(b)) = (n, v) {
+            value = b;
+        }
+    })?;
+    Ok(value)
 }
 
-/// `envoy.service.discovery.v3.DeltaDiscoveryResponse` (the fields read here).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct DeltaDiscoveryResponse {
-    #[prost(string, tag = "1")]
-    pub system_version_info: String,
-    #[prost(message, repeated, tag = "2")]
-    pub resources: Vec<Resource>,
-    #[prost(string, tag = "4")]
-    pub type_url: String,
-    #[prost(string, repeated, tag = "6")]
-    pub removed_resources: Vec<String>,
-    #[prost(string, tag = "5")]
-    pub nonce: String,
+/// A delta `Resource`'s name (field 3) and its `Any`'s value (field 2 of field 2).
+pub fn delta_resource(resource: &[u8]) -> Result<(&[u8], Option<&[u8]>), ScanError> {
+    let (mut name, mut any): (&[u8], Option<&[u8]>) = (&[], None);
+    fields(resource, |n, v| match (n, v) {
+        (3, Value::Bytes(b)) => name = b,
+        (2, Value::Bytes(b)) => any = Some(b),
+        _ => {}
+    })?;
+    Ok((name, any.map(any_value).transpose()?))
+}
+
+/// Requests encoded with prost, responses handed over as their bytes.
+struct RawCodec<Req>(std::marker::PhantomData<Req>);
+
+struct RequestEncoder<Req>(std::marker::PhantomData<Req>);
+
+impl<Req: prost::Message> Encoder for RequestEncoder<Req> {
+    type Item = Req;
+    type Error = Status;
+
+    fn encode(&mut self, item: Req, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("cannot encode the request: {e}")))
+    }
+}
+
+struct RawDecoder;
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        // The message's bytes split off the receive buffer, not copied.
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n)))
+    }
+}
+
+impl<Req: prost::Message + Send + 'static> Codec for RawCodec<Req> {
+    type Encode = Req;
+    type Decode = Bytes;
+    type Encoder = RequestEncoder<Req>;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RequestEncoder(std::marker::PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
 }
 
 const SOTW: &str =
@@ -63,20 +141,19 @@ const SOTW: &str =
 const DELTA: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
-async fn open<Req, Resp>(
+async fn open<Req>(
     channel: Channel,
     path: &'static str,
     requests: ReceiverStream<Req>,
-) -> Result<Streaming<Resp>, Status>
+) -> Result<Streaming<Bytes>, Status>
 where
     Req: prost::Message + Send + Sync + 'static,
-    Resp: prost::Message + Default + Send + Sync + 'static,
 {
     let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(512 << 20);
     grpc.ready()
         .await
         .map_err(|e| Status::unavailable(format!("the control plane is not ready: {e}")))?;
-    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+    let codec = RawCodec::<Req>(std::marker::PhantomData);
     let path = http::uri::PathAndQuery::from_static(path);
     Ok(grpc
         .streaming(tonic::Request::new(requests), path, codec)
@@ -88,7 +165,7 @@ where
 pub async fn sotw(
     channel: Channel,
     requests: ReceiverStream<DiscoveryRequest>,
-) -> Result<Streaming<DiscoveryResponse>, Status> {
+) -> Result<Streaming<Bytes>, Status> {
     open(channel, SOTW, requests).await
 }
 
@@ -96,6 +173,60 @@ pub async fn sotw(
 pub async fn delta(
     channel: Channel,
     requests: ReceiverStream<DeltaDiscoveryRequest>,
-) -> Result<Streaming<DeltaDiscoveryResponse>, Status> {
+) -> Result<Streaming<Bytes>, Status> {
     open(channel, DELTA, requests).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryResponse, DiscoveryResponse, Resource,
+    };
+    use envoy_types::pb::google::protobuf::Any;
+    use prost::Message;
+
+    fn any(v: &[u8]) -> Any {
+        Any {
+            type_url: "t".into(),
+            value: v.to_vec(),
+        }
+    }
+
+    #[test]
+    fn reads_the_standard_messages() {
+        let m = DiscoveryResponse {
+            version_info: "7".into(),
+            resources: vec![any(b"one"), any(b"two")],
+            type_url: "t".into(),
+            nonce: "7-1".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let r = Response::sotw(&m).expect("reads");
+        assert_eq!(
+            (r.version(), r.nonce(), r.type_url()),
+            ("7".into(), "7-1".into(), "t".into())
+        );
+        assert_eq!(r.resources, [&b"one"[..], &b"two"[..]]);
+
+        let m = DeltaDiscoveryResponse {
+            system_version_info: "3".into(),
+            resources: vec![Resource {
+                name: "a".into(),
+                version: "v".into(),
+                resource: Some(any(b"body")),
+                ..Default::default()
+            }],
+            type_url: "t".into(),
+            removed_resources: vec!["gone".into()],
+            nonce: "3-9".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let r = Response::delta(&m).expect("reads");
+        assert_eq!(r.removed, [&b"gone"[..]]);
+        let (name, value) = delta_resource(r.resources[0]).expect("reads");
+        assert_eq!((name, value), (&b"a"[..], Some(&b"body"[..])));
+    }
 }

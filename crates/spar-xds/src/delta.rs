@@ -19,7 +19,8 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use spar_translate::ProxyNode;
 use tonic::Status;
 
-use crate::held::{diff, Holds, Names, Scope};
+use crate::body::Protocol;
+use crate::held::{diff, Holds, Items, Names, Scope};
 use crate::identity::OwnSecrets;
 use crate::metrics::Metrics;
 use crate::resources::{is_wildcard_type, Encoded, WARMING_ORDER};
@@ -323,9 +324,14 @@ impl<S: ResourceSource> Conn<'_, S> {
         if changed_at.is_some() {
             st.changed_at = changed_at;
         }
+        let body = match &d.updated {
+            Items::All(map) => Some(self.shared.bodies.get(map, Protocol::Delta)),
+            Items::Some(_) => None,
+        };
         let resp = DeltaResponse {
             system_version_info: st.version.clone(),
             resources: d.updated,
+            body,
             type_url: type_url.to_string(),
             removed_resources: d.removed,
             nonce: st.nonce.clone(),

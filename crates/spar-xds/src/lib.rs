@@ -9,7 +9,9 @@
 //! recomputes its proxy's output and pushes, in Envoy's warming order (CDS, EDS, LDS, RDS),
 //! only the types whose encoded bytes changed.
 
+mod body;
 pub mod client;
+mod coalesce;
 mod delta;
 pub mod dump;
 mod held;

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tonic::Status;
 
+use crate::body::Bodies;
 use crate::held::NameSets;
 use crate::metrics::Metrics;
 use crate::source::ResourceSource;
@@ -23,6 +24,8 @@ pub struct Shared<S> {
     /// Push permits ([`crate::throttle`]).
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) names: NameSets,
+    /// Whole-type resource lists encoded once ([`crate::body`]).
+    pub(crate) bodies: Bodies,
 }
 
 /// Connections with a push in flight at once, by default (Istio's `PILOT_PUSH_THROTTLE`).
@@ -42,6 +45,7 @@ impl<S: ResourceSource> AdsServer<S> {
                 metrics,
                 permits: Arc::new(Semaphore::new(DEFAULT_PUSH_CONCURRENCY)),
                 names: NameSets::default(),
+                bodies: Bodies::default(),
             }),
         }
     }

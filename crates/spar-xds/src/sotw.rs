@@ -19,6 +19,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use spar_translate::ProxyNode;
 use tonic::Status;
 
+use crate::body::Protocol;
 use crate::held::{diff, same_names, Holds, Items, Names, Scope};
 use crate::identity::OwnSecrets;
 use crate::metrics::Metrics;
@@ -295,9 +296,14 @@ impl<S: ResourceSource> Conn<'_, S> {
         if changed_at.is_some() {
             st.changed_at = changed_at;
         }
+        let body = match &resources {
+            Items::All(map) => Some(self.shared.bodies.get(map, Protocol::Sotw)),
+            Items::Some(_) => None,
+        };
         let resp = SotwResponse {
             version_info: st.version.clone(),
             resources,
+            body,
             type_url: type_url.to_string(),
             nonce: st.nonce.clone(),
         };

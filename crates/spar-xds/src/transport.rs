@@ -122,7 +122,9 @@ pub(crate) async fn serve<S: ResourceSource>(
                     Ok::<_, Infallible>(route(shared, parts.uri.path(), body, None, refuse_delta))
                 }
             });
-            if let Err(e) = http.serve_connection(TokioIo::new(stream), svc).await {
+            let (io, writer) = crate::coalesce::gathered(stream);
+            let conn = http.serve_connection(TokioIo::new(io), svc);
+            if let Err(e) = crate::coalesce::write_after_poll(conn, writer).await {
                 tracing::debug!(error = %e, "xDS connection ended");
             }
         });

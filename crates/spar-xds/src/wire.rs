@@ -10,12 +10,13 @@
 
 use std::sync::Arc;
 
-use bytes::BufMut;
+use bytes::{BufMut, Bytes};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 
+use crate::body::Protocol;
 use crate::held::Items;
 use crate::resources::EncodedResource;
-use crate::transport::Out;
+use crate::transport::{Out, CHUNK};
 
 /// A response message that can be written a part at a time.
 pub(crate) trait WireMessage: Send + 'static {
@@ -33,6 +34,8 @@ pub(crate) struct WriteState {
     started: bool,
     written: usize,
     last: Option<Arc<str>>,
+    /// How much of a shared body is out.
+    body_at: usize,
 }
 
 /// `envoy.service.discovery.v3.DiscoveryResponse` (state of the world).
@@ -40,6 +43,8 @@ pub(crate) struct WriteState {
 pub struct SotwResponse {
     pub version_info: String,
     pub resources: Items,
+    /// `resources` encoded, when they are a whole map ([`crate::body`]): sent instead.
+    pub body: Option<Bytes>,
     pub type_url: String,
     pub nonce: String,
 }
@@ -50,6 +55,8 @@ pub struct DeltaResponse {
     pub system_version_info: String,
     /// Each as a `Resource { name, version, resource }`.
     pub resources: Items,
+    /// `resources` encoded, when they are a whole map ([`crate::body`]): sent instead.
+    pub body: Option<Bytes>,
     pub type_url: String,
     pub removed_resources: Vec<Arc<str>>,
     pub nonce: String,
@@ -67,13 +74,13 @@ fn bytes_field_len(tag: u32, len: usize) -> usize {
     prost::encoding::key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
-fn put_string(tag: u32, s: &str, buf: &mut impl BufMut) {
+pub(crate) fn put_string(tag: u32, s: &str, buf: &mut impl BufMut) {
     if !s.is_empty() {
         put_bytes(tag, s.as_bytes(), buf);
     }
 }
 
-fn put_bytes(tag: u32, b: &[u8], buf: &mut impl BufMut) {
+pub(crate) fn put_bytes(tag: u32, b: &[u8], buf: &mut impl BufMut) {
     encode_key(tag, WireType::LengthDelimited, buf);
     encode_varint(b.len() as u64, buf);
     buf.put_slice(b);
@@ -89,11 +96,14 @@ fn put_any(tag: u32, r: &EncodedResource, out: &mut Out) {
 impl WireMessage for SotwResponse {
     fn encoded_len(&self) -> usize {
         string_len(1, &self.version_info)
-            + self
-                .resources
-                .iter()
-                .map(|(_, r)| bytes_field_len(2, r.any_bytes().len()))
-                .sum::<usize>()
+            + match &self.body {
+                Some(b) => b.len(),
+                None => self
+                    .resources
+                    .iter()
+                    .map(|(n, r)| resource_entry_len(Protocol::Sotw, n, r))
+                    .sum::<usize>(),
+            }
             + string_len(4, &self.type_url)
             + string_len(5, &self.nonce)
     }
@@ -102,6 +112,14 @@ impl WireMessage for SotwResponse {
         if !state.started {
             put_string(1, &self.version_info, &mut out.buf);
             state.started = true;
+        }
+        if let Some(body) = &self.body {
+            if !write_body(body, state, out, limit) {
+                return false;
+            }
+            put_string(4, &self.type_url, &mut out.buf);
+            put_string(5, &self.nonce, &mut out.buf);
+            return true;
         }
         let mut prev: Option<&Arc<str>> = None;
         for (name, r) in self.resources.after(state.last.as_deref(), state.written) {
@@ -123,18 +141,21 @@ impl WireMessage for SotwResponse {
 }
 
 /// The body of one `Resource`: version (1), resource (2, the `Any`), name (3).
-fn resource_len(name: &str, r: &EncodedResource) -> usize {
+pub(crate) fn resource_len(name: &str, r: &EncodedResource) -> usize {
     string_len(1, &r.version) + bytes_field_len(2, r.any_bytes().len()) + string_len(3, name)
 }
 
 impl WireMessage for DeltaResponse {
     fn encoded_len(&self) -> usize {
         string_len(1, &self.system_version_info)
-            + self
-                .resources
-                .iter()
-                .map(|(n, r)| bytes_field_len(2, resource_len(n, r)))
-                .sum::<usize>()
+            + match &self.body {
+                Some(b) => b.len(),
+                None => self
+                    .resources
+                    .iter()
+                    .map(|(n, r)| resource_entry_len(Protocol::Delta, n, r))
+                    .sum::<usize>(),
+            }
             + string_len(4, &self.type_url)
             + string_len(5, &self.nonce)
             + self
@@ -149,6 +170,26 @@ impl WireMessage for DeltaResponse {
             put_string(1, &self.system_version_info, &mut out.buf);
             state.started = true;
         }
+        let listed = match &self.body {
+            Some(body) => write_body(body, state, out, limit),
+            None => self.write_resources(state, out, limit),
+        };
+        if !listed {
+            return false;
+        }
+        put_string(4, &self.type_url, &mut out.buf);
+        put_string(5, &self.nonce, &mut out.buf);
+        for n in &self.removed_resources {
+            // A repeated string is written even when empty.
+            put_bytes(6, n.as_bytes(), &mut out.buf);
+        }
+        true
+    }
+}
+
+impl DeltaResponse {
+    /// Writes the resources one by one (a list that is not a whole map).
+    fn write_resources(&self, state: &mut WriteState, out: &mut Out, limit: usize) -> bool {
         let mut prev: Option<&Arc<str>> = None;
         for (name, r) in self.resources.after(state.last.as_deref(), state.written) {
             if out.pending() >= limit {
@@ -166,14 +207,30 @@ impl WireMessage for DeltaResponse {
             state.written += 1;
             prev = Some(name);
         }
-        put_string(4, &self.type_url, &mut out.buf);
-        put_string(5, &self.nonce, &mut out.buf);
-        for n in &self.removed_resources {
-            // A repeated string is written even when empty.
-            put_bytes(6, n.as_bytes(), &mut out.buf);
-        }
         true
     }
+}
+
+/// The bytes of one field-2 entry of `protocol`'s response for resource `r` named `name`.
+pub(crate) fn resource_entry_len(protocol: Protocol, name: &str, r: &EncodedResource) -> usize {
+    match protocol {
+        Protocol::Sotw => bytes_field_len(2, r.any_bytes().len()),
+        Protocol::Delta => bytes_field_len(2, resource_len(name, r)),
+    }
+}
+
+/// Hands out the rest of a shared body in [`CHUNK`]-sized slices (no copy); returns whether
+/// all of it is out.
+fn write_body(body: &Bytes, state: &mut WriteState, out: &mut Out, limit: usize) -> bool {
+    while state.body_at < body.len() {
+        if out.pending() >= limit {
+            return false;
+        }
+        let end = body.len().min(state.body_at + CHUNK);
+        out.put_shared(&body.slice(state.body_at..end));
+        state.body_at = end;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -226,6 +283,7 @@ mod tests {
                 .map(|(n, r)| (Arc::from(n), r))
                 .collect(),
             )),
+            body: None,
             type_url: type_url::CLUSTER.into(),
             nonce: "7-1".into(),
         };
@@ -239,12 +297,79 @@ mod tests {
         assert_eq!(std.resources[0], a.to_any());
     }
 
+    fn whole_map() -> Arc<crate::resources::TypeResources> {
+        // Big enough that the shared list goes out in several slices.
+        Arc::new(
+            (0..200)
+                .map(|i| {
+                    let name = format!("cluster-{i:03}-{}", "x".repeat(300));
+                    (Arc::from(name.as_str()), cluster(&name))
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_shared_list_is_the_same_message_as_the_resources() {
+        let map = whole_map();
+        let bodies = crate::body::Bodies::default();
+        let by_resource = SotwResponse {
+            version_info: "7".into(),
+            resources: Items::All(map.clone()),
+            body: None,
+            type_url: type_url::CLUSTER.into(),
+            nonce: "7-1".into(),
+        };
+        let shared = SotwResponse {
+            body: Some(bodies.get(&map, Protocol::Sotw)),
+            resources: Items::All(map.clone()),
+            ..SotwResponse::default()
+        };
+        let shared = SotwResponse {
+            version_info: "7".into(),
+            type_url: type_url::CLUSTER.into(),
+            nonce: "7-1".into(),
+            ..shared
+        };
+        let bytes = to_vec(&shared);
+        assert!(bytes.len() > 2 * CHUNK);
+        assert_eq!(bytes.len(), shared.encoded_len());
+        assert_eq!(bytes, to_vec(&by_resource));
+
+        let by_resource = DeltaResponse {
+            system_version_info: "3".into(),
+            resources: Items::All(map.clone()),
+            body: None,
+            type_url: type_url::CLUSTER.into(),
+            removed_resources: vec![Arc::from("gone")],
+            nonce: "3-9".into(),
+        };
+        let shared = DeltaResponse {
+            system_version_info: "3".into(),
+            resources: Items::All(map.clone()),
+            body: Some(bodies.get(&map, Protocol::Delta)),
+            type_url: type_url::CLUSTER.into(),
+            removed_resources: vec![Arc::from("gone")],
+            nonce: "3-9".into(),
+        };
+        let bytes = to_vec(&shared);
+        assert_eq!(bytes.len(), shared.encoded_len());
+        assert_eq!(bytes, to_vec(&by_resource));
+        let std = DeltaDiscoveryResponse::decode(bytes.as_slice()).expect("decodes");
+        assert_eq!(std.resources.len(), 200);
+        assert_eq!(
+            std.resources[0].name.as_str(),
+            &**map.keys().next().expect("one")
+        );
+    }
+
     #[test]
     fn delta_decodes_as_the_standard_message() {
         let a = cluster("a");
         let resp = DeltaResponse {
             system_version_info: "3".into(),
             resources: Items::Some(vec![(Arc::from("a"), a.clone())]),
+            body: None,
             type_url: type_url::CLUSTER.into(),
             removed_resources: vec![Arc::from("gone"), Arc::from("")],
             nonce: "3-9".into(),
