@@ -8,28 +8,32 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::config::route::{Cors, HashPolicy, HeaderAdd, PathMatch, Redirect};
 use crate::lb::xxhash::xxhash64;
 
-/// Headers that describe one hop and are never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "transfer-encoding",
-    "upgrade",
+/// Headers that describe one hop and are never forwarded. Constants, so the check below
+/// compares names (an enum compare for the standard ones) rather than strings; a
+/// `static`, so the array is not built again at each use.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
 ];
 
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     // One pass to see which are there (usually none, or `connection` alone): a removal by
     // name hashes the name, so only those present are removed.
     let mut present = [false; HOP_BY_HOP.len()];
+    let mut any = false;
     for k in h.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|n| *n == k.as_str()) {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
             present[i] = true;
+            any = true;
         }
     }
-    if !present.contains(&true) {
+    if !any {
         return;
     }
     // HOP_BY_HOP[0] is `connection`.
@@ -47,7 +51,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         }
     }
     for (n, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
-        h.remove(*n);
+        h.remove(n);
     }
 }
 

@@ -11,6 +11,7 @@ pub mod body;
 pub mod ext_authz;
 pub mod filters;
 pub mod forward;
+pub mod header_names;
 pub mod jwt;
 pub mod local_address;
 pub mod path;
@@ -21,6 +22,7 @@ pub mod upgrade;
 pub mod upstream;
 pub mod xfcc;
 
+use header_names::{X_ENVOY_EXTERNAL_ADDRESS, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -211,15 +213,15 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Body> {
 
 /// `x-request-id`, `x-forwarded-proto`, `x-forwarded-for`, `host` for HTTP/2 requests.
 fn prepare_headers(conn: &Conn, req: &mut Request<Incoming>) {
-    let authority = req.uri().authority().map(|a| a.as_str().to_string());
-    let h = req.headers_mut();
-    if !h.contains_key(http::header::HOST) {
+    if !req.headers().contains_key(http::header::HOST) {
+        let authority = req.uri().authority().map(|a| a.as_str().to_string());
         if let Some(a) = authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
-            h.insert(http::header::HOST, a);
+            req.headers_mut().insert(http::header::HOST, a);
         }
     }
-    if !h.contains_key("x-request-id") {
-        h.insert("x-request-id", filters::request_id());
+    let h = req.headers_mut();
+    if !h.contains_key(X_REQUEST_ID) {
+        h.insert(X_REQUEST_ID, filters::request_id());
     }
     xfcc::apply(h, &conn.hcm.xfcc, conn.mtls, conn.xfcc.as_ref());
     let peer = conn.peer.ip().to_canonical();
@@ -230,13 +232,13 @@ fn prepare_headers(conn: &Conn, req: &mut Request<Incoming>) {
             .iter()
             .any(|n| n.contains(&peer));
     clean_internal_headers(h, edge);
-    if conn.hcm.use_remote_address || !h.contains_key("x-forwarded-proto") {
-        h.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
+    if conn.hcm.use_remote_address || !h.contains_key(X_FORWARDED_PROTO) {
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(conn.scheme));
     }
     if conn.hcm.use_remote_address {
         if !conn.hcm.skip_xff_append {
             let hop = &conn.peer_values.xff_hop;
-            let v = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            let v = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
                 Some(prev) => {
                     let hop = hop.to_str().unwrap_or_default();
                     HeaderValue::from_str(&format!("{prev},{hop}")).ok()
@@ -244,13 +246,13 @@ fn prepare_headers(conn: &Conn, req: &mut Request<Incoming>) {
                 None => Some(hop.clone()),
             };
             if let Some(v) = v {
-                h.insert("x-forwarded-for", v);
+                h.insert(X_FORWARDED_FOR, v);
             }
         }
         // This proxy is the edge for a peer it does not call internal: it tells the
         // upstream who that peer was (and overwrites whatever the peer claimed).
         if edge {
-            h.insert("x-envoy-external-address", conn.peer_values.ip.clone());
+            h.insert(X_ENVOY_EXTERNAL_ADDRESS, conn.peer_values.ip.clone());
         }
     }
 }
