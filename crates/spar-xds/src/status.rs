@@ -76,6 +76,12 @@ impl Drop for Registration {
     }
 }
 
+/// Overwrites `s` in place (no allocation when it has the room).
+fn set(s: &mut String, v: &str) {
+    s.clear();
+    s.push_str(v);
+}
+
 impl StatusRegistry {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Each update is a single map operation; a poisoned lock holds consistent data.
@@ -115,23 +121,32 @@ impl StatusRegistry {
         count: usize,
         holds: Arc<TypeResources>,
     ) {
-        self.update(conn, type_url, |t| {
-            t.state = SyncState::Stale;
-            t.sent_version = version.to_string();
-            t.sent_nonce = nonce.to_string();
-            t.sent_resources = count;
-        });
-        self.lock()
-            .sent
-            .entry(conn)
-            .or_default()
-            .insert(short_name(type_url), holds);
+        // One lock for both maps (2,000 connections take it on every push); what the
+        // proxy held before is dropped after the lock is released, since the last
+        // reference to a 1,200-resource map may be this one.
+        let before = {
+            let mut inner = self.lock();
+            let inner = &mut *inner;
+            if let Some(p) = inner.proxies.get_mut(&conn) {
+                let t = p.types.entry(short_name(type_url)).or_default();
+                t.state = SyncState::Stale;
+                set(&mut t.sent_version, version);
+                set(&mut t.sent_nonce, nonce);
+                t.sent_resources = count;
+            }
+            inner
+                .sent
+                .entry(conn)
+                .or_default()
+                .insert(short_name(type_url), holds)
+        };
+        drop(before);
     }
 
     pub fn acked(&self, conn: u64, type_url: &str, version: &str) {
         self.update(conn, type_url, |t| {
             t.state = SyncState::Synced;
-            t.acked_version = version.to_string();
+            set(&mut t.acked_version, version);
             t.last_nack = None;
         });
     }
