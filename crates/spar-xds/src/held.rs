@@ -273,15 +273,17 @@ fn removed(all: &TypeResources, scope: Scope<'_>, holds: &Holds) -> Vec<Arc<str>
 
 /// Whether the names a request lists are exactly `names` (in any order), without building
 /// a set: Envoy repeats its whole EDS subscription (a name per cluster) in every SotW ACK.
-pub(crate) fn same_names(listed: &[String], names: &BTreeSet<Arc<str>>) -> bool {
+/// Names are compared as bytes (UTF-8 sorts the same as its bytes), so a request's names
+/// need not be strings.
+pub(crate) fn same_names<N: AsRef<[u8]>>(listed: &[N], names: &BTreeSet<Arc<str>>) -> bool {
     if listed.len() != names.len() {
         return false;
     }
-    let mut sorted: Vec<&str> = listed.iter().map(String::as_str).collect();
+    let mut sorted: Vec<&[u8]> = listed.iter().map(AsRef::as_ref).collect();
     if !sorted.is_sorted() {
         sorted.sort_unstable();
     }
-    sorted.iter().zip(names).all(|(a, b)| *a == &**b)
+    sorted.iter().zip(names).all(|(a, b)| *a == b.as_bytes())
 }
 
 /// One copy of each distinct name set in use.
@@ -294,15 +296,18 @@ pub(crate) struct NameSets {
 }
 
 /// Whether `listed` (any order) are exactly the sorted `keys`.
-fn same_keys<'a>(listed: &[String], keys: impl Iterator<Item = (&'a Arc<str>, ())>) -> bool {
-    let mut sorted: Vec<&str> = listed.iter().map(String::as_str).collect();
+fn same_keys<'a, N: AsRef<[u8]>>(
+    listed: &[N],
+    keys: impl Iterator<Item = (&'a Arc<str>, ())>,
+) -> bool {
+    let mut sorted: Vec<&[u8]> = listed.iter().map(AsRef::as_ref).collect();
     if !sorted.is_sorted() {
         sorted.sort_unstable();
     }
     let mut keys = keys;
     sorted
         .iter()
-        .all(|a| keys.next().is_some_and(|(b, ())| *a == &**b))
+        .all(|a| keys.next().is_some_and(|(b, ())| *a == b.as_bytes()))
         && keys.next().is_none()
 }
 
@@ -314,9 +319,9 @@ impl NameSets {
     /// The set `listed` names, shared. When it names exactly the resources of `known` (a
     /// proxy subscribing to every cluster's assignment), the set is built once per map
     /// and shared by every proxy that does so.
-    pub(crate) fn intern_listed(
+    pub(crate) fn intern_listed<N: AsRef<[u8]>>(
         &self,
-        listed: &[String],
+        listed: &[N],
         known: Option<&Arc<TypeResources>>,
     ) -> Names {
         if let Some(map) = known {
@@ -325,7 +330,12 @@ impl NameSets {
                 return self.keys_of(map);
             }
         }
-        let set = listed.iter().map(|n| Arc::from(n.as_str())).collect();
+        // A name that is not UTF-8 names no resource; it is kept (lossily) so the
+        // subscription's size stays what the proxy sent.
+        let set = listed
+            .iter()
+            .map(|n| Arc::from(String::from_utf8_lossy(n.as_ref()).as_ref()))
+            .collect();
         self.intern(set, known.map(|m| &**m))
     }
 

@@ -25,6 +25,7 @@ mod secure;
 mod server;
 mod share;
 mod sotw;
+mod sotw_request;
 pub mod source;
 pub mod status;
 mod throttle;

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use bytes::Bytes;
 use spar_translate::ProxyNode;
 use tonic::Status;
 
@@ -25,6 +25,7 @@ use crate::identity::OwnSecrets;
 use crate::metrics::Metrics;
 use crate::resources::{is_wildcard_type, Encoded, WARMING_ORDER};
 use crate::server::{Caller, Session, Shared};
+use crate::sotw_request::SotwRequest;
 use crate::source::ResourceSource;
 use crate::throttle::Throttle;
 use crate::transport::{Requests, Tx};
@@ -32,7 +33,7 @@ use crate::wire::SotwResponse;
 
 pub(crate) async fn run<S: ResourceSource>(
     shared: Arc<Shared<S>>,
-    mut requests: Requests<DiscoveryRequest>,
+    mut requests: Requests<SotwRequest>,
     tx: Tx,
     caller: Option<Caller>,
 ) {
@@ -75,7 +76,7 @@ struct Conn<'a, S> {
 
 async fn serve<S: ResourceSource>(
     shared: &Shared<S>,
-    requests: &mut Requests<DiscoveryRequest>,
+    requests: &mut Requests<SotwRequest>,
     tx: &Tx,
     caller: Option<&Caller>,
 ) -> Result<(), Status> {
@@ -120,13 +121,13 @@ async fn serve<S: ResourceSource>(
 }
 
 /// Whether a request subscribes to everything of its type.
-fn is_wildcard(type_url: &str, names: &[String], proxyless: bool) -> bool {
+fn is_wildcard(type_url: &str, names: &[Bytes], proxyless: bool) -> bool {
     let legacy_wildcard = names.is_empty() && is_wildcard_type(type_url) && !proxyless;
-    legacy_wildcard || names.iter().any(|n| n == "*")
+    legacy_wildcard || names.iter().any(|n| n.as_ref() == b"*")
 }
 
 impl<S: ResourceSource> Conn<'_, S> {
-    async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
+    async fn on_request(&mut self, req: SotwRequest) -> Result<(), Status> {
         let type_url = req.type_url.clone();
         let wildcard = is_wildcard(&type_url, &req.resource_names, self.proxyless);
         let st = self.types.entry(type_url.clone()).or_default();

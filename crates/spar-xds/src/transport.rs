@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -143,7 +143,7 @@ pub(crate) fn route<S: ResourceSource>(
     match path {
         SOTW_PATH => {
             let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
-            let requests = Requests::<DiscoveryRequest>::new(body);
+            let requests = Requests::<crate::sotw_request::SotwRequest>::new(body);
             tokio::spawn(crate::sotw::run(shared, requests, tx, caller));
             ResponseBody::streaming(rx)
         }
