@@ -86,6 +86,9 @@ run_variant() {
   cpu_full_cp=$(python3 -c 'import sys; a=sys.argv[1].split(); b=sys.argv[2].split(); print(" / ".join("%.2f" % (float(y) - float(x)) for x, y in zip(a, b)))' "$cpu_loaded" "$(cpu "$cp_pid")")
   cpu_full_load=$(cpu "$load_pid" | awk '{ printf "%.2f / %.2f / %.2f", $1, $2, $3 }')
   echo "  $variant full push: $full; RSS ${rss_full} MB" >&2
+  local cpu_changes_cp cpu_changes_load
+  cpu_changes_cp=$(cpu "$cp_pid" | cut -d' ' -f1)
+  cpu_changes_load=$(cpu "$load_pid" | cut -d' ' -f1)
   for _ in $(seq "$CHANGES"); do
     # Numbered across variants: every change writes an address never written before.
     change_no=$(( change_no + 1 ))
@@ -100,6 +103,9 @@ run_variant() {
     read -r line <&"${LOAD[0]}"
     printf '  change %2d (%s -> %s): %s\n' "$k" "$host" "$ip" "${line#converged }" >&2
   done
+  # CPU per change, in ms (includes the bench's idle waits, which cost next to nothing).
+  cpu_changes_cp=$(awk -v a="$cpu_changes_cp" -v b="$(cpu "$cp_pid" | cut -d' ' -f1)" -v n="$CHANGES" 'BEGIN { printf "%.0f", (b - a) * 1000 / n }')
+  cpu_changes_load=$(awk -v a="$cpu_changes_load" -v b="$(cpu "$load_pid" | cut -d' ' -f1)" -v n="$CHANGES" 'BEGIN { printf "%.0f", (b - a) * 1000 / n }')
   exec {LOAD[1]}>&-
   read -r line <&"${LOAD[0]}"
   local summary=${line#summary }
@@ -129,6 +135,7 @@ run_variant() {
   printf '%-52s %24s\n' "  CPU s in it, load client (total / user / sys)" "$cpu_full_load"
   printf '%-52s %12s %12s\n' "endpoint change -> all affected ACKed, p50 (ms)" "$p50" "-"
   printf '%-52s %12s %12s %8s\n' "endpoint change -> all affected ACKed, p99 (ms)" "$p99" "<= 100" "$(verdict "$p99" 100)"
+  printf '%-52s %24s\n' "  CPU ms per change, control plane / load client" "$cpu_changes_cp / $cpu_changes_load"
   [ "$incomplete" = 0 ] || echo "   $incomplete change(s) did not reach every affected proxy within the timeout"
   echo "   full push detail: $full"
   echo "   changes detail:   $summary"

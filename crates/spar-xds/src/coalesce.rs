@@ -237,9 +237,17 @@ mod tests {
             io.shutdown().await?;
             Ok::<_, io::Error>(answer)
         };
-        let answer = write_after_poll(conn, writer).await.expect("conn");
+        // Gathered bytes that never left would hang both sides: fail instead.
+        let within = std::time::Duration::from_secs(10);
+        let answer = tokio::time::timeout(within, write_after_poll(conn, writer))
+            .await
+            .expect("the gathered writes left the process")
+            .expect("conn");
         assert_eq!(&answer, b"go");
-        let (got, rest) = client.await.expect("client");
+        let (got, rest) = tokio::time::timeout(within, client)
+            .await
+            .expect("the client got everything")
+            .expect("client");
         assert_eq!(got, b"hello");
         assert_eq!(rest.len(), 3 * GATHER_MAX);
     }

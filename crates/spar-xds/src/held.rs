@@ -330,8 +330,8 @@ impl NameSets {
                 return self.keys_of(map);
             }
         }
-        // A name that is not UTF-8 names no resource; it is kept (lossily) so the
-        // subscription's size stays what the proxy sent.
+        // Callers have checked the names are UTF-8 (SotW: `sotw::check_utf8`; delta
+        // requests decode them as strings), so nothing is replaced here.
         let set = listed
             .iter()
             .map(|n| Arc::from(String::from_utf8_lossy(n.as_ref()).as_ref()))

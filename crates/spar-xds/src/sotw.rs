@@ -126,6 +126,17 @@ fn is_wildcard(type_url: &str, names: &[Bytes], proxyless: bool) -> bool {
     legacy_wildcard || names.iter().any(|n| n.as_ref() == b"*")
 }
 
+/// Rejects a request whose resource names are not UTF-8 (Envoy never sends one).
+fn check_utf8(names: &[Bytes]) -> Result<(), Status> {
+    match names.iter().find(|n| std::str::from_utf8(n).is_err()) {
+        None => Ok(()),
+        Some(n) => Err(Status::invalid_argument(format!(
+            "DiscoveryRequest.resource_names: {:?} is not UTF-8; resource names are strings",
+            String::from_utf8_lossy(n)
+        ))),
+    }
+}
+
 impl<S: ResourceSource> Conn<'_, S> {
     async fn on_request(&mut self, req: SotwRequest) -> Result<(), Status> {
         let type_url = req.type_url.clone();
@@ -134,6 +145,11 @@ impl<S: ResourceSource> Conn<'_, S> {
         // Envoy repeats its whole subscription in every ACK: compare before building a set.
         let same_names = st.wildcard == wildcard
             && (wildcard && st.names.is_empty() || same_names(&req.resource_names, &st.names));
+        if !same_names {
+            // The names are read as bytes; a changed subscription must be UTF-8, as the
+            // proto's `string` says (equal to held names, they already are).
+            check_utf8(&req.resource_names)?;
+        }
         let resubscribe = |st: &mut TypeState, shared: &Shared<S>, current: &Encoded| {
             st.wildcard = wildcard;
             if !same_names {
@@ -328,5 +344,43 @@ impl<S: ResourceSource> Conn<'_, S> {
             .send(Ok(Box::new(resp)))
             .await
             .map_err(|_| Status::cancelled("proxy went away"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_names_must_be_utf8() {
+        let good = [
+            Bytes::from_static(b"outbound|80||a"),
+            Bytes::from_static(b"*"),
+        ];
+        assert!(check_utf8(&good).is_ok());
+        let bad = [Bytes::from_static(b"a"), Bytes::from_static(b"b\xff")];
+        let err = check_utf8(&bad).expect_err("rejected");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.message().contains("resource_names"),
+            "{}",
+            err.message()
+        );
+    }
+
+    #[test]
+    fn wildcards() {
+        let t = spar_translate::type_url::CLUSTER;
+        assert!(is_wildcard(t, &[], false));
+        assert!(
+            !is_wildcard(t, &[], true),
+            "a proxyless client names what it wants"
+        );
+        assert!(is_wildcard(
+            spar_translate::type_url::ENDPOINT,
+            &[Bytes::from_static(b"*")],
+            false
+        ));
+        assert!(!is_wildcard(spar_translate::type_url::ENDPOINT, &[], false));
     }
 }

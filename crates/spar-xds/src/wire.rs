@@ -96,14 +96,7 @@ fn put_any(tag: u32, r: &EncodedResource, out: &mut Out) {
 impl WireMessage for SotwResponse {
     fn encoded_len(&self) -> usize {
         string_len(1, &self.version_info)
-            + match &self.body {
-                Some(b) => b.len(),
-                None => self
-                    .resources
-                    .iter()
-                    .map(|(n, r)| resource_entry_len(Protocol::Sotw, n, r))
-                    .sum::<usize>(),
-            }
+            + listed_len(Protocol::Sotw, &self.resources, self.body.as_ref())
             + string_len(4, &self.type_url)
             + string_len(5, &self.nonce)
     }
@@ -113,26 +106,14 @@ impl WireMessage for SotwResponse {
             put_string(1, &self.version_info, &mut out.buf);
             state.started = true;
         }
-        if let Some(body) = &self.body {
-            if !write_body(body, state, out, limit) {
-                return false;
-            }
-            put_string(4, &self.type_url, &mut out.buf);
-            put_string(5, &self.nonce, &mut out.buf);
-            return true;
-        }
-        let mut prev: Option<&Arc<str>> = None;
-        for (name, r) in self.resources.after(state.last.as_deref(), state.written) {
-            if out.pending() >= limit {
-                // Only a pause records where to resume (one reference count per chunk).
-                if let Some(p) = prev {
-                    state.last = Some(p.clone());
-                }
-                return false;
-            }
-            put_any(2, r, out);
-            state.written += 1;
-            prev = Some(name);
+        let listed = match &self.body {
+            Some(body) => write_body(body, state, out, limit),
+            None => write_resources(&self.resources, state, out, limit, |_, r, out| {
+                put_any(2, r, out);
+            }),
+        };
+        if !listed {
+            return false;
         }
         put_string(4, &self.type_url, &mut out.buf);
         put_string(5, &self.nonce, &mut out.buf);
@@ -148,14 +129,7 @@ pub(crate) fn resource_len(name: &str, r: &EncodedResource) -> usize {
 impl WireMessage for DeltaResponse {
     fn encoded_len(&self) -> usize {
         string_len(1, &self.system_version_info)
-            + match &self.body {
-                Some(b) => b.len(),
-                None => self
-                    .resources
-                    .iter()
-                    .map(|(n, r)| resource_entry_len(Protocol::Delta, n, r))
-                    .sum::<usize>(),
-            }
+            + listed_len(Protocol::Delta, &self.resources, self.body.as_ref())
             + string_len(4, &self.type_url)
             + string_len(5, &self.nonce)
             + self
@@ -172,7 +146,13 @@ impl WireMessage for DeltaResponse {
         }
         let listed = match &self.body {
             Some(body) => write_body(body, state, out, limit),
-            None => self.write_resources(state, out, limit),
+            None => write_resources(&self.resources, state, out, limit, |name, r, out| {
+                encode_key(2, WireType::LengthDelimited, &mut out.buf);
+                encode_varint(resource_len(name, r) as u64, &mut out.buf);
+                put_string(1, &r.version, &mut out.buf);
+                put_any(2, r, out);
+                put_string(3, name, &mut out.buf);
+            }),
         };
         if !listed {
             return false;
@@ -187,27 +167,39 @@ impl WireMessage for DeltaResponse {
     }
 }
 
-impl DeltaResponse {
-    /// Writes the resources one by one (a list that is not a whole map).
-    fn write_resources(&self, state: &mut WriteState, out: &mut Out, limit: usize) -> bool {
-        let mut prev: Option<&Arc<str>> = None;
-        for (name, r) in self.resources.after(state.last.as_deref(), state.written) {
-            if out.pending() >= limit {
-                // Only a pause records where to resume (one reference count per chunk).
-                if let Some(p) = prev {
-                    state.last = Some(p.clone());
-                }
-                return false;
+/// Writes `resources` one by one with `put` until `out` holds `limit` bytes; returns
+/// whether all of them are out (`state` says where to resume).
+fn write_resources(
+    resources: &Items,
+    state: &mut WriteState,
+    out: &mut Out,
+    limit: usize,
+    put: impl Fn(&Arc<str>, &EncodedResource, &mut Out),
+) -> bool {
+    let mut prev: Option<&Arc<str>> = None;
+    for (name, r) in resources.after(state.last.as_deref(), state.written) {
+        if out.pending() >= limit {
+            // Only a pause records where to resume (one reference count per chunk).
+            if let Some(p) = prev {
+                state.last = Some(p.clone());
             }
-            encode_key(2, WireType::LengthDelimited, &mut out.buf);
-            encode_varint(resource_len(name, r) as u64, &mut out.buf);
-            put_string(1, &r.version, &mut out.buf);
-            put_any(2, r, out);
-            put_string(3, name, &mut out.buf);
-            state.written += 1;
-            prev = Some(name);
+            return false;
         }
-        true
+        put(name, r, out);
+        state.written += 1;
+        prev = Some(name);
+    }
+    true
+}
+
+/// The bytes of the repeated resources field: the shared body's, or each resource's.
+fn listed_len(protocol: Protocol, resources: &Items, body: Option<&Bytes>) -> usize {
+    match body {
+        Some(b) => b.len(),
+        None => resources
+            .iter()
+            .map(|(n, r)| resource_entry_len(protocol, n, r))
+            .sum(),
     }
 }
 

@@ -291,6 +291,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_dropped() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("connection", "close, x-hop"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic eA=="),
+            ("x-hop", "1"),
+            ("x-keep", "1"),
+        ] {
+            h.insert(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-keep"]);
+
+        let mut plain = HeaderMap::new();
+        plain.insert("x-keep", HeaderValue::from_static("1"));
+        plain.insert(http::header::HOST, HeaderValue::from_static("a"));
+        let before = plain.clone();
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain, before);
+    }
+
+    #[test]
     fn rewrites() {
         let p = PathMatch::Prefix("/api".into());
         assert_eq!(prefix_rewrite("/api/x?q=1", &p, "/v2"), "/v2/x?q=1");
