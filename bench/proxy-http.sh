@@ -39,6 +39,7 @@ TARGETS=${TARGETS:-"direct nginx haproxy envoy spar"}
 # NO_BUILD=1 reuses target/perf/spar; KEEP=1 keeps the work directory (raw outputs, logs);
 # PERF=NAME (nginx, haproxy, envoy, spar; direct: the origin) records that target with
 # `perf record -g` during its wrk -c32 run and prints where its CPU time went;
+# STRACE=NAME counts that target's system calls (strace -c -f) during its wrk -c1 run;
 # SPAR_ENV="NAME=VALUE ..." adds environment to `spar proxy` only (e.g. allocator options).
 [ -n "${NO_BUILD:-}" ] || cargo build --profile perf -q --bin spar
 spar=$PWD/target/perf/spar
@@ -150,7 +151,19 @@ load() {
     echo "   perf profile of $name during wrk -c32 (self time):" >&2
     head -40 "$out/$name.perf.txt" >&2
   fi
+  local trace=
+  if [ "${STRACE:-}" = "$name" ] || [ "${STRACE:-}" = all ]; then
+    strace -c -f -o "$out/$name.strace.txt" -p "$pid" 2>/dev/null &
+    trace=$!
+    sleep 0.5
+  fi
   taskset -c "$LOAD_CPU" wrk -t1 -c1 -d"$DURATION" --latency "$url" > "$out/$name-c1.txt"
+  if [ -n "$trace" ]; then
+    kill -INT "$trace"; wait "$trace" || true
+    local n; n=$(awk '/^Requests\/sec/ { print $2 }' "$out/$name-c1.txt")
+    echo "   system calls of $name during wrk -c1 (strace -c -f; $n req/s under strace):" >&2
+    head -20 "$out/$name.strace.txt" >&2
+  fi
   if [ -n "$h2" ]; then
     taskset -c "$LOAD_CPU" h2load -n "$H2_REQUESTS" -c 32 -m 10 "$h2" > "$out/$name-h2.txt" 2>&1 ||
       echo "   h2load against $name failed (see the table)" >&2
