@@ -27,6 +27,8 @@ VARIANTS=${VARIANTS:-"sotw delta"}
 # Extra flags for `spar control-plane` (e.g. "--push-debounce 100ms --debounce 10ms").
 CP_FLAGS=${CP_FLAGS:-}
 
+# PERF_CHANGES=1 records the control plane with `perf record -g` during the endpoint changes
+# and prints where its CPU time went; KEEP=1 keeps the work directory (logs, perf data).
 # NO_BUILD=1 reuses the binaries already built; PROFILE=release skips the perf profile's
 # ten-minute link while iterating.
 PROFILE=${PROFILE:-perf}
@@ -45,7 +47,7 @@ load_pid=
 cleanup() {
   if [ -n "$load_pid" ]; then kill "$load_pid" 2>/dev/null || true; fi
   if [ -n "$cp_pid" ]; then kill "$cp_pid" 2>/dev/null || true; fi
-  rm -rf "$dir"
+  if [ -n "${KEEP:-}" ]; then echo "work directory kept: $dir" >&2; else rm -rf "$dir"; fi
 }
 trap cleanup EXIT
 python3 bench/gen_mesh.py gen "$dir/config" "$SERVICES" "$ENDPOINTS"
@@ -89,6 +91,11 @@ run_variant() {
   local cpu_changes_cp cpu_changes_load
   cpu_changes_cp=$(cpu "$cp_pid" | cut -d' ' -f1)
   cpu_changes_load=$(cpu "$load_pid" | cut -d' ' -f1)
+  local perf=
+  if [ -n "${PERF_CHANGES:-}" ]; then
+    perf record -q -g -o "$dir/$variant-changes.perf.data" -p "$cp_pid" 2>/dev/null &
+    perf=$!
+  fi
   for _ in $(seq "$CHANGES"); do
     # Numbered across variants: every change writes an address never written before.
     change_no=$(( change_no + 1 ))
@@ -103,6 +110,13 @@ run_variant() {
     read -r line <&"${LOAD[0]}"
     printf '  change %2d (%s -> %s): %s\n' "$k" "$host" "$ip" "${line#converged }" >&2
   done
+  if [ -n "$perf" ]; then
+    kill -INT "$perf"; wait "$perf" || true
+    perf report -i "$dir/$variant-changes.perf.data" --no-children --percent-limit 1 --stdio \
+      -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -50 > "$dir/$variant-changes.perf.txt" || true
+    echo "   perf profile of the control plane during the changes (self time):" >&2
+    cat "$dir/$variant-changes.perf.txt" >&2
+  fi
   # CPU per change, in ms (includes the bench's idle waits, which cost next to nothing).
   cpu_changes_cp=$(awk -v a="$cpu_changes_cp" -v b="$(cpu "$cp_pid" | cut -d' ' -f1)" -v n="$CHANGES" 'BEGIN { printf "%.0f", (b - a) * 1000 / n }')
   cpu_changes_load=$(awk -v a="$cpu_changes_load" -v b="$(cpu "$load_pid" | cut -d' ' -f1)" -v n="$CHANGES" 'BEGIN { printf "%.0f", (b - a) * 1000 / n }')

@@ -8,9 +8,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::config::route::{Cors, HashPolicy, HeaderAdd, PathMatch, Redirect};
 use crate::lb::xxhash::xxhash64;
 
-/// Headers that describe one hop and are never forwarded. Constants, so the check below
-/// compares names (an enum compare for the standard ones) rather than strings; a
-/// `static`, so the array is not built again at each use.
+/// Headers that describe one hop and are never forwarded, in the order [`hop_by_hop`]
+/// numbers them.
 static HOP_BY_HOP: [HeaderName; 8] = [
     http::header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -22,13 +21,31 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     http::header::UPGRADE,
 ];
 
+/// Which of [`HOP_BY_HOP`] `name` is (names in a `HeaderMap` are lowercase). A match on
+/// the string, which compiles to a length switch and one compare, instead of comparing
+/// every header name with all eight.
+fn hop_by_hop(name: &str) -> Option<usize> {
+    Some(match name {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "transfer-encoding" => 6,
+        "upgrade" => 7,
+        _ => return None,
+    })
+}
+
+/// Drops hop-by-hop headers and any header the `connection` header names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     // One pass to see which are there (usually none, or `connection` alone): a removal by
     // name hashes the name, so only those present are removed.
     let mut present = [false; HOP_BY_HOP.len()];
     let mut any = false;
     for k in h.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+        if let Some(i) = hop_by_hop(k.as_str()) {
             present[i] = true;
             any = true;
         }
@@ -36,16 +53,32 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     if !any {
         return;
     }
-    // HOP_BY_HOP[0] is `connection`.
     if present[0] {
-        // Headers the `connection` header names are hop-by-hop too.
-        let listed: Vec<HeaderName> = h
+        // Headers `connection` names are hop-by-hop too. Its usual tokens (`keep-alive`,
+        // `close`, `upgrade`) name no header or one removed below anyway; any other is
+        // looked for among the names present, so nothing is parsed or allocated for them.
+        let mut listed: Vec<HeaderName> = Vec::new();
+        for token in h
             .get_all(http::header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        {
+            let token = token.trim_ascii();
+            if token.is_empty()
+                || token.eq_ignore_ascii_case(b"close")
+                || HOP_BY_HOP
+                    .iter()
+                    .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(token))
+            {
+                continue;
+            }
+            if let Some(k) = h
+                .keys()
+                .find(|k| k.as_str().as_bytes().eq_ignore_ascii_case(token))
+            {
+                listed.push(k.clone());
+            }
+        }
         for n in listed {
             h.remove(n);
         }
@@ -292,9 +325,13 @@ mod tests {
 
     #[test]
     fn hop_by_hop_headers_and_those_connection_names_are_dropped() {
+        for (i, n) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop(n.as_str()), Some(i), "{n}");
+        }
+        assert_eq!(hop_by_hop("x-connection"), None);
         let mut h = HeaderMap::new();
         for (n, v) in [
-            ("connection", "close, x-hop"),
+            ("connection", "close, X-Hop,, Keep-Alive"),
             ("keep-alive", "timeout=5"),
             ("proxy-connection", "keep-alive"),
             ("te", "trailers"),

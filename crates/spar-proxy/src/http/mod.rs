@@ -401,7 +401,9 @@ async fn route_request(conn: &Conn, mut req: Request<RequestBody>) -> Response<B
                     body: check_body.as_ref(),
                     pack_as_bytes: f.with_body.is_some_and(|b| b.pack_as_bytes),
                 };
-                match ext_authz::run(conn, &snap, f, &input).await {
+                // Boxed: the check's future (a gRPC or HTTP call) is several KB, and every
+                // request's future would otherwise be that large and copied at each level.
+                match Box::pin(ext_authz::run(conn, &snap, f, &input)).await {
                     ext_authz::Answer::Deny(r) => {
                         tracing::debug!(target: "spar_proxy::ext_authz", path = %path, status = r.status().as_u16(), "ext_authz denied");
                         return r;

@@ -36,7 +36,7 @@ pub enum Normalized {
 
 /// Normalizes `path_and_query` per `o`.
 pub fn normalize(path_and_query: &str, o: &PathOptions) -> Normalized {
-    let (path, query) = match path_and_query.find('?') {
+    let (path, query) = match path_and_query.bytes().position(|c| c == b'?') {
         Some(i) => path_and_query.split_at(i),
         None => (path_and_query, ""),
     };
@@ -71,15 +71,28 @@ pub fn normalize(path_and_query: &str, o: &PathOptions) -> Normalized {
 }
 
 /// A path every option leaves as it is (most requests): absolute, no escapes, no `\`, no
-/// `.` or `..` segment, and no `//` when slashes are merged.
+/// `.` or `..` segment, and no `//` when slashes are merged. One pass over the bytes.
 fn already_normal(path: &str, o: &PathOptions) -> bool {
     let b = path.as_bytes();
-    if b.first() != Some(&b'/') || b.iter().any(|&c| c == b'%' || c == b'\\') {
+    if b.first() != Some(&b'/') {
         return false;
     }
-    let dot_segment = path.split('/').any(|s| s == "." || s == "..");
-    let merged = o.merge_slashes && path.contains("//");
-    !dot_segment && !merged
+    let dot = |seg: &[u8]| seg == b"." || seg == b"..";
+    let mut seg_start = 1;
+    for (i, &c) in b.iter().enumerate().skip(1) {
+        match c {
+            b'%' | b'\\' => return false,
+            b'/' => {
+                let seg = &b[seg_start..i];
+                if dot(seg) || (o.merge_slashes && seg.is_empty()) {
+                    return false;
+                }
+                seg_start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    !dot(&b[seg_start..])
 }
 
 fn has_escaped_slash(p: &str) -> bool {
@@ -223,7 +236,7 @@ mod tests {
     fn the_fast_path_takes_only_paths_the_full_normalization_leaves_alone() {
         let paths = [
             "/", "/a/b", "/a//b", "/a/b/", "/a/.b", "/a/..b", "/a/./b", "/a/../b", "/a/.", "/%41",
-            "/a\\b", "a/b", "//a",
+            "/a\\b", "a/b", "//a", "/.", "/..", "/./a", "/a/..", "/a/b//",
         ];
         for o in [base(), decode_and_merge(), PathOptions::default()] {
             for p in paths {
@@ -242,6 +255,13 @@ mod tests {
         }
         assert!(already_normal("/a/.b", &base()) && !already_normal("/a/./b", &base()));
         assert!(!already_normal("/a//b", &decode_and_merge()));
+        assert!(already_normal("/a//b", &base()));
+        for p in ["/", "/a/b", "/a/b/", "/a/..b"] {
+            assert!(already_normal(p, &decode_and_merge()), "{p}");
+        }
+        for p in ["/.", "/..", "/./a", "/a/..", "/a/b//", "//a"] {
+            assert!(!already_normal(p, &decode_and_merge()), "{p}");
+        }
     }
 
     fn decode_and_merge() -> PathOptions {

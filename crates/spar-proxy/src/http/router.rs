@@ -109,7 +109,9 @@ pub async fn forward(
     );
 
     if let Some((kind, downstream)) = upgrade {
-        let up = super::upgrade::proxy(conn, &lb, &parts, &new_path, &kind, downstream);
+        let up = Box::pin(super::upgrade::proxy(
+            conn, &lb, &parts, &new_path, &kind, downstream,
+        ));
         return match fwd.timeout {
             Some(t) => tokio::time::timeout(t, up)
                 .await

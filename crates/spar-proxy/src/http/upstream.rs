@@ -50,8 +50,16 @@ pub enum UpstreamError {
 /// A pooled HTTP/1.1 connection and when it was last handed back.
 type Idle = (Instant, SendRequest<Body>);
 
-/// Idle HTTP/1.1 connections (each has finished its last response) by upstream `ip:port`.
-type IdleConnections = Mutex<HashMap<String, Vec<Idle>>>;
+/// Idle HTTP/1.1 connections (each has finished its last response) by upstream `ip:port`
+/// (and TLS context). Looked up twice per request (check-out, hand-back): a fast hash, and
+/// shared keys so a hand-back copies no string.
+type IdleConnections = Mutex<HashMap<Arc<str>, IdleList, foldhash::fast::RandomState>>;
+
+/// One address's idle connections, most recently returned last, and its key.
+struct IdleList {
+    key: Arc<str>,
+    idle: Vec<Idle>,
+}
 
 /// The shared HTTP/2 connection to each upstream address (and TLS context). Its slot is
 /// locked while a connection is being made, so requests that arrive meanwhile wait for that
@@ -117,7 +125,7 @@ impl Pools {
     ) -> Result<Response<Body>, UpstreamError> {
         let key = pool_key(authority, tls);
         let key = key.as_ref();
-        while let Some(mut sender) = self.checkout(key) {
+        while let Some((key, mut sender)) = self.checkout(key) {
             if sender.ready().await.is_err() {
                 continue;
             }
@@ -130,12 +138,14 @@ impl Pools {
                 },
             }
         }
-        let mut sender = connect(authority, connect_timeout, tls).await?;
+        // Boxed (as below): connecting (TCP, TLS) takes a future of KBs that only a new
+        // connection needs; unboxed, every request's future would carry it.
+        let mut sender = Box::pin(connect(authority, connect_timeout, tls)).await?;
         let resp = sender
             .send_request(req)
             .await
             .map_err(|e| UpstreamError::Reset(e.to_string()))?;
-        Ok(self.pooled(key, sender, resp))
+        Ok(self.pooled(Arc::from(key), sender, resp))
     }
 
     /// Sends `req` (an absolute URI) to `authority` over HTTP/2 with prior knowledge, on the
@@ -165,7 +175,7 @@ impl Pools {
                 match shared.as_ref() {
                     Some(s) if reuse && !s.is_closed() => (s.clone(), false),
                     _ => {
-                        let s = connect_h2(authority, connect_timeout, tls).await?;
+                        let s = Box::pin(connect_h2(authority, connect_timeout, tls)).await?;
                         *shared = Some(s.clone());
                         (s, true)
                     }
@@ -197,13 +207,14 @@ impl Pools {
     /// The most recently returned connection that is still open; ones idle longer than
     /// [`IDLE_TIMEOUT`] are dropped on the way. Every pooled connection has finished its
     /// last response, so it is ready for the next request as soon as its task notices.
-    fn checkout(&self, authority: &str) -> Option<SendRequest<Body>> {
+    /// The pool's key comes along, for the hand-back.
+    fn checkout(&self, authority: &str) -> Option<(Arc<str>, SendRequest<Body>)> {
         let now = Instant::now();
         let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
-        let idle = map.get_mut(authority)?;
-        while let Some((at, sender)) = idle.pop() {
+        let list = map.get_mut(authority)?;
+        while let Some((at, sender)) = list.idle.pop() {
             if !sender.is_closed() && now.duration_since(at) <= IDLE_TIMEOUT {
-                return Some(sender);
+                return Some((list.key.clone(), sender));
             }
         }
         None
@@ -212,13 +223,13 @@ impl Pools {
     /// The response, with a body that hands the connection back once it is read to the end.
     fn pooled(
         &self,
-        authority: &str,
+        authority: Arc<str>,
         sender: SendRequest<Body>,
         resp: Response<Incoming>,
     ) -> Response<Body> {
         let release = Release {
             pool: self.h1.clone(),
-            authority: authority.to_string(),
+            authority,
             sender,
         };
         resp.map(|inner| {
@@ -237,7 +248,7 @@ impl Pools {
 /// A connection to hand back to the pool.
 struct Release {
     pool: Arc<IdleConnections>,
-    authority: String,
+    authority: Arc<str>,
     sender: SendRequest<Body>,
 }
 
@@ -253,10 +264,17 @@ impl PooledBody {
         if let Some(r) = self.release.take() {
             let entry = (Instant::now(), r.sender);
             let mut map = r.pool.lock().unwrap_or_else(|p| p.into_inner());
-            match map.get_mut(r.authority.as_str()) {
-                Some(idle) => idle.push(entry),
+            match map.get_mut(&*r.authority) {
+                Some(list) => list.idle.push(entry),
                 None => {
-                    map.insert(r.authority, vec![entry]);
+                    let key = r.authority.clone();
+                    map.insert(
+                        r.authority,
+                        IdleList {
+                            key,
+                            idle: vec![entry],
+                        },
+                    );
                 }
             }
         }
