@@ -39,6 +39,7 @@ TARGETS=${TARGETS:-"direct nginx haproxy envoy spar"}
 # NO_BUILD=1 reuses target/perf/spar; KEEP=1 keeps the work directory (raw outputs, logs);
 # PERF=NAME (nginx, haproxy, envoy, spar; direct: the origin) records that target with
 # `perf record -g` during its wrk -c32 run and prints where its CPU time went;
+# ROUNDS=N runs every target N times, in turn, and reports medians (and each round's ratios);
 # STRACE=NAME counts that target's system calls (strace -c -f) during its wrk -c1 run;
 # SPAR_ENV="NAME=VALUE ..." adds environment to `spar proxy` only (e.g. allocator options).
 [ -n "${NO_BUILD:-}" ] || cargo build --profile perf -q --bin spar
@@ -175,6 +176,14 @@ echo "peers: $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | cut -d'
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "load average before: $load_before ($(nproc) CPUs); proxies on CPU $PROXY_CPU, origin and load on CPU $LOAD_CPU" >&2
 
+ROUNDS=${ROUNDS:-1}
+out_all=$out
+for round in $(seq "$ROUNDS"); do
+if [ "$ROUNDS" -gt 1 ]; then
+  out=$out_all/r$round
+  mkdir -p "$out"
+  echo "== round $round of $ROUNDS" >&2
+fi
 for target in $TARGETS; do
   case $target in
   direct)
@@ -231,10 +240,12 @@ EOF
   *) echo "unknown target $target (direct nginx haproxy envoy spar)" >&2; exit 1 ;;
   esac
 done
+done
+out=$out_all
 
 if [ -z "${NO_MESH:-}" ]; then
   mesh_memory
 fi
 
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg) (before: $load_before)" >&2
-DURATION=$DURATION python3 bench/proxy-report.py "$out"
+DURATION=$DURATION python3 bench/proxy-report.py "$out_all"

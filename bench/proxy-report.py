@@ -9,9 +9,14 @@ DIR holds, per target NAME (direct, nginx, haproxy, envoy, spar):
   NAME-h2.txt    `h2load` output (HTTP/2, prior knowledge), when that target was run over h2,
 and mem-NAME.txt files of `key value` lines (RSS in MB; Envoy's /memory figures in MB).
 Every figure is parsed from those files; a missing or failed run prints `-` and its goal MISS.
+
+With ROUNDS > 1 the bench writes each round's files to DIR/r1, DIR/r2, ...: every figure
+printed is then the median over the rounds (errors are summed), and each round's
+spar/peer ratios are listed too, so the spread between runs on a shared machine shows.
 """
 import os
 import re
+import statistics
 import sys
 
 TARGETS = ["direct", "nginx", "haproxy", "envoy", "spar"]
@@ -115,10 +120,37 @@ def verdict(ok):
     return "-" if ok is None else ("PASS" if ok else "MISS")
 
 
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def combine(runs, summed=("errors", "requests", "total", "ok", "failed")):
+    """One run's figures from several: medians, except counts, which are summed."""
+    runs = [r for r in runs if r]
+    if not runs:
+        return None
+    return {k: (sum(r.get(k) or 0 for r in runs) if k in summed
+                else median([r.get(k) for r in runs])) for k in runs[0]}
+
+
+def round_dirs(d):
+    rounds = sorted((n for n in os.listdir(d) if re.fullmatch(r"r\d+", n)),
+                    key=lambda n: int(n[1:]))
+    return [os.path.join(d, n) for n in rounds] or [d]
+
+
 def main(d):
-    c32 = {t: wrk(os.path.join(d, f"{t}-c32.txt")) for t in TARGETS}
-    c1 = {t: wrk(os.path.join(d, f"{t}-c1.txt")) for t in TARGETS}
-    h2 = {t: h2load(os.path.join(d, f"{t}-h2.txt")) for t in TARGETS}
+    rounds = round_dirs(d)
+    per_round = [{t: (wrk(os.path.join(r, f"{t}-c32.txt")),
+                      cpu(os.path.join(r, f"{t}-cpu.txt"),
+                          (wrk(os.path.join(r, f"{t}-c32.txt")) or {}).get("requests")))
+                  for t in TARGETS} for r in rounds]
+    c32 = {t: combine([wrk(os.path.join(r, f"{t}-c32.txt")) for r in rounds]) for t in TARGETS}
+    c1 = {t: combine([wrk(os.path.join(r, f"{t}-c1.txt")) for r in rounds]) for t in TARGETS}
+    h2 = {t: combine([h2load(os.path.join(r, f"{t}-h2.txt")) for r in rounds]) for t in TARGETS}
+    if len(rounds) > 1:
+        print(f"\n(medians of {len(rounds)} rounds; each round runs every target once, in turn)")
     direct_p50 = (c1["direct"] or {}).get("p50")
 
     def added(t):
@@ -150,10 +182,10 @@ def main(d):
         "target", "CPU s", "CPU share", "CPU us/req", "user us", "system us"))
     per_req = {}
     for t in TARGETS:
-        r = c32[t]
-        c = cpu(os.path.join(d, f"{t}-cpu.txt"), r and r["requests"])
-        if c is None:
+        cs = [pr[t][1] for pr in per_round if pr[t][1]]
+        if not cs:
             continue
+        c = {k: median([x[k] for x in cs]) for k in cs[0]}
         per_req[t] = c["user_us"] + c["sys_us"]
         share = f"{100 * c['secs'] / duration:.0f}%" if duration else "-"
         print("%-8s %8.2f %10s %12.1f %10.1f %10.1f" % (
@@ -168,6 +200,14 @@ def main(d):
             fmt(ratio(added("spar"), added(peer)), "x"), fmt(h2r, "x"),
             fmt(ratio(per_req.get("spar"), per_req.get(peer)), "x")))
 
+    if len(rounds) > 1:
+        print("\nper round, spar / nginx:   req/s at 32 conns   CPU us/req")
+        for i, pr in enumerate(per_round, 1):
+            (sw, sc), (nw, nc) = pr["spar"], pr["nginx"]
+            rr = ratio((sw or {}).get("rps"), (nw or {}).get("rps"))
+            cr = ratio(sc and sc["user_us"] + sc["sys_us"], nc and nc["user_us"] + nc["sys_us"])
+            print("  round %-3d %28s %12s" % (i, fmt(rr, "x"), fmt(cr, "x")))
+
     if any(h2.values()):
         print("\n== HTTP/2 cleartext, prior knowledge (h2load -c 32 -m 10), 1 KB responses ==")
         print("%-8s %11s %12s" % ("target", "req/s", "2xx/total"))
@@ -177,7 +217,11 @@ def main(d):
                 continue
             print("%-8s %11s %12s" % (t, fmt(r["rps"]), f"{r['ok']}/{r['total']}"))
 
-    m = {t: mem(os.path.join(d, f"mem-{t}.txt")) for t in ("spar", "envoy")}
+    m = {}
+    for t in ("spar", "envoy"):
+        files = [mem(os.path.join(r, f"mem-{t}.txt")) for r in dict.fromkeys([d] + rounds)]
+        keys = dict.fromkeys(k for f in files for k in f)
+        m[t] = {k: median([f.get(k) for f in files]) for k in keys}
     print("\n== Memory (MB) ==")
     print("%-58s %10s %10s" % ("figure", "spar", "envoy"))
     rows = [
