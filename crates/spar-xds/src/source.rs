@@ -23,7 +23,7 @@ use spar_registry::Registry;
 use spar_translate::{NodeClass, ProxyNode, XdsResources};
 use tokio::sync::watch;
 
-use crate::resources::{encode, Encoded, TypeChange};
+use crate::resources::{encode, Encoded, EncodedResource, TypeChange, TypeResources};
 
 /// What the ADS server needs from the rest of the control plane.
 pub trait ResourceSource: Send + Sync + 'static {
@@ -244,8 +244,9 @@ impl SnapshotStore {
             .collect();
         let mut out = Vec::with_capacity(cached.len());
         let mut derived: Vec<Arc<Encoded>> = Vec::with_capacity(cached.len());
+        let mut edits: Vec<EdsEdit> = Vec::new();
         for (class, node, old) in cached {
-            let Some(enc) = derive(&old, next, &node, &hosts, &derived) else {
+            let Some(enc) = derive(&old, next, &node, &hosts, &derived, &mut edits) else {
                 continue;
             };
             derived.push(enc.clone());
@@ -342,36 +343,70 @@ fn endpoint_services(old: &ConfigSet, new: &ConfigSet) -> BTreeSet<(String, Stri
 /// would add an assignment `old` lacks (then the class is translated in full). The new
 /// assignments are shared with `derived` (other classes' outputs of this change) where
 /// identical; the other types stay `old`'s own maps, which the class's connections hold.
+/// One class's new EDS map: the map it was derived from, the assignments that changed (in
+/// map order), and the result. Classes usually hold the same map and see the same change:
+/// the first one's result is reused by the others instead of each copying the 1,200-entry
+/// map and then dropping the copy as a duplicate.
+struct EdsEdit {
+    previous: Arc<TypeResources>,
+    changed: Vec<(Arc<str>, Arc<EncodedResource>)>,
+    next: Arc<TypeResources>,
+}
+
 fn derive(
     old: &Arc<Encoded>,
     snap: &Snapshot,
     node: &ProxyNode,
     hosts: &BTreeSet<(String, String)>,
     derived: &[Arc<Encoded>],
+    edits: &mut Vec<EdsEdit>,
 ) -> Option<Arc<Encoded>> {
     let eds = spar_translate::type_url::ENDPOINT;
     let previous = old.shared(eds).cloned().unwrap_or_default();
-    let mut next = (*previous).clone();
-    let mut changed = Vec::new();
+    let mut changed: Vec<(Arc<str>, Arc<EncodedResource>)> = Vec::new();
     for cla in spar_translate::endpoints_of(&snap.config, &snap.registry, node, hosts) {
         let r = crate::resources::encode_one(eds, &cla);
         let (name, held) = previous.get_key_value(cla.cluster_name.as_str())?;
         if held.version != r.version {
-            changed.push(name.clone());
-            next.insert(name.clone(), Arc::new(r));
+            changed.push((name.clone(), Arc::new(r)));
         }
     }
     if changed.is_empty() {
         return Some(old.clone());
     }
-    let mut only_eds = Encoded::default();
-    only_eds.types.insert(eds, Arc::new(next));
-    crate::share::share_with(&mut only_eds, derived);
+    changed.sort_by(|a, b| a.0.cmp(&b.0));
+    let same_edit = |e: &&EdsEdit| {
+        Arc::ptr_eq(&e.previous, &previous)
+            && e.changed.len() == changed.len()
+            && e.changed.iter().zip(&changed).all(|((na, ra), (nb, rb))| {
+                na == nb && ra.version == rb.version && ra.any_bytes() == rb.any_bytes()
+            })
+    };
+    let (next, changed) = match edits.iter().find(same_edit) {
+        Some(e) => (e.next.clone(), e.changed.clone()),
+        None => {
+            let mut map = (*previous).clone();
+            for (name, r) in &changed {
+                map.insert(name.clone(), r.clone());
+            }
+            let mut only_eds = Encoded::default();
+            only_eds.types.insert(eds, Arc::new(map));
+            crate::share::share_with(&mut only_eds, derived);
+            let next = only_eds.types.remove(eds).unwrap_or_default();
+            edits.push(EdsEdit {
+                previous: previous.clone(),
+                changed: changed.clone(),
+                next: next.clone(),
+            });
+            (next, changed)
+        }
+    };
     let mut enc = Encoded {
         types: old.types.clone(),
         changes: Default::default(),
     };
-    enc.types.extend(only_eds.types);
+    enc.types.insert(eds, next);
+    let changed = changed.into_iter().map(|(name, _)| name).collect();
     enc.changes.insert(eds, TypeChange { previous, changed });
     Some(Arc::new(enc))
 }
@@ -670,6 +705,40 @@ mod tests {
         store.publish(slice("10.0.0.2"));
         store.resources(&node);
         assert_eq!(store.translations(), 2);
+    }
+
+    #[test]
+    fn classes_that_see_the_same_endpoint_change_share_one_new_map() {
+        let store = SnapshotStore::new(with_route("10.0.0.1"));
+        let a = ProxyNode::parse_id("sidecar~10.0.0.8~a.default~default.svc.cluster.local")
+            .expect("node id");
+        let mut b = ProxyNode::parse_id("sidecar~10.0.0.9~b.default~default.svc.cluster.local")
+            .expect("node id");
+        b.labels.insert("app".into(), "b".into());
+        let eds = spar_translate::type_url::ENDPOINT;
+        let (a0, b0) = (store.resources(&a), store.resources(&b));
+        assert_eq!(store.translations(), 2, "two classes");
+        assert!(Arc::ptr_eq(
+            a0.shared(eds).unwrap(),
+            b0.shared(eds).unwrap()
+        ));
+        store.publish(with_route("10.0.0.2"));
+        let (a1, b1) = (store.resources(&a), store.resources(&b));
+        assert_eq!(store.derivations(), 2);
+        assert!(
+            Arc::ptr_eq(a1.shared(eds).unwrap(), b1.shared(eds).unwrap()),
+            "one new EDS map for both classes"
+        );
+        let snap = store.load();
+        for (node, out) in [(&a, &a1), (&b, &b1)] {
+            let full = encode(&spar_translate::translate(
+                &snap.config,
+                &snap.registry,
+                node,
+            ));
+            assert_eq!(out.types, full.types);
+            assert_eq!(out.change(eds).expect("derived").changed.len(), 1);
+        }
     }
 
     #[test]
