@@ -28,7 +28,7 @@ VARIANTS=${VARIANTS:-"sotw delta"}
 CP_FLAGS=${CP_FLAGS:-}
 
 # PERF_CHANGES=1 records the control plane with `perf record -g` during the endpoint changes
-# and prints where its CPU time went; KEEP=1 keeps the work directory (logs, perf data).
+# and prints where its CPU time went (PERF_CHANGES=load: the load client); KEEP=1 keeps the work directory (logs, perf data).
 # NO_BUILD=1 reuses the binaries already built; PROFILE=release skips the perf profile's
 # ten-minute link while iterating.
 PROFILE=${PROFILE:-perf}
@@ -93,7 +93,9 @@ run_variant() {
   cpu_changes_load=$(cpu "$load_pid" | cut -d' ' -f1)
   local perf=
   if [ -n "${PERF_CHANGES:-}" ]; then
-    perf record -q -g -o "$dir/$variant-changes.perf.data" -p "$cp_pid" 2>/dev/null &
+    local perf_pid=$cp_pid
+    [ "$PERF_CHANGES" = load ] && perf_pid=$load_pid
+    perf record -q ${PERF_CALLGRAPH:--g} -o "$dir/$variant-changes.perf.data" -p "$perf_pid" 2>/dev/null &
     perf=$!
   fi
   for _ in $(seq "$CHANGES"); do
@@ -114,7 +116,7 @@ run_variant() {
     kill -INT "$perf"; wait "$perf" || true
     perf report -i "$dir/$variant-changes.perf.data" --no-children --percent-limit 1 --stdio \
       -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -50 > "$dir/$variant-changes.perf.txt" || true
-    echo "   perf profile of the control plane during the changes (self time):" >&2
+    echo "   perf profile of the $([ "$PERF_CHANGES" = load ] && echo "load client" || echo "control plane") during the changes (self time):" >&2
     cat "$dir/$variant-changes.perf.txt" >&2
   fi
   # CPU per change, in ms (includes the bench's idle waits, which cost next to nothing).

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, watch};
 
-use crate::proxy::{Event, Target};
+use crate::proxy::{Convergence, Event, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
@@ -21,6 +21,7 @@ pub enum CollectError {
 
 pub struct Collector {
     events: mpsc::UnboundedReceiver<Event>,
+    convergence: Arc<Convergence>,
     proxies: usize,
     delta: bool,
     failed: HashSet<usize>,
@@ -51,9 +52,15 @@ fn stats(mut v: Vec<f64>) -> Value {
 }
 
 impl Collector {
-    pub fn new(events: mpsc::UnboundedReceiver<Event>, proxies: usize, delta: bool) -> Self {
+    pub fn new(
+        events: mpsc::UnboundedReceiver<Event>,
+        convergence: Arc<Convergence>,
+        proxies: usize,
+        delta: bool,
+    ) -> Self {
         Collector {
             events,
+            convergence,
             proxies,
             delta,
             failed: HashSet::new(),
@@ -125,6 +132,7 @@ impl Collector {
                         ip: ip.to_string(),
                     })));
                     affected = self.affected(current).await;
+                    self.convergence.arm(affected.len());
                     println!("armed {current} {}", affected.len());
                 }
                 ["wrote", id, nanos] => {
@@ -136,7 +144,7 @@ impl Collector {
                         return Err(CollectError::Line(line));
                     }
                     let wrote = UNIX_EPOCH + Duration::from_nanos(nanos);
-                    let ms = self.converge(id, wrote, &affected, timeout).await;
+                    let ms = self.converge(wrote, &affected, timeout).await;
                     let converged = ms.len();
                     if converged < affected.len() {
                         incomplete += 1;
@@ -201,34 +209,27 @@ impl Collector {
     /// Milliseconds from `wrote` to each affected proxy's ACK of the change.
     async fn converge(
         &mut self,
-        change: u64,
         wrote: SystemTime,
         affected: &HashSet<usize>,
         timeout: Duration,
     ) -> Vec<f64> {
-        let mut seen: BTreeMap<usize, f64> = BTreeMap::new();
         let deadline = tokio::time::Instant::now() + timeout;
-        while seen.len() < affected.len() {
-            let ev = tokio::select! {
-                ev = self.events.recv() => ev,
-                () = tokio::time::sleep_until(deadline) => None,
-            };
-            match ev {
-                Some(Event::Converged {
-                    change: c,
-                    proxy,
-                    at,
-                }) if c == change && affected.contains(&proxy) => {
-                    let ms = at
-                        .duration_since(wrote)
-                        .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
-                    seen.insert(proxy, ms);
-                }
-                Some(Event::Failed { proxy, error }) => self.failed(proxy, error),
-                Some(_) => {}
-                None => break,
+        let acks = self.convergence.wait(deadline).await;
+        while let Ok(ev) = self.events.try_recv() {
+            if let Event::Failed { proxy, error } = ev {
+                self.failed(proxy, error);
             }
         }
+        let seen: BTreeMap<usize, f64> = acks
+            .into_iter()
+            .filter(|(proxy, _)| affected.contains(proxy))
+            .map(|(proxy, at)| {
+                let ms = at
+                    .duration_since(wrote)
+                    .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+                (proxy, ms)
+            })
+            .collect();
         seen.into_values().collect()
     }
 }

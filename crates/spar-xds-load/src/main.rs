@@ -171,8 +171,9 @@ async fn run(args: Args) -> Result<bool, collect::CollectError> {
             }
         });
     }
+    let convergence = shared.convergence.clone();
     drop(shared);
-    let mut c = collect::Collector::new(events, args.proxies, args.delta);
+    let mut c = collect::Collector::new(events, convergence, args.proxies, args.delta);
     let full = c.full(started, Duration::from_secs(args.timeout)).await;
     let ok = full["complete"] == args.proxies;
     if args.mode == Mode::Full {

@@ -11,7 +11,7 @@
 //! assuming: it goes back to what the proxy held before that response, so the next push
 //! resends what was rejected and removes again what it removed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -44,6 +44,8 @@ pub(crate) async fn run<S: ResourceSource>(
 
 #[derive(Default)]
 struct TypeState {
+    /// This type's `pilot_xds_pushes` counter, looked up once rather than on every push.
+    pushes: Option<crate::metrics::Count>,
     wildcard: bool,
     names: Names,
     /// What the proxy holds (or will, once it accepts the last response).
@@ -65,14 +67,14 @@ struct Conn<'a, S> {
     /// A proxyless gRPC client: names its listeners; resources come from
     /// [`ResourceSource::grpc_resources`].
     proxyless: bool,
-    id: u64,
+    status: crate::status::ConnStatus,
     generation: u64,
     /// The node class's output this connection follows.
     base: Arc<Encoded>,
     /// What it is sent: `base` plus its own secrets ([`crate::identity`]).
     current: Arc<Encoded>,
     own: Option<OwnSecrets>,
-    types: HashMap<String, TypeState>,
+    types: crate::type_map::TypeMap<TypeState>,
     nonces: u64,
     throttle: Throttle,
 }
@@ -96,9 +98,9 @@ async fn serve<S: ResourceSource>(
         own: session.own.take(),
         node: session.node.clone(),
         proxyless: session.proxyless,
-        id: session.id,
+        status: session.status.clone(),
         generation: session.generation,
-        types: HashMap::new(),
+        types: Default::default(),
         nonces: 0,
         throttle: Throttle::new(shared.permits.clone(), crate::throttle::ANSWER_TIMEOUT),
     };
@@ -127,7 +129,7 @@ impl<S: ResourceSource> Conn<'_, S> {
     async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), Status> {
         let type_url = req.type_url.clone();
         let first = !self.types.contains_key(&type_url);
-        let st = self.types.entry(type_url.clone()).or_default();
+        let st = self.types.entry_or_default(&type_url);
         if !req.response_nonce.is_empty() && req.response_nonce == st.nonce {
             self.throttle.answered(&type_url);
             if let Some(err) = &req.error_detail {
@@ -138,14 +140,12 @@ impl<S: ResourceSource> Conn<'_, S> {
                     .get_or_create(&Metrics::label(&type_url))
                     .inc();
                 // Delta requests carry no accepted version; the last ACKed one stays.
-                self.shared
-                    .status
-                    .nacked(self.id, &type_url, &st.acked, &err.message);
+                self.status.nacked(&type_url, &st.acked, &err.message);
                 st.changed_at = None;
                 st.holds = std::mem::take(&mut st.before_last);
             } else {
                 st.acked = st.version.clone();
-                self.shared.status.acked(self.id, &type_url, &st.version);
+                self.status.acked(&type_url, &st.version);
                 if let Some(t) = st.changed_at.take() {
                     self.shared
                         .metrics
@@ -279,8 +279,8 @@ impl<S: ResourceSource> Conn<'_, S> {
         let mut others: Vec<String> = self
             .types
             .keys()
-            .filter(|t| !WARMING_ORDER.contains(&t.as_str()))
-            .cloned()
+            .filter(|t| !WARMING_ORDER.contains(t))
+            .map(str::to_string)
             .collect();
         others.sort();
         for t in others {
@@ -299,7 +299,7 @@ impl<S: ResourceSource> Conn<'_, S> {
         requested: &[String],
         changed_at: Option<Instant>,
     ) -> Result<(), Status> {
-        let st = self.types.entry(type_url.to_string()).or_default();
+        let st = self.types.entry_or_default(type_url);
         let all = self.current.shared(type_url).cloned().unwrap_or_default();
         let scope = Scope {
             wildcard: st.wildcard,
@@ -336,13 +336,16 @@ impl<S: ResourceSource> Conn<'_, S> {
             removed_resources: d.removed,
             nonce: st.nonce.clone(),
         };
-        self.shared
-            .metrics
-            .pushes
-            .get_or_create(&Metrics::label(type_url))
+        st.pushes
+            .get_or_insert_with(|| {
+                self.shared
+                    .metrics
+                    .pushes
+                    .get_or_create(&Metrics::label(type_url))
+                    .clone()
+            })
             .inc();
-        self.shared.status.sent(
-            self.id,
+        self.status.sent(
             type_url,
             &st.version,
             &st.nonce,

@@ -30,6 +30,7 @@ pub mod source;
 pub mod status;
 mod throttle;
 mod transport;
+mod type_map;
 mod wire;
 
 pub use identity::{Issued, WorkloadIdentity};

@@ -15,7 +15,7 @@ pub struct TypeLabel {
 
 /// A count that only goes up but keeps Istio's exact name: prometheus-client appends
 /// `_total` to counters, which would break dashboards written for istiod.
-type Count = Gauge<u64, AtomicU64>;
+pub type Count = Gauge<u64, AtomicU64>;
 
 pub struct Metrics {
     registry: Registry,

@@ -110,7 +110,6 @@ pub(crate) struct Caller {
 pub(crate) struct Session {
     pub(crate) node: spar_translate::ProxyNode,
     pub(crate) proxyless: bool,
-    pub(crate) id: u64,
     pub(crate) generation: u64,
     /// The node class's output, before this connection's own secrets are added.
     pub(crate) base: Arc<crate::resources::Encoded>,
@@ -118,6 +117,8 @@ pub(crate) struct Session {
     pub(crate) current: Arc<crate::resources::Encoded>,
     pub(crate) own: Option<crate::identity::OwnSecrets>,
     pub(crate) changes: tokio::sync::watch::Receiver<u64>,
+    /// Where the connection records what it sends and what the proxy answers.
+    pub(crate) status: crate::status::ConnStatus,
     // Held for the stream's life: dropping them records the disconnect.
     _registration: crate::status::Registration,
     _connected: Connected,
@@ -154,7 +155,7 @@ impl Session {
         };
         let current = crate::identity::for_connection(&base, own.as_ref(), &node.namespace);
         Ok(Session {
-            id: registration.id,
+            status: registration.status(),
             node,
             proxyless,
             generation,

@@ -11,7 +11,6 @@
 //! next push of that type resends everything). A request with an older nonce answers a
 //! response that has since been superseded and is ignored, as Envoy expects.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,6 +44,8 @@ pub(crate) async fn run<S: ResourceSource>(
 
 #[derive(Default)]
 struct TypeState {
+    /// This type's `pilot_xds_pushes` counter, looked up once rather than on every push.
+    pushes: Option<crate::metrics::Count>,
     wildcard: bool,
     names: Names,
     nonce: String,
@@ -62,14 +63,14 @@ struct Conn<'a, S> {
     /// A proxyless gRPC client: names its listeners; resources come from
     /// [`ResourceSource::grpc_resources`].
     proxyless: bool,
-    id: u64,
+    status: crate::status::ConnStatus,
     generation: u64,
     /// The node class's output this connection follows.
     base: Arc<Encoded>,
     /// What it is sent: `base` plus its own secrets ([`crate::identity`]).
     current: Arc<Encoded>,
     own: Option<OwnSecrets>,
-    types: HashMap<String, TypeState>,
+    types: crate::type_map::TypeMap<TypeState>,
     nonces: u64,
     throttle: Throttle,
 }
@@ -93,9 +94,9 @@ async fn serve<S: ResourceSource>(
         own: session.own.take(),
         node: session.node.clone(),
         proxyless: session.proxyless,
-        id: session.id,
+        status: session.status.clone(),
         generation: session.generation,
-        types: HashMap::new(),
+        types: Default::default(),
         nonces: 0,
         throttle: Throttle::new(shared.permits.clone(), crate::throttle::ANSWER_TIMEOUT),
     };
@@ -141,7 +142,7 @@ impl<S: ResourceSource> Conn<'_, S> {
     async fn on_request(&mut self, req: SotwRequest) -> Result<(), Status> {
         let type_url = req.type_url.clone();
         let wildcard = is_wildcard(&type_url, &req.resource_names, self.proxyless);
-        let st = self.types.entry(type_url.clone()).or_default();
+        let st = self.types.entry_or_default(&type_url);
         // Envoy repeats its whole subscription in every ACK: compare before building a set.
         let same_names = st.wildcard == wildcard
             && (wildcard && st.names.is_empty() || same_names(&req.resource_names, &st.names));
@@ -178,17 +179,14 @@ impl<S: ResourceSource> Conn<'_, S> {
                 .rejects
                 .get_or_create(&Metrics::label(&type_url))
                 .inc();
-            self.shared
-                .status
-                .nacked(self.id, &type_url, &req.version_info, &err.message);
+            self.status
+                .nacked(&type_url, &req.version_info, &err.message);
             st.changed_at = None;
             // Which of the response the proxy kept is unknown: the next push resends all.
             st.holds = Holds::default();
             return Ok(());
         }
-        self.shared
-            .status
-            .acked(self.id, &type_url, &req.version_info);
+        self.status.acked(&type_url, &req.version_info);
         if let Some(t) = st.changed_at.take() {
             self.shared
                 .metrics
@@ -269,8 +267,8 @@ impl<S: ResourceSource> Conn<'_, S> {
         let mut others: Vec<String> = self
             .types
             .keys()
-            .filter(|t| !WARMING_ORDER.contains(&t.as_str()))
-            .cloned()
+            .filter(|t| !WARMING_ORDER.contains(t))
+            .map(str::to_string)
             .collect();
         others.sort();
         for t in others {
@@ -287,7 +285,7 @@ impl<S: ResourceSource> Conn<'_, S> {
         force: bool,
         changed_at: Option<Instant>,
     ) -> Result<(), Status> {
-        let st = self.types.entry(type_url.to_string()).or_default();
+        let st = self.types.entry_or_default(type_url);
         let all = self.current.shared(type_url).cloned().unwrap_or_default();
         let scope = Scope {
             wildcard: st.wildcard,
@@ -324,13 +322,16 @@ impl<S: ResourceSource> Conn<'_, S> {
             type_url: type_url.to_string(),
             nonce: st.nonce.clone(),
         };
-        self.shared
-            .metrics
-            .pushes
-            .get_or_create(&Metrics::label(type_url))
+        st.pushes
+            .get_or_insert_with(|| {
+                self.shared
+                    .metrics
+                    .pushes
+                    .get_or_create(&Metrics::label(type_url))
+                    .clone()
+            })
             .inc();
-        self.shared.status.sent(
-            self.id,
+        self.status.sent(
             type_url,
             &st.version,
             &st.nonce,

@@ -1,8 +1,8 @@
 //! What each connected proxy was sent and what it accepted, type by type, for
 //! `spar ctl proxy-status` (`/debug/syncz`) and `/debug/config_dump`.
 //!
-//! Written on ACK/NACK and sends, read by the debug endpoints; never on a request path, so a
-//! plain mutex is enough.
+//! Written on ACK/NACK and sends, each connection into its own entry; read by the debug
+//! endpoints; never on a request path, so plain mutexes are enough.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,32 +47,35 @@ pub struct ProxyStatus {
     pub types: BTreeMap<&'static str, TypeStatus>,
 }
 
-#[derive(Default)]
-struct Inner {
-    proxies: BTreeMap<u64, ProxyStatus>,
-    // What each connection currently holds, for config_dump; shared with the node class's
+/// One connection's status and what it holds. Each connection writes only its own entry,
+/// so 2,000 connections pushing at once do not queue on one lock; the registry's map is
+/// locked only when a connection opens or closes, and by the debug endpoints.
+struct Entry {
+    status: ProxyStatus,
+    // What the connection currently holds, for config_dump; shared with the node class's
     // output when the proxy holds all of a type (the usual case), so not a copy per proxy.
-    sent: BTreeMap<u64, BTreeMap<&'static str, Arc<TypeResources>>>,
+    sent: BTreeMap<&'static str, Arc<TypeResources>>,
 }
+
+type Shared = Arc<Mutex<Entry>>;
 
 /// Status of every connected proxy.
 #[derive(Default)]
 pub struct StatusRegistry {
-    inner: Mutex<Inner>,
+    conns: Mutex<BTreeMap<u64, Shared>>,
     next: AtomicU64,
 }
 
-/// Removes a connection's status when the connection ends.
+/// A connection's entry: written by the connection, removed when the connection ends.
 pub struct Registration {
     registry: Arc<StatusRegistry>,
     pub id: u64,
+    entry: Shared,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut inner = self.registry.lock();
-        inner.proxies.remove(&self.id);
-        inner.sent.remove(&self.id);
+        self.registry.lock().remove(&self.id);
     }
 }
 
@@ -82,100 +85,114 @@ fn set(s: &mut String, v: &str) {
     s.push_str(v);
 }
 
-impl StatusRegistry {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // Each update is a single map operation; a poisoned lock holds consistent data.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+// Each update is a few field writes; a poisoned lock holds consistent data.
+fn lock_entry(e: &Mutex<Entry>) -> MutexGuard<'_, Entry> {
+    e.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
-    pub fn connect(self: &Arc<Self>, proxy: &str, protocol: &'static str) -> Registration {
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.lock().proxies.insert(
-            id,
-            ProxyStatus {
-                proxy: proxy.to_string(),
-                connection: id,
-                protocol,
-                types: BTreeMap::new(),
-            },
-        );
-        Registration {
-            registry: self.clone(),
-            id,
-        }
+impl Registration {
+    /// A handle the connection keeps to record what it sends and what the proxy answers.
+    pub fn status(&self) -> ConnStatus {
+        ConnStatus(self.entry.clone())
     }
+}
 
-    fn update(&self, conn: u64, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
-        if let Some(p) = self.lock().proxies.get_mut(&conn) {
-            f(p.types.entry(short_name(type_url)).or_default());
-        }
+/// Records one connection's sends, ACKs and NACKs.
+#[derive(Clone)]
+pub struct ConnStatus(Shared);
+
+impl ConnStatus {
+    fn update(&self, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
+        f(lock_entry(&self.0)
+            .status
+            .types
+            .entry(short_name(type_url))
+            .or_default());
     }
 
     /// A response went out. `holds` is what the proxy will hold once it accepts it.
     pub fn sent(
         &self,
-        conn: u64,
         type_url: &str,
         version: &str,
         nonce: &str,
         count: usize,
         holds: Arc<TypeResources>,
     ) {
-        // One lock for both maps (2,000 connections take it on every push); what the
-        // proxy held before is dropped after the lock is released, since the last
+        // What the proxy held before is dropped after the lock is released: the last
         // reference to a 1,200-resource map may be this one.
         let before = {
-            let mut inner = self.lock();
-            let inner = &mut *inner;
-            if let Some(p) = inner.proxies.get_mut(&conn) {
-                let t = p.types.entry(short_name(type_url)).or_default();
-                t.state = SyncState::Stale;
-                set(&mut t.sent_version, version);
-                set(&mut t.sent_nonce, nonce);
-                t.sent_resources = count;
-            }
-            inner
-                .sent
-                .entry(conn)
-                .or_default()
-                .insert(short_name(type_url), holds)
+            let mut e = lock_entry(&self.0);
+            let t = e.status.types.entry(short_name(type_url)).or_default();
+            t.state = SyncState::Stale;
+            set(&mut t.sent_version, version);
+            set(&mut t.sent_nonce, nonce);
+            t.sent_resources = count;
+            e.sent.insert(short_name(type_url), holds)
         };
         drop(before);
     }
 
-    pub fn acked(&self, conn: u64, type_url: &str, version: &str) {
-        self.update(conn, type_url, |t| {
+    pub fn acked(&self, type_url: &str, version: &str) {
+        self.update(type_url, |t| {
             t.state = SyncState::Synced;
             set(&mut t.acked_version, version);
             t.last_nack = None;
         });
     }
 
-    pub fn nacked(&self, conn: u64, type_url: &str, accepted_version: &str, error: &str) {
-        self.update(conn, type_url, |t| {
+    pub fn nacked(&self, type_url: &str, accepted_version: &str, error: &str) {
+        self.update(type_url, |t| {
             t.state = SyncState::Nacked;
             t.acked_version = accepted_version.to_string();
             t.last_nack = Some(error.to_string());
         });
     }
+}
+
+impl StatusRegistry {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Shared>> {
+        self.conns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn entries(&self) -> Vec<Shared> {
+        self.lock().values().cloned().collect()
+    }
+
+    pub fn connect(self: &Arc<Self>, proxy: &str, protocol: &'static str) -> Registration {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let entry = Arc::new(Mutex::new(Entry {
+            status: ProxyStatus {
+                proxy: proxy.to_string(),
+                connection: id,
+                protocol,
+                types: BTreeMap::new(),
+            },
+            sent: BTreeMap::new(),
+        }));
+        self.lock().insert(id, entry.clone());
+        Registration {
+            registry: self.clone(),
+            id,
+            entry,
+        }
+    }
 
     /// Every connection's status, in connection order.
     pub fn all(&self) -> Vec<ProxyStatus> {
-        self.lock().proxies.values().cloned().collect()
+        self.entries()
+            .iter()
+            .map(|e| lock_entry(e).status.clone())
+            .collect()
     }
 
     /// What the connections of `proxy` were sent, by short type name.
     pub fn sent_to(&self, proxy: &str) -> Vec<(u64, BTreeMap<&'static str, Arc<TypeResources>>)> {
-        let inner = self.lock();
-        inner
-            .proxies
-            .values()
-            .filter(|p| p.proxy == proxy)
-            .filter_map(|p| {
-                inner
-                    .sent
-                    .get(&p.connection)
-                    .map(|s| (p.connection, s.clone()))
+        self.entries()
+            .iter()
+            .filter_map(|e| {
+                let e = lock_entry(e);
+                (e.status.proxy == proxy).then(|| (e.status.connection, e.sent.clone()))
             })
             .collect()
     }
