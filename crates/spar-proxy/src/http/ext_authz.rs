@@ -327,6 +327,7 @@ async fn ask_http(
         tls,
         input.method,
         headers,
+        None,
         &path,
         check_body,
     )

@@ -193,34 +193,66 @@ fn route_config<'a>(conn: &'a Conn, snap: &'a Snapshot) -> Option<&'a RouteConfi
 async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Body> {
     let stats = &conn.shared.stats;
     stats.downstream_rq_total.fetch_add(1, Ordering::Relaxed);
+    let present = Present::of(req.headers());
     // Envoy refuses a message framed both ways (`allow_chunked_length` off); hyper would
     // take the chunked framing. Close the connection too: what follows is suspect.
-    let h = req.headers();
-    if h.contains_key(http::header::TRANSFER_ENCODING)
-        && h.contains_key(http::header::CONTENT_LENGTH)
-    {
+    if present.transfer_encoding && present.content_length {
         let mut r = reply(400, "Bad Request");
         r.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         stats.record(&r);
         return r;
     }
-    prepare_headers(&conn, &mut req);
+    prepare_headers(&conn, &mut req, &present);
     let resp = route_request(&conn, req.map(RequestBody::from)).await;
     stats.record(&resp);
     resp
 }
 
+/// Which of the headers the connection manager looks at on every request are there, from
+/// one pass over the request's few names: a lookup by name hashes it, and this replaces
+/// six of them.
+#[derive(Default)]
+struct Present {
+    transfer_encoding: bool,
+    content_length: bool,
+    host: bool,
+    request_id: bool,
+    forwarded_proto: bool,
+    forwarded_for: bool,
+    /// Any `x-envoy-*` header.
+    envoy: bool,
+}
+
+impl Present {
+    fn of(h: &http::HeaderMap) -> Present {
+        let mut p = Present::default();
+        for k in h.keys() {
+            match k.as_str() {
+                "transfer-encoding" => p.transfer_encoding = true,
+                "content-length" => p.content_length = true,
+                "host" => p.host = true,
+                "x-request-id" => p.request_id = true,
+                "x-forwarded-proto" => p.forwarded_proto = true,
+                "x-forwarded-for" => p.forwarded_for = true,
+                n if n.starts_with("x-envoy-") => p.envoy = true,
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
 /// `x-request-id`, `x-forwarded-proto`, `x-forwarded-for`, `host` for HTTP/2 requests.
-fn prepare_headers(conn: &Conn, req: &mut Request<Incoming>) {
-    if !req.headers().contains_key(http::header::HOST) {
+fn prepare_headers(conn: &Conn, req: &mut Request<Incoming>, present: &Present) {
+    if !present.host {
         let authority = req.uri().authority().map(|a| a.as_str().to_string());
         if let Some(a) = authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
             req.headers_mut().insert(http::header::HOST, a);
         }
     }
     let h = req.headers_mut();
-    if !h.contains_key(X_REQUEST_ID) {
+    if !present.request_id {
         h.insert(X_REQUEST_ID, filters::request_id());
     }
     xfcc::apply(h, &conn.hcm.xfcc, conn.mtls, conn.xfcc.as_ref());
@@ -231,14 +263,21 @@ fn prepare_headers(conn: &Conn, req: &mut Request<Incoming>) {
             .internal_addresses
             .iter()
             .any(|n| n.contains(&peer));
-    clean_internal_headers(h, edge);
-    if conn.hcm.use_remote_address || !h.contains_key(X_FORWARDED_PROTO) {
+    if present.envoy {
+        clean_internal_headers(h, edge);
+    }
+    if conn.hcm.use_remote_address || !present.forwarded_proto {
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(conn.scheme));
     }
     if conn.hcm.use_remote_address {
         if !conn.hcm.skip_xff_append {
             let hop = &conn.peer_values.xff_hop;
-            let v = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            let prev = if present.forwarded_for {
+                h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok())
+            } else {
+                None
+            };
+            let v = match prev {
                 Some(prev) => {
                     let hop = hop.to_str().unwrap_or_default();
                     HeaderValue::from_str(&format!("{prev},{hop}")).ok()
@@ -281,12 +320,9 @@ const EDGE_CONTROLLED: [&str; 12] = [
     "x-envoy-internal",
 ];
 
+/// Called only when the request has an `x-envoy-*` header ([`Present::envoy`]): usually
+/// there is nothing to drop, and 16 lookups by name would cost more than the one pass.
 fn clean_internal_headers(h: &mut http::HeaderMap, edge: bool) {
-    // One pass over the few headers a request has, instead of a lookup per name (16 at
-    // the edge) on every request: usually there is nothing to drop.
-    if !h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
-        return;
-    }
     for name in ENVOY_ONLY {
         h.remove(name);
     }

@@ -201,6 +201,7 @@ fn mirror(conn: &Conn, lb: Arc<ClusterLb>, parts: &http::request::Parts, path: &
             tls,
             &method,
             headers,
+            None,
             &path,
             body,
         )
@@ -214,7 +215,9 @@ fn mirror(conn: &Conn, lb: Arc<ClusterLb>, parts: &http::request::Parts, path: &
 
 /// One request to `host` of `cluster`: HTTP/2 or HTTP/1.1 as the cluster says, inside `tls`
 /// when the host's cluster (or its transport socket match) originates TLS. `headers` are
-/// moved into the upstream request (the router copies them only for a retry).
+/// moved into the upstream request (the router copies them only for a retry). `target` is
+/// the downstream request's own target: an HTTP/1.1 upstream request reuses it when it is
+/// the origin-form `path` (nothing rewritten or normalized) instead of parsing `path` again.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn send_one(
     shared: &Shared,
@@ -223,6 +226,7 @@ pub(crate) async fn send_one(
     tls: Option<super::upstream::TlsTarget>,
     method: &Method,
     headers: HeaderMap,
+    target: Option<&Uri>,
     path: &str,
     body: Body,
 ) -> Result<Response<Body>, UpstreamError> {
@@ -235,7 +239,7 @@ pub(crate) async fn send_one(
             .send_h2(&host.authority, cluster.connect_timeout, tls.as_ref(), up)
             .await
     } else {
-        let up = h1_request(method, headers, path, body)?;
+        let up = h1_request(method, headers, target, path, body)?;
         shared
             .upstream
             .send_h1(&host.authority, cluster.connect_timeout, tls.as_ref(), up)
@@ -323,12 +327,20 @@ pub(crate) fn tls_target(
 fn h1_request(
     method: &Method,
     headers: HeaderMap,
+    target: Option<&Uri>,
     path: &str,
     body: Body,
 ) -> Result<Request<Body>, UpstreamError> {
     let mut req = Request::new(body);
     *req.method_mut() = method.clone();
-    *req.uri_mut() = super::upstream::origin_form(path)?;
+    *req.uri_mut() = match target {
+        Some(t)
+            if t.scheme().is_none() && t.path_and_query().is_some_and(|p| p.as_str() == path) =>
+        {
+            t.clone()
+        }
+        _ => super::upstream::origin_form(path)?,
+    };
     *req.headers_mut() = headers;
     Ok(req)
 }
@@ -390,6 +402,7 @@ async fn attempts(
                 tls,
                 &parts.method,
                 headers,
+                Some(&parts.uri),
                 path,
                 body,
             )
@@ -456,5 +469,51 @@ struct Decrement<'a>(&'a std::sync::atomic::AtomicU32);
 impl Drop for Decrement<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_http1_request_targets_the_path_it_is_given() {
+        let get = Method::GET;
+        let same: Uri = "/a/b?q=1".parse().unwrap();
+        let r = h1_request(
+            &get,
+            HeaderMap::new(),
+            Some(&same),
+            "/a/b?q=1",
+            super::super::body::empty(),
+        );
+        assert_eq!(r.unwrap().uri(), "/a/b?q=1");
+        // Rewritten or normalized: the path given, not the downstream target.
+        let r = h1_request(
+            &get,
+            HeaderMap::new(),
+            Some(&same),
+            "/v2/b?q=1",
+            super::super::body::empty(),
+        );
+        assert_eq!(r.unwrap().uri(), "/v2/b?q=1");
+        // An absolute-form downstream target is never sent upstream as it is.
+        let absolute: Uri = "http://h/a/b?q=1".parse().unwrap();
+        let r = h1_request(
+            &get,
+            HeaderMap::new(),
+            Some(&absolute),
+            "/a/b?q=1",
+            super::super::body::empty(),
+        );
+        assert_eq!(r.unwrap().uri(), "/a/b?q=1");
+        assert!(h1_request(
+            &get,
+            HeaderMap::new(),
+            None,
+            "not a path\n",
+            super::super::body::empty()
+        )
+        .is_err());
     }
 }
