@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use spar_translate::ProxyNode;
 use tonic::Status;
 
@@ -122,13 +121,13 @@ async fn serve<S: ResourceSource>(
 }
 
 /// Whether a request subscribes to everything of its type.
-fn is_wildcard(type_url: &str, names: &[Bytes], proxyless: bool) -> bool {
+fn is_wildcard(type_url: &str, names: &[&[u8]], proxyless: bool) -> bool {
     let legacy_wildcard = names.is_empty() && is_wildcard_type(type_url) && !proxyless;
-    legacy_wildcard || names.iter().any(|n| n.as_ref() == b"*")
+    legacy_wildcard || names.iter().any(|n| *n == b"*")
 }
 
 /// Rejects a request whose resource names are not UTF-8 (Envoy never sends one).
-fn check_utf8(names: &[Bytes]) -> Result<(), Status> {
+fn check_utf8(names: &[&[u8]]) -> Result<(), Status> {
     match names.iter().find(|n| std::str::from_utf8(n).is_err()) {
         None => Ok(()),
         Some(n) => Err(Status::invalid_argument(format!(
@@ -141,15 +140,16 @@ fn check_utf8(names: &[Bytes]) -> Result<(), Status> {
 impl<S: ResourceSource> Conn<'_, S> {
     async fn on_request(&mut self, req: SotwRequest) -> Result<(), Status> {
         let type_url = req.type_url.clone();
-        let wildcard = is_wildcard(&type_url, &req.resource_names, self.proxyless);
+        let names = req.resource_names();
+        let wildcard = is_wildcard(&type_url, &names, self.proxyless);
         let st = self.types.entry_or_default(&type_url);
         // Envoy repeats its whole subscription in every ACK: compare before building a set.
         let same_names = st.wildcard == wildcard
-            && (wildcard && st.names.is_empty() || same_names(&req.resource_names, &st.names));
+            && (wildcard && st.names.is_empty() || same_names(&names, &st.names));
         if !same_names {
             // The names are read as bytes; a changed subscription must be UTF-8, as the
             // proto's `string` says (equal to held names, they already are).
-            check_utf8(&req.resource_names)?;
+            check_utf8(&names)?;
         }
         let resubscribe = |st: &mut TypeState, shared: &Shared<S>, current: &Encoded| {
             st.wildcard = wildcard;
@@ -159,7 +159,7 @@ impl<S: ResourceSource> Conn<'_, S> {
                 } else {
                     shared
                         .names
-                        .intern_listed(&req.resource_names, current.shared(&type_url))
+                        .intern_listed(&names, current.shared(&type_url))
                 };
             }
         };
@@ -354,12 +354,9 @@ mod tests {
 
     #[test]
     fn resource_names_must_be_utf8() {
-        let good = [
-            Bytes::from_static(b"outbound|80||a"),
-            Bytes::from_static(b"*"),
-        ];
+        let good: [&[u8]; 2] = [b"outbound|80||a", b"*"];
         assert!(check_utf8(&good).is_ok());
-        let bad = [Bytes::from_static(b"a"), Bytes::from_static(b"b\xff")];
+        let bad: [&[u8]; 2] = [b"a", b"b\xff"];
         let err = check_utf8(&bad).expect_err("rejected");
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(
@@ -379,7 +376,7 @@ mod tests {
         );
         assert!(is_wildcard(
             spar_translate::type_url::ENDPOINT,
-            &[Bytes::from_static(b"*")],
+            &[&b"*"[..]],
             false
         ));
         assert!(!is_wildcard(spar_translate::type_url::ENDPOINT, &[], false));

@@ -166,7 +166,27 @@ pub(crate) struct Requests<M> {
     _message: PhantomData<M>,
 }
 
-impl<M: Message + Default> Requests<M> {
+/// A request message the server reads from the bytes received.
+pub(crate) trait RequestMessage: Sized {
+    type Error: std::fmt::Display;
+    fn decode(message: Bytes) -> Result<Self, Self::Error>;
+}
+
+impl RequestMessage for envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest {
+    type Error = prost::DecodeError;
+    fn decode(message: Bytes) -> Result<Self, Self::Error> {
+        <Self as Message>::decode(message)
+    }
+}
+
+impl RequestMessage for crate::sotw_request::SotwRequest {
+    type Error = crate::sotw_request::DecodeError;
+    fn decode(message: Bytes) -> Result<Self, Self::Error> {
+        crate::sotw_request::SotwRequest::decode(message)
+    }
+}
+
+impl<M: RequestMessage> Requests<M> {
     fn new(body: tonic::body::Body) -> Self {
         Requests {
             body,
@@ -214,6 +234,9 @@ impl<M: Message + Default> Requests<M> {
             )));
         }
         if self.buf.len() < 5 + len {
+            // Room for the whole message at once: a SotW ACK repeating 1,200 names is ~50 KB
+            // in 16 KB frames, and growing the buffer frame by frame copied it again each time.
+            self.buf.reserve(5 + len - self.buf.len());
             return Ok(None);
         }
         self.buf.advance(5);
