@@ -125,7 +125,8 @@ impl Shared {
         }
         let ids: Vec<_> = set.iter().collect();
         let names = self.names.sorted_names(&ids);
-        let wanted = Arc::new(Wanted { set, names });
+        let encoded = crate::wire::encode_names(&names);
+        let wanted = Arc::new(Wanted { set, encoded });
         all.push(wanted.clone());
         wanted
     }
@@ -135,7 +136,8 @@ impl Shared {
 #[derive(Debug, Default)]
 pub struct Wanted {
     pub set: IdSet,
-    pub names: Vec<String>,
+    /// The names, sorted, as a SotW request's field 3 ([`crate::wire::encode_names`]).
+    pub encoded: bytes::Bytes,
 }
 
 /// Who a simulated proxy is.

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -15,15 +16,15 @@ use crate::proxy::{
     LISTENER, ROUTE,
 };
 use crate::scan;
-use crate::wire::Response;
+use crate::wire::{encode_names, Response, SotwRequest};
 
 /// Runs one proxy until its stream ends or fails.
 pub async fn run(shared: Arc<Shared>, id: Identity) -> Result<(), ProxyError> {
     let channel = crate::connect(&shared).await?;
-    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
+    let (tx, rx) = mpsc::channel::<SotwRequest>(16);
     let node = id.node();
-    send(&tx, request(CLUSTER, "", "", Vec::new(), Some(node))).await?;
-    send(&tx, request(LISTENER, "", "", Vec::new(), None)).await?;
+    send(&tx, request(CLUSTER, "", "", Bytes::new(), Some(node))).await?;
+    send(&tx, request(LISTENER, "", "", Bytes::new(), None)).await?;
     let mut stream = crate::wire::sotw(channel, ReceiverStream::new(rx)).await?;
     let mut target = shared.target.clone();
     let mut held = Holdings::default();
@@ -52,7 +53,7 @@ pub async fn run(shared: Arc<Shared>, id: Identity) -> Result<(), ProxyError> {
 async fn on_response(
     shared: &Shared,
     id: &Identity,
-    tx: &mpsc::Sender<DiscoveryRequest>,
+    tx: &mpsc::Sender<SotwRequest>,
     held: &mut Holdings,
     nonces: &mut [(String, String); 4],
     target: Option<&crate::proxy::Target>,
@@ -65,7 +66,7 @@ async fn on_response(
         t if t == ROUTE.as_bytes() => 3,
         _ => {
             // Not subscribed; ACK so the server's status stays clean.
-            return send(tx, ack(&resp, Vec::new())).await;
+            return send(tx, ack(&resp, Bytes::new())).await;
         }
     };
     nonces[slot] = (resp.version(), resp.nonce());
@@ -79,11 +80,11 @@ async fn on_response(
             }
             held.clusters = resp.resources.len();
             held.got_cds = true;
-            send(tx, ack(&resp, Vec::new())).await?;
+            send(tx, ack(&resp, Bytes::new())).await?;
             if held.eds_wanted.set != eds {
                 held.eds_wanted = shared.intern(eds);
                 let (v, n) = &nonces[1];
-                let names = held.eds_wanted.names.clone();
+                let names = held.eds_wanted.encoded.clone();
                 send(tx, request(ENDPOINT, v, n, names, None)).await?;
             }
         }
@@ -99,7 +100,7 @@ async fn on_response(
                 }
                 held.eds_held.insert(shared.names.id(name));
             }
-            send(tx, ack(&resp, held.eds_wanted.names.clone())).await?;
+            send(tx, ack(&resp, held.eds_wanted.encoded.clone())).await?;
             for (name, bytes) in found {
                 check_target(shared, held, id.index, target, name, bytes)?;
             }
@@ -113,11 +114,15 @@ async fn on_response(
             rds.dedup();
             held.listeners = resp.resources.len();
             held.got_lds = true;
-            send(tx, ack(&resp, Vec::new())).await?;
+            send(tx, ack(&resp, Bytes::new())).await?;
             if held.rds_wanted != rds {
                 held.rds_wanted = rds;
                 let (v, n) = &nonces[3];
-                send(tx, request(ROUTE, v, n, held.rds_wanted.clone(), None)).await?;
+                send(
+                    tx,
+                    request(ROUTE, v, n, encode_names(&held.rds_wanted), None),
+                )
+                .await?;
             }
         }
         _ => {
@@ -128,7 +133,7 @@ async fn on_response(
                 held.rds_held
                     .insert(String::from_utf8_lossy(name).into_owned());
             }
-            send(tx, ack(&resp, held.rds_wanted.clone())).await?;
+            send(tx, ack(&resp, encode_names(&held.rds_wanted))).await?;
         }
     }
     held.check_full(shared);
@@ -136,7 +141,7 @@ async fn on_response(
 }
 
 /// The ACK of `resp`, naming the current subscription of its type.
-fn ack(resp: &Response<'_>, names: Vec<String>) -> DiscoveryRequest {
+fn ack(resp: &Response<'_>, names: Bytes) -> SotwRequest {
     request(
         &resp.type_url(),
         &resp.version(),
@@ -150,23 +155,22 @@ fn request(
     type_url: &str,
     version: &str,
     nonce: &str,
-    names: Vec<String>,
+    names: Bytes,
     node: Option<envoy_types::pb::envoy::config::core::v3::Node>,
-) -> DiscoveryRequest {
-    DiscoveryRequest {
-        version_info: version.to_string(),
-        node,
-        resource_names: names,
-        type_url: type_url.to_string(),
-        response_nonce: nonce.to_string(),
-        error_detail: None,
-        ..Default::default()
+) -> SotwRequest {
+    SotwRequest {
+        head: DiscoveryRequest {
+            version_info: version.to_string(),
+            node,
+            type_url: type_url.to_string(),
+            response_nonce: nonce.to_string(),
+            error_detail: None,
+            ..Default::default()
+        },
+        names,
     }
 }
 
-async fn send(
-    tx: &mpsc::Sender<DiscoveryRequest>,
-    req: DiscoveryRequest,
-) -> Result<(), ProxyError> {
+async fn send(tx: &mpsc::Sender<SotwRequest>, req: SotwRequest) -> Result<(), ProxyError> {
     tx.send(req).await.map_err(|_| ProxyError::Closed)
 }
