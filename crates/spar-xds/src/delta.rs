@@ -336,15 +336,7 @@ impl<S: ResourceSource> Conn<'_, S> {
             removed_resources: d.removed,
             nonce: st.nonce.clone(),
         };
-        st.pushes
-            .get_or_insert_with(|| {
-                self.shared
-                    .metrics
-                    .pushes
-                    .get_or_create(&Metrics::label(type_url))
-                    .clone()
-            })
-            .inc();
+        self.shared.metrics.count_push(&mut st.pushes, type_url);
         self.status.sent(
             type_url,
             &st.version,

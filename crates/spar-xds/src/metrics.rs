@@ -109,6 +109,14 @@ impl Metrics {
         }
     }
 
+    /// Counts a push of `type_url` (`pilot_xds_pushes`) on the counter kept in `cached`,
+    /// looked up in the family only the first time.
+    pub fn count_push(&self, cached: &mut Option<Count>, type_url: &str) {
+        cached
+            .get_or_insert_with(|| self.pushes.get_or_create(&Self::label(type_url)).clone())
+            .inc();
+    }
+
     pub fn label(type_url: &str) -> TypeLabel {
         TypeLabel {
             r#type: crate::resources::short_name(type_url).to_string(),

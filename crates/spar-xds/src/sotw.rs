@@ -322,15 +322,7 @@ impl<S: ResourceSource> Conn<'_, S> {
             type_url: type_url.to_string(),
             nonce: st.nonce.clone(),
         };
-        st.pushes
-            .get_or_insert_with(|| {
-                self.shared
-                    .metrics
-                    .pushes
-                    .get_or_create(&Metrics::label(type_url))
-                    .clone()
-            })
-            .inc();
+        self.shared.metrics.count_push(&mut st.pushes, type_url);
         self.status.sent(
             type_url,
             &st.version,
