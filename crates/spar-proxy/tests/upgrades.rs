@@ -183,6 +183,102 @@ async fn ws_handshake(port: u16) -> (String, TcpStream) {
     (String::from_utf8_lossy(&head).into_owned(), s)
 }
 
+/// Sets every connection manager's `common_http_protocol_options.idle_timeout`.
+fn set_idle_timeout(x: &mut spar_translate::XdsResources, d: Duration) {
+    use envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions;
+    for l in &mut x.listeners {
+        for c in &mut l.filter_chains {
+            for f in &mut c.filters {
+                let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
+                    continue;
+                };
+                if any.type_url != HttpConnectionManager::type_url() {
+                    continue;
+                }
+                let mut hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+                hcm.common_http_protocol_options = Some(HttpProtocolOptions {
+                    idle_timeout: Some(envoy_types::pb::google::protobuf::Duration {
+                        seconds: d.as_secs() as i64,
+                        nanos: d.subsec_nanos() as i32,
+                    }),
+                    ..Default::default()
+                });
+                *any = Any {
+                    type_url: HttpConnectionManager::type_url(),
+                    value: hcm.encode_to_vec(),
+                };
+            }
+        }
+    }
+}
+
+/// One request on `s`, its whole response read (`content-length` framed).
+async fn one_request(s: &mut TcpStream) -> String {
+    s.write_all(b"GET /cors HTTP/1.1\r\nhost: echo.example\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("a response within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed before the response ended");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return text;
+            }
+        }
+    }
+}
+
+/// Envoy's `idle_timeout`: a keep-alive connection without a request for that long is
+/// closed; without one configured (Envoy's default is an hour) it stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let ws = ws_server().await;
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+
+    let gw = free_port();
+    let mut x = gateway_resources(&config(gw, ws, v1.addr, v2.addr));
+    set_idle_timeout(&mut x, Duration::from_millis(500));
+    let _short = start(&x, gw).await;
+    let mut s = TcpStream::connect(("127.0.0.1", gw)).await.unwrap();
+    assert!(one_request(&mut s).await.starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("closed within 5 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the idle connection is closed");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The default: still open after the same idle time, and serving.
+    let gw = free_port();
+    let x = gateway_resources(&config(gw, ws, v1.addr, v2.addr));
+    let _default = start(&x, gw).await;
+    let mut s = TcpStream::connect(("127.0.0.1", gw)).await.unwrap();
+    assert!(one_request(&mut s).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(one_request(&mut s).await.starts_with("HTTP/1.1 200"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_mirror_and_cors() {
     let ws = ws_server().await;

@@ -110,6 +110,10 @@ pub struct HttpManager {
     pub cors: bool,
     pub max_request_headers_kb: u32,
     pub stream_idle_timeout: Option<Duration>,
+    /// `common_http_protocol_options.idle_timeout`: how long a downstream connection may
+    /// sit without a request before it is closed; Envoy's default is 1 hour, `0s` turns
+    /// it off (`None`).
+    pub idle_timeout: Option<Duration>,
     /// Upgrade types allowed (`websocket`, lower-cased), from `upgrade_configs`.
     pub upgrades: Vec<String>,
     /// `normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`.
@@ -489,6 +493,7 @@ fn http_manager(
         cors,
         max_request_headers_kb: h.max_request_headers_kb.as_ref().map_or(60, |v| v.value),
         stream_idle_timeout: h.stream_idle_timeout.as_ref().and_then(duration),
+        idle_timeout: idle_timeout(h),
         upgrades: h
             .upgrade_configs
             .iter()
@@ -528,6 +533,22 @@ fn internal_addresses(
         })
         .collect()
 }
+
+/// The connection manager's idle timeout: Envoy's one hour unless the config sets one; an
+/// explicit zero turns it off.
+fn idle_timeout(h: &HttpConnectionManager) -> Option<Duration> {
+    match h
+        .common_http_protocol_options
+        .as_ref()
+        .and_then(|o| o.idle_timeout.as_ref())
+    {
+        None => Some(DEFAULT_IDLE_TIMEOUT),
+        Some(d) => duration(d).filter(|d| !d.is_zero()),
+    }
+}
+
+/// Envoy's `idle_timeout` when `common_http_protocol_options` does not set one.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 fn path_options(h: &HttpConnectionManager) -> crate::http::path::PathOptions {
     use crate::http::path::{EscapedSlashes, PathOptions};

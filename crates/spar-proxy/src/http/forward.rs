@@ -39,7 +39,9 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        // As a listener's connection manager by default (Envoy's 1-hour `idle_timeout`):
+        // it runs while the connection waits for, or reads, a request head.
+        .header_read_timeout(crate::config::listener::DEFAULT_IDLE_TIMEOUT);
     let serving = builder.serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(serving);
     let mut drain = shared.drain.clone();

@@ -139,7 +139,10 @@ pub async fn serve<S>(
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .max_buf_size((hcm.max_request_headers_kb as usize * 1024).max(8192))
-        .header_read_timeout(std::time::Duration::from_secs(30));
+        // hyper's header read timeout runs from when the connection goes idle (after a
+        // response, or from the start) until the next request head is complete: Envoy's
+        // `idle_timeout` for a keep-alive connection, and the same bound on a slow head.
+        .header_read_timeout(hcm.idle_timeout);
     let serving = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     tokio::pin!(serving);
     let mut drain = shared.drain.clone();
