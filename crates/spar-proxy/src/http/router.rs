@@ -79,12 +79,13 @@ pub async fn forward(
     let (mut parts, body) = req.into_parts();
     // Rewrites. Like Envoy's router, tell the upstream what the path and host were before
     // (`x-envoy-original-path`, `x-envoy-original-host`).
-    let mut new_path = path.to_string();
-    if let Some(pr) = &fwd.prefix_rewrite {
-        new_path = filters::prefix_rewrite(&new_path, &route.matcher.path, pr);
+    let new_path: std::borrow::Cow<'_, str> = if let Some(pr) = &fwd.prefix_rewrite {
+        filters::prefix_rewrite(path, &route.matcher.path, pr).into()
     } else if let Some((re, sub)) = &fwd.regex_rewrite {
-        new_path = filters::regex_rewrite(&new_path, re, sub);
-    }
+        filters::regex_rewrite(path, re, sub).into()
+    } else {
+        path.into()
+    };
     if fwd.prefix_rewrite.is_some() || fwd.regex_rewrite.is_some() {
         if let Ok(v) = HeaderValue::from_str(path) {
             parts.headers.insert("x-envoy-original-path", v);
