@@ -118,11 +118,17 @@ spec:
     y
 }
 
-/// Adds `upgrade_configs: [{upgrade_type: websocket}]` to every HTTP connection manager,
-/// as istiod does (Spar's translator does not emit it yet).
 /// Removes every connection manager's upgrade list (the translator allows `websocket`, as
 /// istiod does).
 fn deny_websocket(x: &mut spar_translate::XdsResources) {
+    edit_connection_managers(x, |hcm| hcm.upgrade_configs = Vec::new());
+}
+
+/// Applies `edit` to every HTTP connection manager of `x`'s listeners.
+fn edit_connection_managers(
+    x: &mut spar_translate::XdsResources,
+    mut edit: impl FnMut(&mut HttpConnectionManager),
+) {
     for l in &mut x.listeners {
         for c in &mut l.filter_chains {
             for f in &mut c.filters {
@@ -133,7 +139,7 @@ fn deny_websocket(x: &mut spar_translate::XdsResources) {
                     continue;
                 }
                 let mut hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
-                hcm.upgrade_configs = Vec::new();
+                edit(&mut hcm);
                 *any = Any {
                     type_url: HttpConnectionManager::type_url(),
                     value: hcm.encode_to_vec(),
@@ -186,30 +192,15 @@ async fn ws_handshake(port: u16) -> (String, TcpStream) {
 /// Sets every connection manager's `common_http_protocol_options.idle_timeout`.
 fn set_idle_timeout(x: &mut spar_translate::XdsResources, d: Duration) {
     use envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions;
-    for l in &mut x.listeners {
-        for c in &mut l.filter_chains {
-            for f in &mut c.filters {
-                let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
-                    continue;
-                };
-                if any.type_url != HttpConnectionManager::type_url() {
-                    continue;
-                }
-                let mut hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
-                hcm.common_http_protocol_options = Some(HttpProtocolOptions {
-                    idle_timeout: Some(envoy_types::pb::google::protobuf::Duration {
-                        seconds: d.as_secs() as i64,
-                        nanos: d.subsec_nanos() as i32,
-                    }),
-                    ..Default::default()
-                });
-                *any = Any {
-                    type_url: HttpConnectionManager::type_url(),
-                    value: hcm.encode_to_vec(),
-                };
-            }
-        }
-    }
+    edit_connection_managers(x, |hcm| {
+        hcm.common_http_protocol_options = Some(HttpProtocolOptions {
+            idle_timeout: Some(envoy_types::pb::google::protobuf::Duration {
+                seconds: d.as_secs() as i64,
+                nanos: d.subsec_nanos() as i32,
+            }),
+            ..Default::default()
+        });
+    });
 }
 
 /// One request on `s`, its whole response read (`content-length` framed).
