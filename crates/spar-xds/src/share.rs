@@ -40,7 +40,8 @@ pub fn share_with(enc: &mut Encoded, others: &[Arc<Encoded>]) {
     }
 }
 
-fn same_resource(a: &Arc<EncodedResource>, b: &Arc<EncodedResource>) -> bool {
+/// The same resource: one allocation, or the same version and bytes.
+pub(crate) fn same_resource(a: &Arc<EncodedResource>, b: &Arc<EncodedResource>) -> bool {
     Arc::ptr_eq(a, b) || (a.version == b.version && a.any_bytes() == b.any_bytes())
 }
 

@@ -9,27 +9,11 @@
 //! `envoy/service/discovery/v3/discovery.proto`'s; `resource_locators` (7) is skipped, as
 //! before (xDS-TP locators are not served).
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::rpc::Status;
-use prost::Message;
-
-/// Why a request could not be read (prost's words for the same faults).
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum DecodeError {
-    #[error("buffer underflow: the message ends inside a field")]
-    Truncated,
-    #[error("invalid varint")]
-    Varint,
-    #[error("invalid wire type {0}")]
-    WireType(u64),
-    #[error("invalid string value: field {0} is not UTF-8 encoded")]
-    Utf8(u64),
-    #[error("the message is too large")]
-    TooLarge,
-    #[error(transparent)]
-    Field(#[from] prost::DecodeError),
-}
+use prost::encoding::{self, check_wire_type, DecodeContext, WireType};
+use prost::DecodeError;
 
 /// A `DiscoveryRequest` whose `resource_names` (field 3) are spans of the received
 /// message: no allocation and no reference count per name (an earlier version kept each
@@ -39,7 +23,8 @@ pub(crate) struct SotwRequest {
     pub version_info: String,
     pub node: Option<Node>,
     message: Bytes,
-    names: Vec<(u32, u32)>,
+    /// Where each name is in `message`: offset and length.
+    names: Vec<(usize, usize)>,
     pub type_url: String,
     pub response_nonce: String,
     pub error_detail: Option<Status>,
@@ -50,91 +35,52 @@ impl SotwRequest {
     pub(crate) fn resource_names(&self) -> Vec<&[u8]> {
         self.names
             .iter()
-            .map(|&(at, len)| &self.message[at as usize..(at + len) as usize])
+            .map(|&(at, len)| &self.message[at..at + len])
             .collect()
     }
 
-    /// Reads the message; the same fields and errors as prost's decode of
-    /// `DiscoveryRequest` (strings must be UTF-8; unknown fields are skipped).
+    /// Reads the message with prost's own wire-format functions, so it accepts and refuses
+    /// what prost's decode of `DiscoveryRequest` does (strings must be UTF-8, a defined field
+    /// must have its wire type, unknown fields are skipped); only field 3 is kept as spans.
     pub(crate) fn decode(message: Bytes) -> Result<SotwRequest, DecodeError> {
         let mut out = SotwRequest::default();
-        let data = &message[..];
-        let mut at = 0usize;
-        while at < data.len() {
-            let key = varint(data, &mut at)?;
-            let (tag, wire) = (key >> 3, key & 7);
-            if wire != 2 {
-                // Every field this message defines is length-delimited.
-                if (1..=7).contains(&tag) {
-                    return Err(DecodeError::WireType(wire));
-                }
-                skip(data, &mut at, wire)?;
-                continue;
-            }
-            let len = usize::try_from(varint(data, &mut at)?).map_err(|_| DecodeError::TooLarge)?;
-            let end = at
-                .checked_add(len)
-                .filter(|e| *e <= data.len())
-                .ok_or(DecodeError::Truncated)?;
-            let field = &data[at..end];
+        let mut buf: &[u8] = &message;
+        let ctx = DecodeContext::default;
+        while buf.has_remaining() {
+            let (tag, wire) = encoding::decode_key(&mut buf)?;
             match tag {
-                1 => out.version_info = string(field, tag)?,
-                2 => out.node.get_or_insert_with(Node::default).merge(field)?,
-                3 => out.names.push((
-                    u32::try_from(at).map_err(|_| DecodeError::TooLarge)?,
-                    u32::try_from(len).map_err(|_| DecodeError::TooLarge)?,
-                )),
-                4 => out.type_url = string(field, tag)?,
-                5 => out.response_nonce = string(field, tag)?,
-                6 => out
-                    .error_detail
-                    .get_or_insert_with(Status::default)
-                    .merge(field)?,
+                1 => encoding::string::merge(wire, &mut out.version_info, &mut buf, ctx())?,
+                2 => encoding::message::merge(
+                    wire,
+                    out.node.get_or_insert_with(Node::default),
+                    &mut buf,
+                    ctx(),
+                )?,
+                3 => {
+                    check_wire_type(WireType::LengthDelimited, wire)?;
+                    // prost checks the length and passes over the name; the span is what
+                    // it passed over after the length prefix.
+                    let mut name = buf;
+                    encoding::skip_field(wire, tag, &mut buf, ctx())?;
+                    encoding::decode_varint(&mut name)?;
+                    let at = message.len() - name.remaining();
+                    out.names.push((at, name.remaining() - buf.remaining()));
+                }
+                4 => encoding::string::merge(wire, &mut out.type_url, &mut buf, ctx())?,
+                5 => encoding::string::merge(wire, &mut out.response_nonce, &mut buf, ctx())?,
+                6 => encoding::message::merge(
+                    wire,
+                    out.error_detail.get_or_insert_with(Status::default),
+                    &mut buf,
+                    ctx(),
+                )?,
                 // 7: resource_locators (xDS-TP) are not served; others are unknown.
-                _ => {}
+                _ => encoding::skip_field(wire, tag, &mut buf, ctx())?,
             }
-            at = end;
         }
         out.message = message;
         Ok(out)
     }
-}
-
-fn string(b: &[u8], tag: u64) -> Result<String, DecodeError> {
-    std::str::from_utf8(b)
-        .map(str::to_string)
-        .map_err(|_| DecodeError::Utf8(tag))
-}
-
-fn varint(data: &[u8], at: &mut usize) -> Result<u64, DecodeError> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *data.get(*at).ok_or(DecodeError::Truncated)?;
-        *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err(DecodeError::Varint)
-}
-
-/// Skips a field of wire type `wire` (not length-delimited).
-fn skip(data: &[u8], at: &mut usize, wire: u64) -> Result<(), DecodeError> {
-    let n = match wire {
-        0 => {
-            varint(data, at)?;
-            return Ok(());
-        }
-        1 => 8,
-        5 => 4,
-        _ => return Err(DecodeError::WireType(wire)),
-    };
-    *at = at
-        .checked_add(n)
-        .filter(|e| *e <= data.len())
-        .ok_or(DecodeError::Truncated)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -378,9 +378,10 @@ fn derive(
     let same_edit = |e: &&EdsEdit| {
         Arc::ptr_eq(&e.previous, &previous)
             && e.changed.len() == changed.len()
-            && e.changed.iter().zip(&changed).all(|((na, ra), (nb, rb))| {
-                na == nb && ra.version == rb.version && ra.any_bytes() == rb.any_bytes()
-            })
+            && e.changed
+                .iter()
+                .zip(&changed)
+                .all(|((na, ra), (nb, rb))| na == nb && crate::share::same_resource(ra, rb))
     };
     let (next, changed) = match edits.iter().find(same_edit) {
         Some(e) => (e.next.clone(), e.changed.clone()),

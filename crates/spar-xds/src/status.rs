@@ -57,12 +57,12 @@ struct Entry {
     sent: BTreeMap<&'static str, Arc<TypeResources>>,
 }
 
-type Shared = Arc<Mutex<Entry>>;
+type EntryRef = Arc<Mutex<Entry>>;
 
 /// Status of every connected proxy.
 #[derive(Default)]
 pub struct StatusRegistry {
-    conns: Mutex<BTreeMap<u64, Shared>>,
+    conns: Mutex<BTreeMap<u64, EntryRef>>,
     next: AtomicU64,
 }
 
@@ -70,7 +70,7 @@ pub struct StatusRegistry {
 pub struct Registration {
     registry: Arc<StatusRegistry>,
     pub id: u64,
-    entry: Shared,
+    entry: EntryRef,
 }
 
 impl Drop for Registration {
@@ -99,7 +99,7 @@ impl Registration {
 
 /// Records one connection's sends, ACKs and NACKs.
 #[derive(Clone)]
-pub struct ConnStatus(Shared);
+pub struct ConnStatus(EntryRef);
 
 impl ConnStatus {
     fn update(&self, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
@@ -151,11 +151,11 @@ impl ConnStatus {
 }
 
 impl StatusRegistry {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Shared>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, EntryRef>> {
         self.conns.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn entries(&self) -> Vec<Shared> {
+    fn entries(&self) -> Vec<EntryRef> {
         self.lock().values().cloned().collect()
     }
 

@@ -168,20 +168,17 @@ pub(crate) struct Requests<M> {
 
 /// A request message the server reads from the bytes received.
 pub(crate) trait RequestMessage: Sized {
-    type Error: std::fmt::Display;
-    fn decode(message: Bytes) -> Result<Self, Self::Error>;
+    fn decode(message: Bytes) -> Result<Self, prost::DecodeError>;
 }
 
 impl RequestMessage for envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest {
-    type Error = prost::DecodeError;
-    fn decode(message: Bytes) -> Result<Self, Self::Error> {
+    fn decode(message: Bytes) -> Result<Self, prost::DecodeError> {
         <Self as Message>::decode(message)
     }
 }
 
 impl RequestMessage for crate::sotw_request::SotwRequest {
-    type Error = crate::sotw_request::DecodeError;
-    fn decode(message: Bytes) -> Result<Self, Self::Error> {
+    fn decode(message: Bytes) -> Result<Self, prost::DecodeError> {
         crate::sotw_request::SotwRequest::decode(message)
     }
 }

@@ -590,3 +590,37 @@ fn tcp_route(t: &TcpProxy, what: &dyn Fn() -> String) -> Result<TcpRoute, Config
             .filter(|d| !d.is_zero()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions;
+
+    fn with_idle(idle: Option<i64>) -> HttpConnectionManager {
+        HttpConnectionManager {
+            common_http_protocol_options: idle.map(|seconds| HttpProtocolOptions {
+                idle_timeout: Some(envoy_types::pb::google::protobuf::Duration {
+                    seconds,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_idle_timeout_is_envoys_hour_unless_set_and_zero_turns_it_off() {
+        assert_eq!(idle_timeout(&with_idle(None)), Some(DEFAULT_IDLE_TIMEOUT));
+        assert_eq!(
+            idle_timeout(&with_idle(Some(30))),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(idle_timeout(&with_idle(Some(0))), None);
+        assert_eq!(
+            idle_timeout(&with_idle(Some(-1))),
+            None,
+            "negative: invalid, off"
+        );
+    }
+}

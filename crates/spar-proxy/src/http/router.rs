@@ -477,44 +477,26 @@ impl Drop for Decrement<'_> {
 mod tests {
     use super::*;
 
+    fn target_of(downstream: Option<&Uri>, path: &str) -> Result<Uri, UpstreamError> {
+        h1_request(
+            &Method::GET,
+            HeaderMap::new(),
+            downstream,
+            path,
+            super::super::body::empty(),
+        )
+        .map(|r| r.uri().clone())
+    }
+
     #[test]
     fn an_upstream_http1_request_targets_the_path_it_is_given() {
-        let get = Method::GET;
         let same: Uri = "/a/b?q=1".parse().unwrap();
-        let r = h1_request(
-            &get,
-            HeaderMap::new(),
-            Some(&same),
-            "/a/b?q=1",
-            super::super::body::empty(),
-        );
-        assert_eq!(r.unwrap().uri(), "/a/b?q=1");
+        assert_eq!(target_of(Some(&same), "/a/b?q=1").unwrap(), "/a/b?q=1");
         // Rewritten or normalized: the path given, not the downstream target.
-        let r = h1_request(
-            &get,
-            HeaderMap::new(),
-            Some(&same),
-            "/v2/b?q=1",
-            super::super::body::empty(),
-        );
-        assert_eq!(r.unwrap().uri(), "/v2/b?q=1");
+        assert_eq!(target_of(Some(&same), "/v2/b?q=1").unwrap(), "/v2/b?q=1");
         // An absolute-form downstream target is never sent upstream as it is.
         let absolute: Uri = "http://h/a/b?q=1".parse().unwrap();
-        let r = h1_request(
-            &get,
-            HeaderMap::new(),
-            Some(&absolute),
-            "/a/b?q=1",
-            super::super::body::empty(),
-        );
-        assert_eq!(r.unwrap().uri(), "/a/b?q=1");
-        assert!(h1_request(
-            &get,
-            HeaderMap::new(),
-            None,
-            "not a path\n",
-            super::super::body::empty()
-        )
-        .is_err());
+        assert_eq!(target_of(Some(&absolute), "/a/b?q=1").unwrap(), "/a/b?q=1");
+        assert!(target_of(None, "not a path\n").is_err());
     }
 }
