@@ -260,8 +260,6 @@ fn node_namespace(node: &Node) -> Option<String> {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    // Before the runtime's threads exist (see the function's docs).
-    crate::allocator::keep_freed_pages(crate::allocator::PROXY_PURGE_DELAY_MS);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
