@@ -12,10 +12,13 @@
 #
 # Goals (issue): RSS <= 300 MB, full push <= 2 s, endpoint-change convergence p99 <= 100 ms.
 #
-# No peer comparison here: istiod needs a Kubernetes API server (or its file-based test
-# mode, which needs an Istio build) that this environment does not provide, so only Spar's
-# own figures are printed; nothing stands in for istiod. The load client shares the CPU with
-# the control plane (2 cores here), so the figures are pessimistic for the control plane.
+# No istiod beside it: istiod needs a Kubernetes API server (or its file-based test mode,
+# which needs an Istio build) that this environment does not provide, and nothing stands in
+# for it. What runs beside it is the floor: after each variant, the bytes its full push put
+# through loopback (per proxy, requests and ACKs included) are sent again over as many plain
+# TCP connections, one writer and one reader process (bench/tcp_floor.py), and the push's
+# time is printed against that. The load client shares the CPU with the control plane (2
+# cores here), so the figures are pessimistic for the control plane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SERVICES=${SERVICES:-1000}
@@ -55,6 +58,8 @@ python3 bench/gen_mesh.py gen "$dir/config" "$SERVICES" "$ENDPOINTS"
 
 # CPU seconds (user+system) a process has used so far, and the two apart.
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f %.2f %.2f", ($14 + $15) / hz, $14 / hz, $15 / hz }' "/proc/$1/stat"; }
+# Bytes received on loopback so far (each byte sent between local processes, once).
+lo_bytes() { awk -F'[: ]+' '$2 == "lo" { print $3 }' /proc/net/dev; }
 rss() { awk -v k="$2:" '$1 == k { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 field() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(eval(sys.argv[2], {}, d))' "$1" "$2"; }
 
@@ -77,12 +82,15 @@ run_variant() {
   local rss_loaded; rss_loaded=$(rss "$cp_pid" VmRSS)
   local cpu_loaded; cpu_loaded=$(cpu "$cp_pid")
 
+  local lo_before; lo_before=$(lo_bytes)
   coproc LOAD { exec env ${LOAD_ENV:-} "$load" --xds-addr "$addr" --proxies "$PROXIES" --workloads "$WORKLOADS" \
     $flag --mode watch 2>"$dir/load.err"; }
   load_pid=$LOAD_PID
   local line full
   read -r line <&"${LOAD[0]}" || { cat "$dir/load.err" >&2; exit 1; }
   full=${line#ready }
+  # Everything the push and its requests and ACKs put through loopback, per proxy.
+  local push_bytes=$(( ($(lo_bytes) - lo_before) / PROXIES ))
   local rss_full; rss_full=$(rss "$cp_pid" VmRSS)
   local cpu_full_cp cpu_full_load
   cpu_full_cp=$(python3 -c 'import sys; a=sys.argv[1].split(); b=sys.argv[2].split(); print(" / ".join("%.2f" % (float(y) - float(x)) for x, y in zip(a, b)))' "$cpu_loaded" "$(cpu "$cp_pid")")
@@ -131,6 +139,8 @@ run_variant() {
   kill "$cp_pid"; wait "$cp_pid" 2>/dev/null || true; cp_pid=; load_pid=
   wait 2>/dev/null || true
 
+  # The floor: the same bytes per connection over plain TCP, nothing else running.
+  local floor; floor=$(python3 bench/tcp_floor.py "$PROXIES" "$push_bytes")
   local push p99 p50 complete incomplete
   push=$(field "$full" 'full_push_seconds["max"]')
   complete=$(field "$full" 'complete')
@@ -148,6 +158,10 @@ run_variant() {
   printf '%-52s %12s %12s %8s\n' "RSS peak, VmHWM (MB)" "$hwm" "<= 300" "$(verdict "$hwm" 300)"
   printf '%-52s %12s %12s %8s\n' "full push to all $complete/$PROXIES proxies (s)" "$push" "<= 2" "$(verdict "$push" 2)"
   printf '%-52s %24s\n' "  CPU s in it, control plane (total / user / sys)" "$cpu_full_cp"
+  printf '%-52s %12s\n' "  bytes through loopback per proxy" "$push_bytes"
+  printf '%-52s %12s %12s\n' "  the same bytes over plain TCP, no HTTP/2 (s)" "$(field "$floor" 'seconds')" "-"
+  printf '%-52s %12s\n' "  full push / plain TCP" "$(python3 -c 'import sys; print("%.2fx" % (float(sys.argv[1]) / float(sys.argv[2])))' "$push" "$(field "$floor" 'seconds')")"
+  printf '%-52s %24s\n' "  plain TCP CPU s, writer / reader" "$(field "$floor" 'writer_cpu_s') / $(field "$floor" 'reader_cpu_s')"
   printf '%-52s %24s\n' "  CPU s in it, load client (total / user / sys)" "$cpu_full_load"
   printf '%-52s %12s %12s\n' "endpoint change -> all affected ACKed, p50 (ms)" "$p50" "-"
   printf '%-52s %12s %12s %8s\n' "endpoint change -> all affected ACKed, p99 (ms)" "$p99" "<= 100" "$(verdict "$p99" 100)"

@@ -17,6 +17,7 @@
 
 pub mod kube;
 pub mod model;
+mod own_workload;
 pub mod protocol;
 pub mod service_entry;
 pub mod workload;
@@ -40,6 +41,8 @@ pub const DEFAULT_DOMAIN_SUFFIX: &str = "cluster.local";
 pub struct Registry {
     services: Vec<Arc<Service>>,
     workloads: Arc<Vec<Workload>>,
+    /// Finds a proxy's own workload among `workloads` without a scan.
+    own: Arc<own_workload::WorkloadIndex>,
     /// Every alias → indexes into `services` (lookups are per request of a translation,
     /// so they must not scan every service).
     by_alias: Arc<BTreeMap<String, Vec<usize>>>,
@@ -62,6 +65,7 @@ impl Registry {
         }
         Registry {
             services: services.into_iter().map(Arc::new).collect(),
+            own: Arc::new(own_workload::WorkloadIndex::new(&workloads)),
             workloads: Arc::new(workloads),
             by_alias: Arc::new(by_alias),
         }
@@ -97,6 +101,7 @@ impl Registry {
         Registry {
             services,
             workloads: self.workloads.clone(),
+            own: self.own.clone(),
             by_alias: self.by_alias.clone(),
         }
     }
@@ -132,6 +137,20 @@ impl Registry {
     /// Every workload (pods, Deployment replicas, WorkloadEntries), sorted.
     pub fn workloads(&self) -> &[Workload] {
         &self.workloads
+    }
+
+    /// The workload a proxy runs in: the first (in [`Registry::workloads`] order) of its
+    /// namespace whose address is the proxy's IP or whose labels are the proxy's labels.
+    /// Two hash lookups, whatever the number of workloads.
+    pub fn own_workload(
+        &self,
+        namespace: &str,
+        ip: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Option<&Workload> {
+        self.own
+            .find(namespace, ip, labels)
+            .map(|i| &self.workloads[i])
     }
 
     /// Services a proxy in `namespace` may see (`exportTo`).

@@ -51,8 +51,5 @@ impl NodeClass {
 /// labels are the node's labels. Shared with the inbound-cluster builder so the class and
 /// the translation can never look the workload up differently.
 pub(crate) fn own_workload<'a>(registry: &'a Registry, node: &ProxyNode) -> Option<&'a Workload> {
-    registry.workloads().iter().find(|w| {
-        w.namespace == node.namespace
-            && (w.address.as_deref() == Some(node.ip.as_str()) || w.labels == node.labels)
-    })
+    registry.own_workload(&node.namespace, &node.ip, &node.labels)
 }
