@@ -7,8 +7,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::names::{IdSet, NameId};
 use crate::proxy::{
@@ -18,7 +16,10 @@ use crate::proxy::{
 use crate::scan;
 use crate::wire::{self, Response};
 
-type Tx = mpsc::Sender<DeltaDiscoveryRequest>;
+type Tx = crate::grpc::Stream<DeltaDiscoveryRequest>;
+
+const DELTA: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 /// What the delta stream needs beyond [`Holdings`]: per cluster its EDS name, per listener
 /// its route names, so removals can be followed.
@@ -33,13 +34,12 @@ struct State {
 
 /// Runs one proxy until its stream ends or fails.
 pub async fn run(shared: Arc<Shared>, id: Identity) -> Result<(), ProxyError> {
-    let channel = crate::connect(&shared).await?;
-    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);
+    let conn = crate::connect(&shared).await?;
+    let mut stream = Tx::open(conn, DELTA).await?;
     let mut first = subscribe(CLUSTER, Vec::new(), Vec::new());
     first.node = Some(id.node());
-    send(&tx, first).await?;
-    send(&tx, subscribe(LISTENER, Vec::new(), Vec::new())).await?;
-    let mut stream = crate::wire::delta(channel, ReceiverStream::new(rx)).await?;
+    stream.send(&first)?;
+    stream.send(&subscribe(LISTENER, Vec::new(), Vec::new()))?;
     let mut target = shared.target.clone();
     let mut st = State::default();
     loop {
@@ -48,7 +48,7 @@ pub async fn run(shared: Arc<Shared>, id: Identity) -> Result<(), ProxyError> {
                 let msg = resp?.ok_or(ProxyError::Closed)?;
                 let resp = Response::delta(&msg)?;
                 let t = target.borrow().clone();
-                on_response(&shared, &id, &tx, &mut st, t.as_deref(), resp).await?;
+                on_response(&shared, &id, &mut stream, &mut st, t.as_deref(), resp)?;
             }
             changed = target.changed() => {
                 if changed.is_err() {
@@ -65,10 +65,10 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-async fn on_response(
+fn on_response(
     shared: &Shared,
     id: &Identity,
-    tx: &Tx,
+    tx: &mut Tx,
     st: &mut State,
     target: Option<&Target>,
     resp: Response<'_>,
@@ -94,7 +94,7 @@ async fn on_response(
             }
             st.held.clusters = st.clusters.len();
             st.held.got_cds = true;
-            send(tx, ack).await?;
+            tx.send(&ack)?;
             let mut want = IdSet::default();
             for eds in st.clusters.values().flatten() {
                 want.insert(*eds);
@@ -107,7 +107,7 @@ async fn on_response(
                     names.sorted_names(&add),
                     names.sorted_names(&drop),
                 );
-                send(tx, req).await?;
+                tx.send(&req)?;
             }
             st.eds_subscribed.clone_from(&want);
             st.held.eds_wanted = shared.intern(want);
@@ -126,7 +126,7 @@ async fn on_response(
                     }
                 }
             }
-            send(tx, ack).await?;
+            tx.send(&ack)?;
             for (name, value) in found {
                 check_target(shared, &mut st.held, id.index, target, name, value)?;
             }
@@ -145,9 +145,9 @@ async fn on_response(
             }
             st.held.listeners = st.listeners.len();
             st.held.got_lds = true;
-            send(tx, ack).await?;
+            tx.send(&ack)?;
             let want: BTreeSet<String> = st.listeners.values().flatten().cloned().collect();
-            resubscribe(tx, ROUTE, &mut st.rds_subscribed, &want).await?;
+            resubscribe(tx, ROUTE, &mut st.rds_subscribed, &want)?;
             st.held.rds_wanted = want.into_iter().collect();
         }
         t if t == ROUTE.as_bytes() => {
@@ -158,17 +158,17 @@ async fn on_response(
                 let (name, _) = wire::delta_resource(r)?;
                 st.held.rds_held.insert(lossy(name));
             }
-            send(tx, ack).await?;
+            tx.send(&ack)?;
         }
-        _ => send(tx, ack).await?,
+        _ => tx.send(&ack)?,
     }
     st.held.check_full(shared);
     Ok(())
 }
 
 /// Subscribes to names newly wanted and unsubscribes from those no longer wanted.
-async fn resubscribe(
-    tx: &Tx,
+fn resubscribe(
+    tx: &mut Tx,
     type_url: &str,
     subscribed: &mut BTreeSet<String>,
     want: &BTreeSet<String>,
@@ -179,7 +179,7 @@ async fn resubscribe(
         return Ok(());
     }
     subscribed.clone_from(want);
-    send(tx, subscribe(type_url, add, drop)).await
+    tx.send(&subscribe(type_url, add, drop))
 }
 
 fn subscribe(type_url: &str, add: Vec<String>, drop: Vec<String>) -> DeltaDiscoveryRequest {
@@ -189,8 +189,4 @@ fn subscribe(type_url: &str, add: Vec<String>, drop: Vec<String>) -> DeltaDiscov
         resource_names_unsubscribe: drop,
         ..Default::default()
     }
-}
-
-async fn send(tx: &Tx, req: DeltaDiscoveryRequest) -> Result<(), ProxyError> {
-    tx.send(req).await.map_err(|_| ProxyError::Closed)
 }

@@ -12,6 +12,7 @@
 
 mod collect;
 mod delta;
+mod grpc;
 mod names;
 mod proxy;
 mod scan;
@@ -31,7 +32,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::{Channel, Endpoint};
 
 use crate::proxy::{Identity, ProxyError, Shared};
 
@@ -107,32 +107,26 @@ fn main() -> ExitCode {
 }
 
 /// Connects one proxy's own HTTP/2 connection (Envoy opens one per ADS cluster).
-pub(crate) async fn connect(shared: &Shared) -> Result<Channel, ProxyError> {
+pub(crate) async fn connect(
+    shared: &Shared,
+) -> Result<h2::client::SendRequest<bytes::Bytes>, ProxyError> {
     let _permit = shared.connect_gate.acquire().await;
-    let err = |source| ProxyError::Connect {
+    let err = |source: std::io::Error| ProxyError::Connect {
         addr: shared.addr.clone(),
         source,
     };
-    let addr = shared.addr.clone();
-    // Reads of 256 KB: HTTP/2's own reads are a frame or two (16 KB) at a time, and the
-    // recv calls for a full push's 3.2 GB were most of this tool's kernel time.
-    let connector = tower::service_fn(move |_: http::Uri| {
-        let addr = addr.clone();
-        async move {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                tokio::io::BufReader::with_capacity(256 << 10, stream),
-            ))
-        }
-    });
-    let channel = Endpoint::from_shared(format!("http://{}", shared.addr))
-        .map_err(err)?
-        .connect_timeout(Duration::from_secs(10))
-        .connect_with_connector(connector)
+    let connect = async {
+        let stream = tokio::net::TcpStream::connect(&shared.addr).await?;
+        stream.set_nodelay(true)?;
+        // Reads of 256 KB: HTTP/2's own reads are a frame or two (16 KB) at a time, and the
+        // recv calls for a full push's 3 GB were most of this tool's kernel time.
+        let io = tokio::io::BufReader::with_capacity(256 << 10, stream);
+        grpc::handshake(io).await.map_err(std::io::Error::other)
+    };
+    tokio::time::timeout(Duration::from_secs(10), connect)
         .await
-        .map_err(err)?;
-    Ok(channel)
+        .map_err(|_| err(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(err)
 }
 
 async fn run(args: Args) -> Result<bool, collect::CollectError> {

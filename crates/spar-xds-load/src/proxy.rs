@@ -27,10 +27,10 @@ pub enum ProxyError {
     #[error("cannot connect to the control plane at {addr}: {source} (is `spar control-plane` running there?)")]
     Connect {
         addr: String,
-        source: tonic::transport::Error,
+        source: std::io::Error,
     },
     #[error("the ADS stream failed: {0}")]
-    Stream(#[from] tonic::Status),
+    Stream(String),
     #[error("the control plane closed the ADS stream")]
     Closed,
     #[error("cannot read a {type_url} resource: {detail}")]

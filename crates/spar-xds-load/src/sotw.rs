@@ -7,8 +7,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::names::IdSet;
 use crate::proxy::{
@@ -18,14 +16,18 @@ use crate::proxy::{
 use crate::scan;
 use crate::wire::{encode_names, Response, SotwRequest};
 
+type Tx = crate::grpc::Stream<SotwRequest>;
+
+const SOTW: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+
 /// Runs one proxy until its stream ends or fails.
 pub async fn run(shared: Arc<Shared>, id: Identity) -> Result<(), ProxyError> {
-    let channel = crate::connect(&shared).await?;
-    let (tx, rx) = mpsc::channel::<SotwRequest>(16);
+    let conn = crate::connect(&shared).await?;
+    let mut stream = Tx::open(conn, SOTW).await?;
     let node = id.node();
-    send(&tx, request(CLUSTER, "", "", Bytes::new(), Some(node))).await?;
-    send(&tx, request(LISTENER, "", "", Bytes::new(), None)).await?;
-    let mut stream = crate::wire::sotw(channel, ReceiverStream::new(rx)).await?;
+    stream.send(&request(CLUSTER, "", "", Bytes::new(), Some(node)))?;
+    stream.send(&request(LISTENER, "", "", Bytes::new(), None))?;
     let mut target = shared.target.clone();
     let mut held = Holdings::default();
     // Last version and nonce per type, for subscription changes (Envoy names the last
@@ -37,7 +39,7 @@ pub async fn run(shared: Arc<Shared>, id: Identity) -> Result<(), ProxyError> {
                 let msg = resp?.ok_or(ProxyError::Closed)?;
                 let resp = Response::sotw(&msg)?;
                 let t = target.borrow().clone();
-                on_response(&shared, &id, &tx, &mut held, &mut nonces, t.as_deref(), resp).await?;
+                on_response(&shared, &id, &mut stream, &mut held, &mut nonces, t.as_deref(), resp)?;
             }
             changed = target.changed() => {
                 if changed.is_err() {
@@ -50,10 +52,10 @@ pub async fn run(shared: Arc<Shared>, id: Identity) -> Result<(), ProxyError> {
     }
 }
 
-async fn on_response(
+fn on_response(
     shared: &Shared,
     id: &Identity,
-    tx: &mpsc::Sender<SotwRequest>,
+    tx: &mut Tx,
     held: &mut Holdings,
     nonces: &mut [(String, String); 4],
     target: Option<&crate::proxy::Target>,
@@ -66,7 +68,7 @@ async fn on_response(
         t if t == ROUTE.as_bytes() => 3,
         _ => {
             // Not subscribed; ACK so the server's status stays clean.
-            return send(tx, ack(&resp, Bytes::new())).await;
+            return tx.send(&ack(&resp, Bytes::new()));
         }
     };
     nonces[slot] = (resp.version(), resp.nonce());
@@ -80,12 +82,12 @@ async fn on_response(
             }
             held.clusters = resp.resources.len();
             held.got_cds = true;
-            send(tx, ack(&resp, Bytes::new())).await?;
+            tx.send(&ack(&resp, Bytes::new()))?;
             if held.eds_wanted.set != eds {
                 held.eds_wanted = shared.intern(eds);
                 let (v, n) = &nonces[1];
                 let names = held.eds_wanted.encoded.clone();
-                send(tx, request(ENDPOINT, v, n, names, None)).await?;
+                tx.send(&request(ENDPOINT, v, n, names, None))?;
             }
         }
         1 => {
@@ -100,7 +102,7 @@ async fn on_response(
                 }
                 held.eds_held.insert(shared.names.id(name));
             }
-            send(tx, ack(&resp, held.eds_wanted.encoded.clone())).await?;
+            tx.send(&ack(&resp, held.eds_wanted.encoded.clone()))?;
             for (name, bytes) in found {
                 check_target(shared, held, id.index, target, name, bytes)?;
             }
@@ -114,15 +116,11 @@ async fn on_response(
             rds.dedup();
             held.listeners = resp.resources.len();
             held.got_lds = true;
-            send(tx, ack(&resp, Bytes::new())).await?;
+            tx.send(&ack(&resp, Bytes::new()))?;
             if held.rds_wanted != rds {
                 held.rds_wanted = rds;
                 let (v, n) = &nonces[3];
-                send(
-                    tx,
-                    request(ROUTE, v, n, encode_names(&held.rds_wanted), None),
-                )
-                .await?;
+                tx.send(&request(ROUTE, v, n, encode_names(&held.rds_wanted), None))?;
             }
         }
         _ => {
@@ -133,7 +131,7 @@ async fn on_response(
                 held.rds_held
                     .insert(String::from_utf8_lossy(name).into_owned());
             }
-            send(tx, ack(&resp, encode_names(&held.rds_wanted))).await?;
+            tx.send(&ack(&resp, encode_names(&held.rds_wanted)))?;
         }
     }
     held.check_full(shared);
@@ -169,8 +167,4 @@ fn request(
         },
         names,
     }
-}
-
-async fn send(tx: &mpsc::Sender<SotwRequest>, req: SotwRequest) -> Result<(), ProxyError> {
-    tx.send(req).await.map_err(|_| ProxyError::Closed)
 }

@@ -2,14 +2,11 @@
 //! read in place with [`crate::scan`] (no per-resource allocation, no UTF-8 check of every
 //! name). A simulated proxy only looks at its resources, and 2,000 of them share two cores
 //! with the control plane under test, so reading must cost as little as possible. The
-//! field numbers are `envoy/service/discovery/v3/discovery.proto`'s.
+//! field numbers are `envoy/service/discovery/v3/discovery.proto`'s. The gRPC stream
+//! itself is [`crate::grpc`].
 
 use bytes::{Buf, Bytes};
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::transport::Channel;
-use tonic::{Status, Streaming};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 
 use crate::scan::{fields, ScanError, Value};
 
@@ -141,90 +138,6 @@ impl prost::Message for SotwRequest {
         self.head.clear();
         self.names = Bytes::new();
     }
-}
-
-/// Requests encoded with prost, responses handed over as their bytes.
-struct RawCodec<Req>(std::marker::PhantomData<Req>);
-
-struct RequestEncoder<Req>(std::marker::PhantomData<Req>);
-
-impl<Req: prost::Message> Encoder for RequestEncoder<Req> {
-    type Item = Req;
-    type Error = Status;
-
-    fn encode(&mut self, item: Req, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("cannot encode the request: {e}")))
-    }
-}
-
-struct RawDecoder;
-
-impl Decoder for RawDecoder {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        // The message's bytes split off the receive buffer, not copied.
-        let n = src.remaining();
-        Ok(Some(src.copy_to_bytes(n)))
-    }
-}
-
-impl<Req: prost::Message + Send + 'static> Codec for RawCodec<Req> {
-    type Encode = Req;
-    type Decode = Bytes;
-    type Encoder = RequestEncoder<Req>;
-    type Decoder = RawDecoder;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RequestEncoder(std::marker::PhantomData)
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawDecoder
-    }
-}
-
-const SOTW: &str =
-    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
-const DELTA: &str =
-    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
-
-async fn open<Req>(
-    channel: Channel,
-    path: &'static str,
-    requests: ReceiverStream<Req>,
-) -> Result<Streaming<Bytes>, Status>
-where
-    Req: prost::Message + Send + Sync + 'static,
-{
-    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(512 << 20);
-    grpc.ready()
-        .await
-        .map_err(|e| Status::unavailable(format!("the control plane is not ready: {e}")))?;
-    let codec = RawCodec::<Req>(std::marker::PhantomData);
-    let path = http::uri::PathAndQuery::from_static(path);
-    Ok(grpc
-        .streaming(tonic::Request::new(requests), path, codec)
-        .await?
-        .into_inner())
-}
-
-/// Opens a state-of-the-world ADS stream.
-pub async fn sotw(
-    channel: Channel,
-    requests: ReceiverStream<SotwRequest>,
-) -> Result<Streaming<Bytes>, Status> {
-    open(channel, SOTW, requests).await
-}
-
-/// Opens a delta ADS stream.
-pub async fn delta(
-    channel: Channel,
-    requests: ReceiverStream<DeltaDiscoveryRequest>,
-) -> Result<Streaming<Bytes>, Status> {
-    open(channel, DELTA, requests).await
 }
 
 #[cfg(test)]
