@@ -142,7 +142,14 @@ fn seek<'a, V: 'a, I: Iterator<Item = (&'a Arc<str>, V)>>(
     name: &str,
 ) -> Option<V> {
     while let Some((k, _)) = it.peek() {
-        match (***k).cmp(name) {
+        // Held and subscribed names share the class's strings: most comparisons are of a
+        // string with itself, which the address answers without reading the bytes.
+        let order = if std::ptr::eq(&***k, name) {
+            std::cmp::Ordering::Equal
+        } else {
+            (***k).cmp(name)
+        };
+        match order {
             std::cmp::Ordering::Less => {
                 it.next();
             }
