@@ -17,7 +17,8 @@
 //! allocation, before `main`; so they are set from an ELF constructor that runs before any
 //! Rust code allocates. A value the operator sets in those environment variables still wins.
 
-// Two C calls (getenv, mi_option_set) and an `.init_array` entry; each says why it is sound.
+// Three C calls (getenv, mi_option_set, mi_collect) and an `.init_array` entry; each says
+// why it is sound.
 #![allow(unsafe_code)]
 
 // Reading config allocates many small nodes; mimalloc does that markedly faster than
@@ -37,6 +38,16 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 #[used]
 #[link_section = ".init_array"]
 static SET_OPTIONS: extern "C" fn() = set_options;
+
+/// Returns the pages freed so far to the kernel now, instead of after the purge delay and
+/// only once something allocates again. `spar proxy` calls it after each configuration
+/// change: an idle sidecar would otherwise keep what decoding the old configuration freed
+/// (11 MB of anonymous memory with 1,000 services).
+pub fn return_freed_pages() {
+    // SAFETY: `mi_collect` takes a bool and may run on any thread at any time; it returns
+    // to the kernel only memory mimalloc already holds as free.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
 
 #[cfg(target_os = "linux")]
 extern "C" fn set_options() {

@@ -41,6 +41,9 @@ pub struct ProxyOptions {
     /// The proxy's namespace: short names given to the forward proxy are searched in it.
     pub namespace: String,
     pub log_level: Option<LogControl>,
+    /// Runs after each new configuration is in force; the binary returns the memory the
+    /// old one held to the kernel (the allocator keeps freed pages for a while).
+    pub after_config: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for ProxyOptions {
@@ -261,6 +264,9 @@ impl Proxy {
                     }
                 }
                 all_bound = s.reconcile(&mut reported).await;
+                if let Some(after) = &s.options.after_config {
+                    after();
+                }
             }
         });
         Ok(Proxy {

@@ -129,3 +129,34 @@ async fn a_busy_port_is_bound_once_it_is_free() {
         Some("v1")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_after_config_hook_runs_once_a_new_configuration_is_in_force() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let backend = Backend::start("v1").await;
+    let gw = free_port();
+    let store = Arc::new(Store::default());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let proxy = Proxy::start(
+        store.clone(),
+        ProxyOptions {
+            after_config: Some(Arc::new(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            })),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "no configuration yet");
+    let y = echo_gateway(gw, backend.addr);
+    store.publish(Snapshot::from_xds(&gateway_resources(&y)).unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while runs.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the hook never ran");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // It runs after the listeners were reconciled: the new listener serves by then.
+    assert!(proxy.listener_addr(&format!("0.0.0.0_{gw}")).is_some());
+}

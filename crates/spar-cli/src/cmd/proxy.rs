@@ -293,6 +293,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
             .forward_port
             .map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
         namespace: node_namespace(&node).unwrap_or_else(|| args.namespace.clone()),
+        after_config: Some(Arc::new(crate::allocator::return_freed_pages)),
     };
     let proxy = Proxy::start(store.clone(), options)
         .await
