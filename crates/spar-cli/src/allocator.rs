@@ -42,7 +42,9 @@ static SET_OPTIONS: extern "C" fn() = set_options;
 /// Returns the pages freed so far to the kernel now, instead of after the purge delay and
 /// only once something allocates again. `spar proxy` calls it after each configuration
 /// change: an idle sidecar would otherwise keep what decoding the old configuration freed
-/// (11 MB of anonymous memory with 1,000 services).
+/// (11 MB of anonymous memory with 1,000 services). It collects the calling thread's heap
+/// and every arena's freed pages; pages another worker thread still keeps in its own heap
+/// wait for that thread's next allocation (the bench's proxy runs one worker).
 pub fn return_freed_pages() {
     // SAFETY: `mi_collect` takes a bool and may run on any thread at any time; it returns
     // to the kernel only memory mimalloc already holds as free.
